@@ -1,0 +1,101 @@
+"""shieldkit: adversarial attacks and defences for PyTorch image classifiers, behind one registry.
+
+Quickstart::
+
+    import shieldkit as sk
+    atk = sk.create_attack("pgd", eps=0.3)
+    x_adv = atk(model, x, y)
+"""
+
+import importlib
+
+from shieldkit.attack import Attack, AttackResult
+from shieldkit.defense import (
+    AttackView,
+    DefendedModel,
+    Defense,
+    DetectorDefense,
+    PostprocessDefense,
+    TrainerDefense,
+    TransformDefense,
+)
+from shieldkit.errors import (
+    AttackContractError,
+    DatasetNotFoundError,
+    InvalidInputError,
+    InvalidModelError,
+    InvalidParameterError,
+    MissingDependencyError,
+    PluginError,
+    ShieldkitError,
+    UnknownNameError,
+)
+from shieldkit.layers import Normalize
+from shieldkit.plugins import hookimpl
+from shieldkit.registry import (
+    attack_info,
+    create_attack,
+    create_dataset,
+    create_defense,
+    create_model,
+    dataset_info,
+    defense_info,
+    list_attacks,
+    list_datasets,
+    list_defenses,
+    list_models,
+    list_plugins,
+    model_info,
+    register_plugin,
+)
+from shieldkit.threat import ThreatModel
+
+__version__ = "0.1.0"
+
+# Subpackages imported on first attribute access, so `import shieldkit` stays light.
+_LAZY_SUBMODULES = ("data", "models", "testing", "attacks", "defenses", "evaluate", "gan")
+
+__all__ = [
+    "Attack",
+    "AttackContractError",
+    "AttackResult",
+    "AttackView",
+    "DatasetNotFoundError",
+    "DefendedModel",
+    "Defense",
+    "DetectorDefense",
+    "InvalidInputError",
+    "InvalidModelError",
+    "InvalidParameterError",
+    "MissingDependencyError",
+    "Normalize",
+    "PluginError",
+    "PostprocessDefense",
+    "ShieldkitError",
+    "ThreatModel",
+    "TrainerDefense",
+    "TransformDefense",
+    "UnknownNameError",
+    "__version__",
+    "attack_info",
+    "create_attack",
+    "create_dataset",
+    "create_defense",
+    "create_model",
+    "dataset_info",
+    "defense_info",
+    "hookimpl",
+    "list_attacks",
+    "list_datasets",
+    "list_defenses",
+    "list_models",
+    "list_plugins",
+    "model_info",
+    "register_plugin",
+]
+
+
+def __getattr__(name: str):
+    if name in _LAZY_SUBMODULES:
+        return importlib.import_module(f"shieldkit.{name}")
+    raise AttributeError(f"module 'shieldkit' has no attribute {name!r}")

@@ -1,0 +1,319 @@
+"""The Attack base class and AttackResult.
+
+The base class owns the whole attack contract (DESIGN.md): input validation,
+device and dtype placement, the model-state guard, seeding, forward/backward
+counting and the final bounds and epsilon-ball check. An algorithm implements
+``_run`` only.
+"""
+
+from __future__ import annotations
+
+import inspect
+import time
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from shieldkit.errors import AttackContractError, InvalidModelError, InvalidParameterError
+from shieldkit.guard import (
+    BOUNDS_TOLERANCE,
+    CallCounter,
+    ModelStateGuard,
+    check_images,
+    check_int,
+    check_labels,
+    check_logits,
+    check_norm,
+    model_device,
+    model_dtype,
+    norm_of,
+)
+from shieldkit.threat import DEFAULT_EPS, ThreatModel
+
+ACCESS_LEVELS = ("gradient", "score", "decision")
+
+
+@dataclass
+class AttackResult:
+    """What one attack run produced, per sample and in total.
+
+    Attributes:
+        x_adv: adversarial images, on the input's device and dtype.
+        success: ``[B]`` bool, the model is fooled (untargeted: prediction differs
+            from ``y``; targeted: prediction equals ``target``).
+        l2, linf: ``[B]`` per-sample perturbation norms.
+        forwards, backwards: model forward and backward passes the attack made.
+        queries: images forwarded through the model in total (black-box budget).
+        seconds: wall-clock time of the attack.
+        y, target: the labels used (``y`` is the model's prediction when not given).
+        predictions: ``[B]`` the model's predictions on ``x_adv``.
+        info: attack-specific extras (e.g. DeepFool's iterations per sample).
+    """
+
+    x_adv: Tensor
+    success: Tensor
+    l2: Tensor
+    linf: Tensor
+    forwards: int
+    backwards: int
+    queries: int
+    seconds: float
+    attack: str
+    y: Tensor
+    predictions: Tensor
+    target: Tensor | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def success_rate(self) -> float:
+        """Share of samples the attack fooled."""
+        return self.success.float().mean().item()
+
+    def __repr__(self) -> str:
+        return (
+            f"AttackResult({self.attack}: {int(self.success.sum())}/{len(self.success)} fooled, "
+            f"median l2={self.l2.median().item():.4g}, max linf={self.linf.max().item():.4g}, "
+            f"forwards={self.forwards}, backwards={self.backwards}, {self.seconds:.3f}s)"
+        )
+
+
+def component_params(cls: type) -> dict[str, Any]:
+    """Keyword parameters a component's constructor accepts, with their defaults.
+
+    Walks the MRO while constructors pass ``**kwargs`` up, so an attack that
+    declares ``def __init__(self, *, steps=10, **common)`` also lists the base
+    class's ``eps``, ``norm``, ``bounds`` and ``seed``.
+    """
+    params: dict[str, Any] = {}
+    for klass in cls.__mro__:
+        init = klass.__dict__.get("__init__")
+        if init is None:
+            continue
+        signature = inspect.signature(init)
+        passes_on = False
+        for name, parameter in signature.parameters.items():
+            if name == "self" or parameter.kind is parameter.VAR_POSITIONAL:
+                continue
+            if parameter.kind is parameter.VAR_KEYWORD:
+                passes_on = True
+                continue
+            default = None if parameter.default is parameter.empty else parameter.default
+            params.setdefault(name, default)
+        if not passes_on:
+            break
+    return params
+
+
+class Attack:
+    """Base class of every attack: native, wrapped from a backend, or from a plugin.
+
+    Subclasses set the class attributes below and implement ``_run``; they take
+    their own parameters as keyword arguments and pass the common ones on with
+    ``**common``.
+
+    Args:
+        eps: perturbation budget in ``norm``. Bounded attacks default to
+            ``DEFAULT_EPS[norm]``; for unbounded (minimal-perturbation) attacks
+            ``eps`` is optional, and when given the result is projected onto the
+            epsilon-ball (as foolbox does), so success means "fooled within eps".
+        norm: one of the class's ``norms`` (the first is the default).
+        bounds: valid pixel range ``(low, high)``.
+        seed: makes the attack deterministic; ``None`` uses torch's global RNG.
+
+    Capabilities (class attributes, checked against behaviour by ``shieldkit.testing``):
+        family: lower snake_case name of the algorithm, the same in every source.
+        norms: norms the attack supports.
+        bounded: the algorithm takes ``eps`` as a budget.
+        targeted: the attack accepts ``target=`` labels.
+        access: ``"gradient"``, ``"score"`` (probabilities only) or ``"decision"`` (labels only).
+        randomized: output depends on randomness (deterministic under ``seed`` all the same).
+    """
+
+    family: ClassVar[str] = ""
+    norms: ClassVar[tuple[str, ...]] = ("linf",)
+    bounded: ClassVar[bool] = True
+    targeted: ClassVar[bool] = True
+    access: ClassVar[str] = "gradient"
+    randomized: ClassVar[bool] = False
+
+    #: set by the registry when created by name (the plugin that registered it).
+    source: str = ""
+
+    def __init__(
+        self,
+        *,
+        eps: float | None = None,
+        norm: str | None = None,
+        bounds: tuple[float, float] = (0.0, 1.0),
+        seed: int | None = None,
+    ):
+        owner = self.name
+        norm = check_norm(norm if norm is not None else self.norms[0], self.norms, owner)
+        if eps is None and self.bounded:
+            eps = DEFAULT_EPS[norm]
+        try:
+            self.threat = ThreatModel(norm=norm, eps=eps, bounds=bounds)
+        except InvalidParameterError as error:
+            raise InvalidParameterError(f"{owner}: {error}") from None
+        if seed is not None:
+            check_int(owner, "seed", seed, minimum=0)
+        self.seed = seed
+
+    # The common parameters, readable under their constructor names.
+    @property
+    def eps(self) -> float | None:
+        return self.threat.eps
+
+    @property
+    def norm(self) -> str:
+        return self.threat.norm
+
+    @property
+    def bounds(self) -> tuple[float, float]:
+        return self.threat.bounds
+
+    @property
+    def name(self) -> str:
+        """``family.source``, e.g. ``pgd.native`` (just the family when not created by name)."""
+        family = self.family or type(self).__name__.lower()
+        return f"{family}.{self.source}" if self.source else family
+
+    def project(self, x_adv: Tensor, x: Tensor) -> Tensor:
+        """``x_adv`` moved into the epsilon-ball around ``x`` (when ``eps`` is set) and the bounds."""
+        return self.threat.project(x_adv, x)
+
+    def get_params(self) -> dict[str, Any]:
+        """The constructor parameters of this instance."""
+        return {name: getattr(self, name, default) for name, default in component_params(type(self)).items()}
+
+    def __repr__(self) -> str:
+        params = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
+        return f"{type(self).__name__}({params})"
+
+    # ----------------------------------------------------------------- API
+
+    def __call__(self, model: nn.Module, x: Tensor, y: Tensor | None = None, *, target: Tensor | None = None) -> Tensor:
+        """Adversarial examples for ``x``: ``[B, C, H, W]`` in, the same shape out."""
+        return self._execute(model, x, y, target, evaluate=False).x_adv
+
+    def run(self, model: nn.Module, x: Tensor, y: Tensor | None = None, *, target: Tensor | None = None) -> AttackResult:
+        """Attack ``model`` on ``x`` and report per-sample success, norms and cost.
+
+        Args:
+            model: ``nn.Module`` from images in ``bounds`` to logits ``[B, K]``.
+            x: images ``[B, C, H, W]``, floating point, inside ``bounds``.
+            y: true labels ``[B]``; the model's predictions when ``None``.
+            target: target labels ``[B]`` for a targeted attack.
+        """
+        return self._execute(model, x, y, target, evaluate=True)
+
+    def _run(self, model: nn.Module, x: Tensor, y: Tensor, target: Tensor | None) -> Tensor | tuple[Tensor, dict]:
+        """The algorithm: validated inputs on the model's device in, adversarial images out.
+
+        ``model`` is in eval mode with frozen parameters; ``x`` is a private copy.
+        Return ``x_adv`` or ``(x_adv, info)``. Bounds and the epsilon-ball are
+        checked (and float error projected away) by the base class.
+        """
+        raise NotImplementedError(f"{type(self).__name__} must implement _run")
+
+    # ---------------------------------------------------------------- contract
+
+    def _execute(self, model, x, y, target, *, evaluate: bool) -> AttackResult:
+        name = self.name
+        if not isinstance(model, nn.Module):
+            raise InvalidModelError(f"{name}: model must be a torch.nn.Module, got {type(model).__name__}")
+        check_images(x, self.bounds, "x")
+        if target is not None and not self.targeted:
+            raise InvalidParameterError(f"{name} is untargeted only; it does not accept target=")
+        device, dtype = model_device(model), model_dtype(model, x.dtype)
+        x_in = x.detach().to(device=device, dtype=dtype)
+        batch = x_in.shape[0]
+        started = time.perf_counter()
+        with ModelStateGuard(model), CallCounter(model) as counter:
+            counter.enabled = False
+            with torch.no_grad():
+                if y is None:
+                    logits = check_logits(model(x_in), batch)
+                    y = logits.argmax(dim=1)
+                else:
+                    logits = check_logits(model(x_in[:1]), 1)
+            num_classes = logits.shape[1]
+            y = check_labels(y, batch, num_classes, "y").to(device)
+            if target is not None:
+                target = check_labels(target, batch, num_classes, "target").to(device)
+            counter.enabled = True
+            with _seeded(self.seed, device):
+                output = self._run(model, x_in.clone(), y, target)
+            counter.enabled = False
+            x_adv, info = output if isinstance(output, tuple) else (output, {})
+            x_adv = self._enforce_contract(x_adv, x_in)
+            if evaluate:
+                with torch.no_grad():
+                    predictions = check_logits(model(x_adv), batch).argmax(dim=1)
+        seconds = time.perf_counter() - started
+        delta = x_adv - x_in
+        if evaluate:
+            success = predictions == target if target is not None else predictions != y
+        else:
+            predictions = success = torch.zeros(0, dtype=torch.bool)
+        return AttackResult(
+            x_adv=x_adv.to(device=x.device, dtype=x.dtype),
+            success=success.cpu(),
+            l2=norm_of(delta, "l2").cpu() if evaluate else torch.zeros(0),
+            linf=norm_of(delta, "linf").cpu() if evaluate else torch.zeros(0),
+            forwards=counter.forwards,
+            backwards=counter.backwards,
+            queries=counter.queries,
+            seconds=seconds,
+            attack=name,
+            y=y.cpu(),
+            predictions=predictions.cpu(),
+            target=None if target is None else target.cpu(),
+            info=info,
+        )
+
+    def _enforce_contract(self, x_adv: object, x: Tensor) -> Tensor:
+        """Check the algorithm's output; project float error away, raise on real violations."""
+        name = self.name
+        if not isinstance(x_adv, Tensor) or x_adv.shape != x.shape:
+            found = tuple(x_adv.shape) if isinstance(x_adv, Tensor) else type(x_adv).__name__
+            raise AttackContractError(f"{name} returned {found}, expected a tensor of shape {tuple(x.shape)}")
+        x_adv = x_adv.detach().to(dtype=x.dtype, device=x.device)
+        if not torch.isfinite(x_adv).all():
+            raise AttackContractError(f"{name} returned non-finite values")
+        low, high = self.bounds
+        overshoot = max(low - x_adv.min().item(), x_adv.max().item() - high)
+        if overshoot > BOUNDS_TOLERANCE:
+            raise AttackContractError(f"{name} left the bounds {self.bounds} by {overshoot:.3g}")
+        eps = self.eps
+        if eps is not None:
+            distance = norm_of(x_adv - x, self.norm).max().item()
+            excess = distance - eps
+            if self.bounded and excess > 1e-4 * eps + 1e-6:
+                raise AttackContractError(
+                    f"{name} broke its {self.norm} budget: max ||x_adv - x|| = {distance:.6g} > eps = {eps:.6g} "
+                    f"(by {excess:.3g})"
+                )
+        return self.threat.project(x_adv, x)
+
+
+class _seeded:
+    """Seeds torch's RNG for the duration of an attack and restores it afterwards."""
+
+    def __init__(self, seed: int | None, device: torch.device):
+        self.seed = seed
+        self.devices = [device] if device.type == "cuda" else []
+        self._fork = None
+
+    def __enter__(self):
+        if self.seed is not None:
+            self._fork = torch.random.fork_rng(devices=self.devices)
+            self._fork.__enter__()
+            torch.manual_seed(self.seed)
+
+    def __exit__(self, *exc_info):
+        if self._fork is not None:
+            self._fork.__exit__(*exc_info)
+            self._fork = None

@@ -1,0 +1,77 @@
+"""The exception hierarchy.
+
+Every error subclasses a built-in so that ``except ValueError`` and friends keep
+working, and every message names the attack, parameter, argument or plugin at fault.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class ShieldkitError(Exception):
+    """Base class of every shieldkit error."""
+
+
+class InvalidInputError(ShieldkitError, ValueError):
+    """An input tensor (images, labels, targets, model outputs) is not what the contract needs."""
+
+
+class InvalidModelError(InvalidInputError):
+    """The model cannot be attacked as given (wrong output shape, split across devices, ...)."""
+
+
+class InvalidParameterError(ShieldkitError, TypeError, ValueError):
+    """A constructor or call parameter is unknown or out of range.
+
+    Subclasses both ``TypeError`` (what Python raises for an unknown keyword) and
+    ``ValueError`` (what it raises for a bad value).
+    """
+
+
+class UnknownNameError(ShieldkitError, KeyError):
+    """No attack, defence, model or dataset of that name is registered.
+
+    The message lists the closest registered names.
+    """
+
+    def __init__(self, kind: str, name: str, known: Iterable[str], hint: str = ""):
+        self.kind = kind
+        self.name = name
+        self.suggestions = close_matches(name, known)
+        message = f"unknown {kind} {name!r}"
+        if self.suggestions:
+            message += "; did you mean " + ", ".join(repr(s) for s in self.suggestions) + "?"
+        if hint:
+            message += f" {hint}"
+        super().__init__(message)
+
+    def __str__(self) -> str:  # KeyError would wrap the message in quotes
+        return str(self.args[0])
+
+
+class MissingDependencyError(ShieldkitError, ImportError):
+    """An optional library a backend needs is not installed; the message says what to install."""
+
+
+class AttackContractError(ShieldkitError, RuntimeError):
+    """An attack returned something that breaks the attack contract (bounds, epsilon-ball, shape)."""
+
+
+class PluginError(ShieldkitError, RuntimeError):
+    """A plugin failed to load or registered something invalid (raised in strict mode)."""
+
+
+class DatasetNotFoundError(ShieldkitError, FileNotFoundError):
+    """Dataset files are missing; the message says which files to put where."""
+
+
+def close_matches(name: str, known: Iterable[str], n: int = 3) -> list[str]:
+    """The registered names closest to ``name``, families first."""
+    known = list(known)
+    families = sorted({k.split(".")[0] for k in known})
+    candidates = families + known
+    matches = difflib.get_close_matches(name, candidates, n=n, cutoff=0.6)
+    matches += [k for k in known if name and name in k and k not in matches]
+    return matches[:n]

@@ -1,0 +1,56 @@
+"""The hooks a shieldkit plugin may implement.
+
+Hooks are called with keyword arguments. They may gain arguments in later
+versions, never lose or rename them; an implementation names only the arguments
+it uses. Each receives a ``register`` callback that validates what it is given at
+once: a wrong type, a bad family name or a duplicate is reported against the
+plugin that registered it.
+"""
+
+import pluggy
+
+hookspec = pluggy.HookspecMarker("shieldkit")
+
+
+@hookspec
+def register_attacks(register):
+    """Register attack classes.
+
+    Args:
+        register: call ``register(AttackSubclass)`` once per attack. The class
+            must subclass :class:`shieldkit.Attack` and set ``family``; it is
+            listed as ``family.<plugin name>``.
+    """
+
+
+@hookspec
+def register_defenses(register):
+    """Register defence classes.
+
+    Args:
+        register: call ``register(DefenseSubclass)`` once per defence. The class
+            must subclass one of :class:`shieldkit.TransformDefense`,
+            :class:`shieldkit.PostprocessDefense`, :class:`shieldkit.DetectorDefense`
+            or :class:`shieldkit.TrainerDefense` and set ``family``.
+    """
+
+
+@hookspec
+def register_models(register):
+    """Register model factories.
+
+    Args:
+        register: call ``register(factory, name=None)``. ``factory(**params)``
+            returns an ``nn.Module``; the family is ``name``, else the factory's
+            ``family`` attribute, else its ``__name__``.
+    """
+
+
+@hookspec
+def register_datasets(register):
+    """Register dataset loaders.
+
+    Args:
+        register: call ``register(loader, name=None)``. ``loader(split=..., root=..., **params)``
+            returns a :class:`shieldkit.data.ImageData`; named like model factories.
+    """

@@ -1,0 +1,214 @@
+"""Plugin discovery and loading.
+
+Built-in plugins (native, torchattacks, art) and third-party ones, found by
+entry point in the group ``shieldkit``, register through the same hooks
+(:mod:`shieldkit.hookspecs`). Loading is lazy (on first registry use) and a
+broken plugin never takes the registry down: it is recorded as failed, with its
+distribution, version and error, and everything else keeps working.
+
+Environment variables:
+    SHIELDKIT_PLUGINS: comma-separated allow list of third-party plugins to load.
+    SHIELDKIT_BLOCK_PLUGINS: comma-separated plugins (built-in or not) not to load.
+    SHIELDKIT_NO_PLUGINS=1: load no third-party plugins.
+    SHIELDKIT_STRICT_PLUGINS=1: raise :class:`PluginError` instead of recording failures.
+    SHIELDKIT_TRACE_PLUGINS=1: log every load and hook call to stderr.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import logging
+import os
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+import pluggy
+
+from shieldkit import hookspecs
+from shieldkit.errors import MissingDependencyError, PluginError
+
+logger = logging.getLogger("shieldkit.plugins")
+
+PROJECT = "shieldkit"
+ENTRY_POINT_GROUP = "shieldkit"
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+#: Built-in plugins: name -> module. They register through the same hooks as a third-party plugin.
+DEFAULT_PLUGINS: dict[str, str] = {
+    "native": "shieldkit.native",
+}
+
+HOOKS = ("register_attacks", "register_defenses", "register_models", "register_datasets")
+
+
+@dataclass
+class PluginInfo:
+    """What is known about one plugin: where it comes from and how loading it went.
+
+    ``status`` is ``ok``, ``failed`` (import error, hook raised, invalid
+    registration), ``missing`` (a library it needs is not installed) or
+    ``blocked`` (by an environment variable).
+    """
+
+    name: str
+    module: str
+    builtin: bool
+    distribution: str | None = None
+    version: str | None = None
+    status: str = "ok"
+    errors: list[str] = field(default_factory=list)
+    registered: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _env_list(variable: str) -> set[str] | None:
+    value = os.environ.get(variable)
+    if value is None:
+        return None
+    return {item.strip() for item in value.split(",") if item.strip()}
+
+
+def _env_flag(variable: str) -> bool:
+    return os.environ.get(variable, "").strip().lower() not in ("", "0", "false", "no")
+
+
+class PluginManager:
+    """Loads plugins and calls their hooks, one plugin at a time, recording failures."""
+
+    def __init__(self) -> None:
+        self.pm = pluggy.PluginManager(PROJECT)
+        self.pm.add_hookspecs(hookspecs)
+        self.plugins: dict[str, PluginInfo] = {}
+        self.strict = _env_flag("SHIELDKIT_STRICT_PLUGINS")
+        if _env_flag("SHIELDKIT_TRACE_PLUGINS"):
+            self._enable_tracing()
+
+    # ----------------------------------------------------------------- loading
+
+    def load_all(self) -> None:
+        """Load the built-in plugins, then the installed ones (per the allow/block lists)."""
+        blocked = _env_list("SHIELDKIT_BLOCK_PLUGINS") or set()
+        for name, module in DEFAULT_PLUGINS.items():
+            info = PluginInfo(name=name, module=module, builtin=True, distribution="shieldkit", version=_version("shieldkit"))
+            if name in blocked:
+                self._skip(info, "blocked by SHIELDKIT_BLOCK_PLUGINS")
+                continue
+            self._load(info, lambda module=module: importlib.import_module(module))
+        if _env_flag("SHIELDKIT_NO_PLUGINS"):
+            logger.debug("SHIELDKIT_NO_PLUGINS is set: no third-party plugins loaded")
+            return
+        allowed = _env_list("SHIELDKIT_PLUGINS")
+        for entry_point in _entry_points():
+            dist = getattr(entry_point, "dist", None)
+            info = PluginInfo(
+                name=entry_point.name,
+                module=entry_point.value,
+                builtin=False,
+                distribution=dist.metadata["Name"] if dist is not None else None,
+                version=dist.version if dist is not None else None,
+            )
+            if entry_point.name in self.plugins:
+                first = self.plugins[entry_point.name]
+                self._fail(info, f"plugin name {entry_point.name!r} is already taken by {first.distribution or first.module}")
+                self.plugins.setdefault(f"{entry_point.name} ({info.distribution})", info)
+                continue
+            if entry_point.name in blocked:
+                self._skip(info, "blocked by SHIELDKIT_BLOCK_PLUGINS")
+            elif allowed is not None and entry_point.name not in allowed:
+                self._skip(info, "not in SHIELDKIT_PLUGINS")
+            else:
+                self._load(info, entry_point.load)
+
+    def register(self, plugin: object, name: str, *, distribution: str | None = None, version: str | None = None) -> PluginInfo:
+        """Register an already imported plugin object (a module or any object with hook implementations)."""
+        info = PluginInfo(name=name, module=getattr(plugin, "__name__", repr(plugin)), builtin=False,
+                          distribution=distribution, version=version)
+        if name in self.plugins:
+            self._fail(info, f"plugin name {name!r} is already taken")
+            return info
+        self._load(info, lambda: plugin)
+        return info
+
+    def _load(self, info: PluginInfo, importer: Callable[[], object]) -> None:
+        self.plugins[info.name] = info
+        started = time.perf_counter()
+        try:
+            plugin = importer()
+            self.pm.register(plugin, name=info.name)
+        except MissingDependencyError as error:
+            self._missing(info, str(error))
+        except Exception as error:  # a broken plugin must not break the registry
+            self._fail(info, f"failed to load: {type(error).__name__}: {error}")
+        else:
+            logger.debug("loaded plugin %s from %s in %.1f ms", info.name, info.module, 1e3 * (time.perf_counter() - started))
+
+    def _skip(self, info: PluginInfo, reason: str) -> None:
+        self.plugins[info.name] = info
+        info.status = "blocked"
+        info.errors.append(reason)
+        logger.debug("plugin %s: %s", info.name, reason)
+
+    def _missing(self, info: PluginInfo, reason: str) -> None:
+        info.status = "missing"
+        info.errors.append(reason)
+        logger.debug("plugin %s: %s", info.name, reason)
+
+    def _fail(self, info: PluginInfo, reason: str) -> None:
+        """Record a failure of ``info``'s plugin (or raise it in strict mode)."""
+        info.status = "failed"
+        info.errors.append(reason)
+        where = f"{info.distribution} {info.version}" if info.distribution else info.module
+        message = f"plugin {info.name!r} ({where}): {reason}"
+        if self.strict:
+            raise PluginError(message + " [SHIELDKIT_STRICT_PLUGINS=1]")
+        logger.warning("%s", message)
+
+    # ------------------------------------------------------------------ hooks
+
+    def call_hook(self, hook: str, make_register: Callable[[PluginInfo], Callable]) -> None:
+        """Call ``hook`` on each plugin separately, so that an error is charged to the plugin that raised it.
+
+        Args:
+            hook: the hook's name in :mod:`shieldkit.hookspecs`.
+            make_register: builds the ``register`` callback for one plugin.
+        """
+        for impl in getattr(self.pm.hook, hook).get_hookimpls():  # in registration order: built-ins first
+            info = self.plugins[impl.plugin_name]
+            started = time.perf_counter()
+            arguments = {"register": make_register(info)}
+            try:
+                impl.function(**{name: arguments[name] for name in impl.argnames})
+            except (PluginError, MissingDependencyError) as error:
+                if isinstance(error, MissingDependencyError) and info.status != "failed":
+                    self._missing(info, str(error))
+                elif self.strict:
+                    raise
+                else:
+                    self._fail(info, str(error))
+            except Exception as error:
+                self._fail(info, f"hook {hook} raised {type(error).__name__}: {error}")
+            logger.debug("plugin %s: %s took %.1f ms", info.name, hook, 1e3 * (time.perf_counter() - started))
+
+    def _enable_tracing(self) -> None:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("shieldkit.plugins: %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.DEBUG)
+        self.pm.trace.root.setwriter(lambda message: logger.debug("%s", message.rstrip()))
+        self.pm.enable_tracing()
+
+
+def _entry_points() -> list:
+    return list(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP))
+
+
+def _version(distribution: str) -> str | None:
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return None

@@ -1,0 +1,57 @@
+"""The threat model: which perturbations an attacker may make."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from torch import Tensor
+
+from shieldkit.errors import InvalidParameterError
+from shieldkit.guard import check_bounds, check_norm, norm_of, project
+
+#: Default budgets per norm when a bounded attack is created without ``eps``
+#: (the usual CIFAR-style values; pass ``eps=0.3`` for MNIST L-inf).
+DEFAULT_EPS = {"linf": 8 / 255, "l2": 0.5, "l1": 10.0, "l0": 10.0}
+
+
+@dataclass(frozen=True)
+class ThreatModel:
+    """A perturbation budget: ``||x_adv - x||_norm <= eps`` with pixels inside ``bounds``.
+
+    Args:
+        norm: ``"linf"``, ``"l2"``, ``"l1"`` or ``"l0"``.
+        eps: the budget; ``None`` means unbounded (minimal-perturbation attacks).
+        bounds: the valid pixel range ``(low, high)``.
+    """
+
+    norm: str = "linf"
+    eps: float | None = None
+    bounds: tuple[float, float] = (0.0, 1.0)
+
+    def __post_init__(self):
+        object.__setattr__(self, "norm", check_norm(self.norm))
+        object.__setattr__(self, "bounds", check_bounds(self.bounds))
+        if self.eps is not None:
+            try:
+                eps = float(self.eps)
+            except (TypeError, ValueError):
+                raise InvalidParameterError(f"eps must be a number, got {self.eps!r}") from None
+            if not math.isfinite(eps) or eps < 0:
+                raise InvalidParameterError(f"eps must be finite and >= 0, got eps={self.eps!r}")
+            object.__setattr__(self, "eps", eps)
+
+    @property
+    def bounded(self) -> bool:
+        return self.eps is not None
+
+    def distance(self, x_adv: Tensor, x: Tensor) -> Tensor:
+        """Per-sample distance in this norm, ``[B]``."""
+        return norm_of(x_adv - x, self.norm)
+
+    def project(self, x_adv: Tensor, x: Tensor) -> Tensor:
+        """The closest point to ``x_adv`` inside the epsilon-ball around ``x`` and the bounds."""
+        low, high = self.bounds
+        if self.eps is not None:
+            x_adv = x + project(x_adv - x, self.norm, self.eps)
+        return x_adv.clamp(low, high)
