@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import torch
 from torch import Tensor
 
 from shieldkit.errors import InvalidParameterError
@@ -52,6 +53,14 @@ class ThreatModel:
     def project(self, x_adv: Tensor, x: Tensor) -> Tensor:
         """The closest point to ``x_adv`` inside the epsilon-ball around ``x`` and the bounds."""
         low, high = self.bounds
-        if self.eps is not None:
-            x_adv = x + project(x_adv - x, self.norm, self.eps)
-        return x_adv.clamp(low, high)
+        if self.eps is None:
+            return x_adv.clamp(low, high)
+        x_adv = (x + project(x_adv - x, self.norm, self.eps)).clamp(low, high)
+        if self.norm == "linf":
+            # x + delta rounds; step the few coordinates that land an ulp outside back towards x.
+            for _ in range(4):
+                outside = (x_adv - x).abs() > self.eps
+                if not outside.any():
+                    break
+                x_adv = torch.where(outside, torch.nextafter(x_adv, x), x_adv)
+        return x_adv

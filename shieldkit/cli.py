@@ -1,0 +1,162 @@
+"""The ``shieldkit`` command.
+
+Exit codes: 0 success, 1 failure while running, 2 bad usage or bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import sys
+from collections.abc import Sequence
+
+from shieldkit import registry
+from shieldkit.errors import InvalidInputError, InvalidParameterError, ShieldkitError, UnknownNameError
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+KINDS = {"attacks": "attack", "defenses": "defense", "models": "model", "datasets": "dataset"}
+
+#: Subcommands that live with the code they run: name -> module with add_arguments(parser) and run(args).
+EXTERNAL_COMMANDS = {
+    "evaluate": ("shieldkit.evaluate.commands", "Evaluate robustness: attack x defence grids and a report"),
+    "train-generator": ("shieldkit.gan.commands", "Train a generator (VAE, WGAN-GP, DCGAN) for GAN-inversion"),
+}
+
+
+def _table(rows: list[dict], columns: Sequence[str]) -> str:
+    widths = {c: max([len(c)] + [len(str(r.get(c, ""))) for r in rows]) for c in columns}
+    lines = ["  ".join(c.ljust(widths[c]) for c in columns)]
+    lines += ["  ".join(str(r.get(c, "")).ljust(widths[c]) for c in columns) for r in rows]
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    kind = KINDS[args.kind]
+    pattern = args.pattern or "*"
+    if kind == "attack":
+        names = registry.list_attacks(pattern, source=args.source, norm=args.norm)
+    elif kind == "defense":
+        names = registry.list_defenses(pattern, source=args.source, kind=args.defense_kind)
+    elif kind == "model":
+        names = registry.list_models(pattern, source=args.source)
+    else:
+        names = registry.list_datasets(pattern, source=args.source)
+    records = [registry.get_registry().info(kind, name) for name in names]
+    if args.json:
+        print(json.dumps(records, indent=2))
+        return EXIT_OK
+    columns = {
+        "attack": ("name", "norms", "bounded", "targeted", "access", "summary"),
+        "defense": ("name", "defense_kind", "differentiable", "randomized", "summary"),
+    }.get(kind, ("name", "summary"))
+    rows = [{**r, "norms": ",".join(r.get("norms", []))} for r in records]
+    for row in rows:
+        row["summary"] = row["summary"][:70]
+    print(_table(rows, columns) if rows else f"no {args.kind} match {pattern!r}")
+    return EXIT_OK
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    errors = []
+    for kind in ("attack", "defense", "model", "dataset"):
+        try:
+            record = registry.get_registry().info(kind, args.name)
+        except UnknownNameError as error:
+            errors.append(error)
+            continue
+        if args.json:
+            print(json.dumps(record, indent=2))
+        else:
+            for key, value in record.items():
+                if key == "params":
+                    print("params:")
+                    for param, default in value.items():
+                        print(f"  {param} = {default!r}")
+                else:
+                    print(f"{key}: {value}")
+        return EXIT_OK
+    raise errors[0]
+
+
+def _cmd_plugins(args: argparse.Namespace) -> int:
+    plugins = registry.list_plugins()
+    if args.json:
+        print(json.dumps([p.to_dict() for p in plugins], indent=2))
+        return EXIT_OK
+    rows = [
+        {
+            "plugin": p.name,
+            "status": p.status,
+            "distribution": f"{p.distribution or '-'} {p.version or ''}".strip(),
+            "registered": len(p.registered),
+            "detail": "; ".join(p.errors),
+        }
+        for p in plugins
+    ]
+    print(_table(rows, ("plugin", "status", "distribution", "registered", "detail")))
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="shieldkit", description="Adversarial attacks and defences for PyTorch image classifiers.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands.required = True
+
+    listing = commands.add_parser("list", help="List registered attacks, defences, models or datasets")
+    listing.add_argument("kind", choices=sorted(KINDS))
+    listing.add_argument("pattern", nargs="?", help="shell-style wildcard, e.g. 'pgd*' or '*.art'")
+    listing.add_argument("--source", help="only this source (native, torchattacks, art, a plugin)")
+    listing.add_argument("--norm", help="attacks only: only those supporting this norm")
+    listing.add_argument("--kind", dest="defense_kind", help="defences only: transform, postprocess, detector or trainer")
+    listing.add_argument("--json", action="store_true", help="machine-readable output")
+    listing.set_defaults(handler=_cmd_list)
+
+    info = commands.add_parser("info", help="Describe one attack, defence, model or dataset")
+    info.add_argument("name")
+    info.add_argument("--json", action="store_true")
+    info.set_defaults(handler=_cmd_info)
+
+    plugins = commands.add_parser("plugins", help="List plugins: status, distribution, version, errors")
+    plugins.add_argument("--json", action="store_true")
+    plugins.set_defaults(handler=_cmd_plugins)
+
+    for name, (module, help_text) in EXTERNAL_COMMANDS.items():
+        sub = commands.add_parser(name, help=help_text)
+        sub.set_defaults(handler=_external(module), external_module=module)
+        try:
+            importlib.import_module(module).add_arguments(sub)
+        except ImportError:
+            pass  # that part of shieldkit is not there yet; running it says so
+    return parser
+
+
+def _external(module: str):
+    def handler(args: argparse.Namespace) -> int:
+        return importlib.import_module(module).run(args)
+
+    return handler
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.handler(args) or EXIT_OK)
+    except (UnknownNameError, InvalidParameterError, InvalidInputError, FileNotFoundError) as error:
+        print(f"shieldkit {args.command}: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except ShieldkitError as error:
+        print(f"shieldkit {args.command}: error: {error}", file=sys.stderr)
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

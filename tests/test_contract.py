@@ -1,0 +1,306 @@
+"""The attack contract owned by the Attack base class, and the bad-input table."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import shieldkit as sk
+from shieldkit.guard import compare_state, snapshot_state
+from shieldkit.testing import tiny_batch, tiny_model
+
+
+@pytest.fixture
+def model():
+    return tiny_model()
+
+
+@pytest.fixture
+def batch(model):
+    return tiny_batch(model)
+
+
+class Rogue(sk.Attack):
+    """An attack that does whatever it is told, to prove the base class catches it."""
+
+    family = "rogue"
+    norms = ("linf", "l2")
+
+    def __init__(self, *, behaviour: str = "honest", **common):
+        super().__init__(**common)
+        self.behaviour = behaviour
+
+    def _run(self, model, x, y, target):
+        if self.behaviour == "overshoot_eps":
+            return (x + 2 * self.eps).clamp(0, 1)
+        if self.behaviour == "float_error":
+            return (x + self.eps * (1 + 1e-7)).clamp(0, 1)
+        if self.behaviour == "leave_bounds":
+            return x + 0.5
+        if self.behaviour == "wrong_shape":
+            return x[:1]
+        if self.behaviour == "nan":
+            return x * float("nan")
+        if self.behaviour == "mutate_input":
+            x.add_(self.eps).clamp_(0, 1)
+            return x
+        if self.behaviour == "break_model":
+            model.train()
+            for p in model.parameters():
+                p.requires_grad_(True)
+                p.grad = torch.ones_like(p)
+            for b in model.buffers():
+                b.add_(1)
+            return x
+        if self.behaviour == "raise":
+            model.train()
+            raise RuntimeError("algorithm crashed")
+        if self.behaviour == "forward_backward":
+            x = x.requires_grad_(True)
+            model(x).sum().backward()
+            model(x.detach())
+            return x.detach()
+        return x
+
+
+# ----------------------------------------------------------------- bad input
+
+
+def _fgsm():
+    return sk.create_attack("fgsm", eps=0.1)
+
+
+BAD_INPUTS = {
+    "nan image": (lambda x, y: (x.masked_fill(torch.zeros_like(x, dtype=torch.bool).index_fill_(0, torch.tensor([0]), True), float("nan")), y), "non-finite"),
+    "inf image": (lambda x, y: (x.clone().index_fill_(0, torch.tensor([1]), float("inf")), y), "non-finite"),
+    "wrong rank": (lambda x, y: (x[0], y), "4 dimensions"),
+    "integer images": (lambda x, y: ((x * 255).to(torch.uint8), y), "floating-point"),
+    "out-of-bounds pixels": (lambda x, y: (x * 2.0 + 0.1, y), "outside bounds"),
+    "label out of range": (lambda x, y: (x, y + 10), "classes"),
+    "negative label": (lambda x, y: (x, y - 20), "classes"),
+    "labels wrong length": (lambda x, y: (x, y[:2]), "one label per image"),
+    "float labels": (lambda x, y: (x, y.float()), "integer class indices"),
+    "empty batch": (lambda x, y: (x[:0], y[:0]), "empty batch"),
+    "not a tensor": (lambda x, y: (x.tolist(), y), "torch.Tensor"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_INPUTS))
+def test_bad_input_is_rejected_with_a_clear_error(case, model, batch):
+    make, expected = BAD_INPUTS[case]
+    x, y = make(*batch)
+    with pytest.raises(sk.InvalidInputError, match=expected):
+        _fgsm().run(model, x, y)
+
+
+def test_bad_target_is_rejected(model, batch):
+    x, y = batch
+    with pytest.raises(sk.InvalidInputError, match="target has labels"):
+        _fgsm().run(model, x, y, target=y + 100)
+
+
+@pytest.mark.parametrize(
+    ("params", "expected"),
+    [
+        ({"eps": -0.1}, "eps must be finite and >= 0"),
+        ({"eps": float("nan")}, "eps must be finite"),
+        ({"eps": "big"}, "eps must be a number"),
+        ({"norm": "l7"}, "norm='l7' is not supported"),
+        ({"bounds": (1, 0)}, "low < high"),
+        ({"seed": -1}, "seed must be an integer"),
+        ({"epz": 0.1}, "unknown parameter 'epz'; valid parameters: eps, norm, bounds, seed"),
+    ],
+)
+def test_bad_parameters_name_the_parameter(params, expected):
+    with pytest.raises(sk.InvalidParameterError, match=expected) as error:
+        sk.create_attack("fgsm", **params)
+    assert "fgsm.native" in str(error.value)
+    assert isinstance(error.value, (TypeError, ValueError))
+
+
+def test_unknown_name_suggests_close_matches():
+    with pytest.raises(sk.UnknownNameError, match="did you mean 'fgsm'") as error:
+        sk.create_attack("fgms")
+    assert isinstance(error.value, KeyError)
+    assert "fgsm" in error.value.suggestions
+
+
+def test_model_returning_the_wrong_shape(batch):
+    x, y = batch
+    flat = nn.Sequential(nn.Flatten(), nn.Linear(256, 10), nn.Flatten(0))
+    with pytest.raises(sk.InvalidModelError, match=r"logits of shape \[B, K\]"):
+        _fgsm().run(flat, x, y)
+    single = nn.Sequential(nn.Flatten(), nn.Linear(256, 1))
+    with pytest.raises(sk.InvalidModelError, match="K >= 2"):
+        _fgsm().run(single, x, y)
+
+
+def test_model_without_data_or_split_across_devices(batch):
+    x, y = batch
+    with torch.device("meta"):
+        meta = nn.Sequential(nn.Flatten(), nn.Linear(256, 10))
+    with pytest.raises(sk.InvalidModelError, match="meta"):
+        _fgsm().run(meta, x, y)
+    split = nn.Sequential(nn.Flatten(), nn.Linear(256, 10))
+    split[1].bias = nn.Parameter(torch.zeros(10, device="meta"))
+    with pytest.raises(sk.InvalidModelError, match="several devices"):
+        _fgsm().run(split, x, y)
+
+
+def test_not_a_model(batch):
+    with pytest.raises(sk.InvalidModelError, match="nn.Module"):
+        _fgsm().run(lambda x: x, *batch)
+
+
+def test_untargeted_attack_refuses_target(model, batch):
+    x, y = batch
+
+    class Untargeted(Rogue):
+        targeted = False
+
+    with pytest.raises(sk.InvalidParameterError, match="untargeted only"):
+        Untargeted(eps=0.1).run(model, x, y, target=y)
+
+
+# ------------------------------------------------------------- output checks
+
+
+def test_real_epsilon_violation_raises_naming_the_attack(model, batch):
+    with pytest.raises(sk.AttackContractError, match=r"rogue broke its linf budget.*by 0\.1"):
+        Rogue(eps=0.1, behaviour="overshoot_eps").run(model, *batch)
+
+
+def test_float_error_is_projected_away(model, batch):
+    x, y = batch
+    result = Rogue(eps=0.1, behaviour="float_error").run(model, x, y)
+    assert result.linf.max() <= torch.tensor(0.1)  # exact in the images' dtype
+
+
+@pytest.mark.parametrize("behaviour", ["leave_bounds", "wrong_shape", "nan"])
+def test_broken_outputs_raise(behaviour, model, batch):
+    with pytest.raises(sk.AttackContractError, match="rogue"):
+        Rogue(eps=0.1, behaviour=behaviour).run(model, *batch)
+
+
+def test_input_is_never_modified(model, batch):
+    x, y = batch
+    before = x.clone()
+    Rogue(eps=0.1, behaviour="mutate_input").run(model, x, y)
+    assert torch.equal(x, before)
+
+
+# --------------------------------------------------------------- state guard
+
+
+def _dirty_model():
+    model = tiny_model()
+    model[0].weight.requires_grad_(False)
+    model(torch.rand(3, 1, 16, 16)).sum().backward()
+    model.train()
+    model[1].eval()  # a mixed state must come back mixed
+    return model
+
+
+@pytest.mark.parametrize("behaviour", ["break_model", "honest"])
+def test_model_state_is_restored_exactly(behaviour, batch):
+    model = _dirty_model()
+    grad_objects = [p.grad for p in model.parameters()]
+    before = snapshot_state(model)
+    Rogue(eps=0.1, behaviour=behaviour).run(model, *batch)
+    assert compare_state(before, snapshot_state(model)) == []
+    assert all(a is b for a, b in zip(grad_objects, [p.grad for p in model.parameters()]))
+
+
+def test_model_state_is_restored_when_the_attack_crashes(batch):
+    model = _dirty_model()
+    before = snapshot_state(model)
+    with pytest.raises(RuntimeError, match="algorithm crashed"):
+        Rogue(eps=0.1, behaviour="raise").run(model, *batch)
+    assert compare_state(before, snapshot_state(model)) == []
+
+
+def test_model_is_in_eval_mode_with_frozen_parameters_during_the_attack(batch):
+    seen = {}
+
+    class Spy(Rogue):
+        def _run(self, model, x, y, target):
+            seen["training"] = any(m.training for m in model.modules())
+            seen["requires_grad"] = any(p.requires_grad for p in model.parameters())
+            return x
+
+    Spy(eps=0.1).run(_dirty_model(), *batch)
+    assert seen == {"training": False, "requires_grad": False}
+
+
+# --------------------------------------------------------- devices, results
+
+
+def test_output_returns_on_the_input_dtype(model, batch):
+    x, y = batch
+    result = _fgsm().run(model, x.double(), y)
+    assert result.x_adv.dtype == torch.float64 and result.x_adv.device == x.device
+    assert torch.allclose(result.x_adv.float(), _fgsm().run(model, x, y).x_adv, atol=1e-6)
+
+
+def test_forwards_and_backwards_are_counted(model, batch):
+    result = Rogue(eps=0.1, behaviour="forward_backward").run(model, *batch)
+    assert (result.forwards, result.backwards, result.queries) == (2, 1, 2 * len(batch[0]))
+
+
+def test_result_reports_success_and_norms(model, batch):
+    x, y = batch
+    result = _fgsm().run(model, x, y)
+    with torch.no_grad():
+        predictions = model.eval()(result.x_adv).argmax(1)
+    assert torch.equal(result.success, predictions != y)
+    assert torch.allclose(result.linf, (result.x_adv - x).flatten(1).abs().amax(1))
+    assert result.seconds > 0 and "fgsm.native" in repr(result)
+
+
+def test_labels_default_to_the_model_predictions(model, batch):
+    x, _ = batch
+    result = _fgsm().run(model, x)
+    with torch.no_grad():
+        assert torch.equal(result.y, model.eval()(x).argmax(1))
+
+
+def test_targeted_success_means_reaching_the_target(model, batch):
+    x, y = batch
+    target = (y + 3) % 10
+    result = sk.create_attack("fgsm", eps=0.5).run(model, x, y, target=target)
+    assert torch.equal(result.success, result.predictions == target)
+
+
+def test_unbounded_attack_given_eps_is_projected_foolbox_style(model, batch):
+    class Negative(Rogue):
+        bounded = False
+
+        def _run(self, model, x, y, target):
+            return 1 - x
+
+    x, y = batch
+    assert Negative().run(model, x, y).linf.max() > 0.5
+    assert Negative(eps=0.05).run(model, x, y).linf.max() <= 0.05 + 1e-7
+
+
+def test_seed_makes_attacks_deterministic_and_leaves_global_rng_alone(model, batch):
+    class Random(Rogue):
+        def _run(self, model, x, y, target):
+            return self.project(x + self.eps * torch.randn_like(x).sign(), x)
+
+    state = torch.random.get_rng_state()
+    first = Random(eps=0.1, seed=3)(model, *batch)
+    second = Random(eps=0.1, seed=3)(model, *batch)
+    assert torch.equal(first, second)
+    assert torch.equal(torch.random.get_rng_state(), state)
+
+
+def test_threat_model_projection_in_every_norm():
+    x = torch.rand(4, 1, 8, 8)
+    far = torch.rand(4, 1, 8, 8)
+    for norm, eps in (("linf", 0.1), ("l2", 0.5), ("l1", 2.0), ("l0", 5)):
+        threat = sk.ThreatModel(norm=norm, eps=eps)
+        projected = threat.project(far, x)
+        assert (threat.distance(projected, x) <= eps * (1 + 1e-5) + 1e-6).all(), norm
+        assert projected.min() >= 0 and projected.max() <= 1
