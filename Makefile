@@ -9,7 +9,7 @@ PIP    := $(BIN)/python -m pip
 STAMP  := $(VENV)/.shieldkit-installed
 export SHIELDKIT_DATA ?= $(abspath ../shared/data)
 
-.PHONY: install test demo docs lint bench clean
+.PHONY: install plugin test demo docs lint bench clean
 
 install: $(STAMP)
 
@@ -18,14 +18,17 @@ $(STAMP): pyproject.toml constraints.txt plugins/shieldkit-example/pyproject.tom
 	$(PIP) install --quiet --upgrade "pip>=23" setuptools wheel
 	$(PIP) install --quiet -c constraints.txt "$(TORCH)"
 	$(PIP) install --quiet -c constraints.txt -e ".[all]"
-	$(PIP) install --quiet -c constraints.txt --no-build-isolation --no-deps -e ./plugins/shieldkit-example
 	touch $(STAMP)
 
-test: install
+# The example plugin is installed for real (not editable), as a user would, on every run.
+plugin: install
+	$(PIP) install --quiet --no-build-isolation --no-deps ./plugins/shieldkit-example
+
+test: install plugin
 	$(BIN)/python -m pytest -q tests plugins/shieldkit-example/tests
 	$(BIN)/mkdocs build --strict --quiet --site-dir $(VENV)/site
 
-demo: install
+demo: install plugin
 	$(BIN)/shieldkit demo
 
 docs: install

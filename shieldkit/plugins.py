@@ -170,14 +170,17 @@ class PluginManager:
 
     # ------------------------------------------------------------------ hooks
 
-    def call_hook(self, hook: str, make_register: Callable[[PluginInfo], Callable]) -> None:
+    def call_hook(self, hook: str, make_register: Callable[[PluginInfo], Callable], only: str | None = None) -> None:
         """Call ``hook`` on each plugin separately, so that an error is charged to the plugin that raised it.
 
         Args:
             hook: the hook's name in :mod:`shieldkit.hookspecs`.
             make_register: builds the ``register`` callback for one plugin.
+            only: call just this plugin's implementation.
         """
         for impl in getattr(self.pm.hook, hook).get_hookimpls():  # in registration order: built-ins first
+            if only is not None and impl.plugin_name != only:
+                continue
             info = self.plugins[impl.plugin_name]
             started = time.perf_counter()
             arguments = {"register": make_register(info)}

@@ -93,9 +93,7 @@ class Registry:
         info = manager.register(plugin, name)
         if info.status == "ok":
             for kind, hook in _HOOK_OF_KIND.items():
-                impls = getattr(manager.pm.hook, hook).get_hookimpls()
-                if any(impl.plugin_name == name for impl in impls):
-                    _call_one(manager, hook, name, lambda info, kind=kind: self._register_callback(kind, info))
+                manager.call_hook(hook, lambda info, kind=kind: self._register_callback(kind, info), only=name)
         return info
 
     # ---------------------------------------------------------- registration
@@ -262,21 +260,6 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, (tuple, list)):
         return [_jsonable(v) for v in value]
     return repr(value)
-
-
-def _call_one(manager: PluginManager, hook: str, plugin_name: str, make_register: Callable) -> None:
-    info = manager.plugins[plugin_name]
-    for impl in getattr(manager.pm.hook, hook).get_hookimpls():
-        if impl.plugin_name != plugin_name:
-            continue
-        arguments = {"register": make_register(info)}
-        try:
-            impl.function(**{name: arguments[name] for name in impl.argnames})
-        except PluginError:
-            if manager.strict:
-                raise
-        except Exception as error:
-            manager._fail(info, f"hook {hook} raised {type(error).__name__}: {error}")
 
 
 _registry = Registry()

@@ -1,0 +1,141 @@
+"""Plugins found by real entry points in installed distributions (subprocesses, no faked metadata)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLE = REPO / "plugins" / "shieldkit-example"
+
+
+def shieldkit(*args: str, env: dict | None = None, check: bool = True) -> subprocess.CompletedProcess:
+    """Run the ``shieldkit`` command in a fresh interpreter."""
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("SHIELDKIT_") or k == "SHIELDKIT_DATA"}
+    environment.update(env or {})
+    result = subprocess.run([sys.executable, "-m", "shieldkit", *args], capture_output=True, text=True,
+                            env=environment, timeout=120)
+    if check and result.returncode != 0:
+        raise AssertionError(f"shieldkit {' '.join(args)} exited {result.returncode}: {result.stderr}")
+    return result
+
+
+def attack_names(env: dict | None = None) -> set[str]:
+    return {record["name"] for record in json.loads(shieldkit("list", "attacks", "--json", env=env).stdout)}
+
+
+def pip(*args: str) -> None:
+    subprocess.run([sys.executable, "-m", "pip", "--disable-pip-version-check", "--quiet", *args],
+                   check=True, capture_output=True, timeout=300)
+
+
+def test_pip_install_makes_the_plugin_appear_and_uninstall_removes_it():
+    try:
+        pip("uninstall", "--yes", "shieldkit-example")
+        assert "salt_pepper.example" not in attack_names()
+        pip("install", "--no-deps", "--no-build-isolation", str(EXAMPLE))
+        names = attack_names()
+        assert "salt_pepper.example" in names and "fgsm.native" in names
+        listed = shieldkit("list", "attacks").stdout
+        assert "salt_pepper.example" in listed
+        info = json.loads(shieldkit("info", "salt_pepper", "--json").stdout)
+        assert info["distribution"] == "shieldkit-example" and info["version"] == "0.1.0"
+        pip("uninstall", "--yes", "shieldkit-example")
+        assert "salt_pepper.example" not in attack_names()
+    finally:
+        pip("install", "--no-deps", "--no-build-isolation", str(EXAMPLE))
+
+
+def _distribution(root: Path, name: str, module_source: str, entry_name: str | None = None) -> None:
+    """Lay out an installed distribution: a module plus its dist-info with an entry point."""
+    module = name.replace("-", "_")
+    (root / f"{module}.py").write_text(module_source)
+    info = root / f"{module}-1.2.3.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.2.3\n")
+    (info / "entry_points.txt").write_text(f"[shieldkit]\n{entry_name or module} = {module}\n")
+
+
+@pytest.fixture
+def broken_site(tmp_path):
+    _distribution(tmp_path, "broken-import", "import does_not_exist_anywhere\n", "broken_import")
+    _distribution(tmp_path, "raising-hook", (
+        "import shieldkit as sk\n"
+        "@sk.hookimpl\n"
+        "def register_attacks(register):\n"
+        "    raise RuntimeError('hook exploded')\n"
+    ), "raising_hook")
+    _distribution(tmp_path, "wrong-type", (
+        "import shieldkit as sk\n"
+        "@sk.hookimpl\n"
+        "def register_defenses(register):\n"
+        "    register('not a class')\n"
+    ), "wrong_type")
+    _distribution(tmp_path, "twin-plugin", (
+        "import shieldkit as sk\n"
+        "class Twin(sk.Attack):\n"
+        "    family = 'twin'\n"
+        "    def _run(self, model, x, y, target):\n"
+        "        return x\n"
+        "@sk.hookimpl\n"
+        "def register_attacks(register):\n"
+        "    register(Twin)\n"
+        "    register(Twin)\n"
+    ), "twin")
+    return {"PYTHONPATH": str(tmp_path)}
+
+
+def test_broken_plugins_are_reported_and_the_rest_keeps_working(broken_site):
+    plugins = {p["name"]: p for p in json.loads(shieldkit("plugins", "--json", env=broken_site).stdout)}
+    broken = plugins["broken_import"]
+    assert broken["status"] == "failed"
+    assert (broken["distribution"], broken["version"]) == ("broken-import", "1.2.3")
+    assert "No module named 'does_not_exist_anywhere'" in broken["errors"][0]
+    assert plugins["raising_hook"]["status"] == "failed" and "hook exploded" in plugins["raising_hook"]["errors"][0]
+    assert "expected a subclass of shieldkit.Defense" in plugins["wrong_type"]["errors"][0]
+    assert plugins["twin"]["registered"] == ["twin.twin"] and "already registered" in plugins["twin"]["errors"][0]
+    assert plugins["example"]["status"] == "ok"
+    names = attack_names(broken_site)
+    assert {"fgsm.native", "salt_pepper.example", "twin.twin"} <= names
+    table = shieldkit("plugins", env=broken_site).stdout
+    assert "broken-import 1.2.3" in table and "failed" in table
+
+
+def test_allow_and_block_lists_and_no_plugins(broken_site):
+    only_example = attack_names({**broken_site, "SHIELDKIT_PLUGINS": "example"})
+    assert "salt_pepper.example" in only_example and "twin.twin" not in only_example
+    blocked = attack_names({**broken_site, "SHIELDKIT_BLOCK_PLUGINS": "example,twin"})
+    assert "salt_pepper.example" not in blocked and "twin.twin" not in blocked
+    none = attack_names({**broken_site, "SHIELDKIT_NO_PLUGINS": "1"})
+    assert "fgsm.native" in none and not any(n.endswith((".example", ".twin")) for n in none)
+    plugins = {p["name"]: p for p in json.loads(shieldkit("plugins", "--json", env={
+        **broken_site, "SHIELDKIT_PLUGINS": "example"}).stdout)}
+    assert plugins["twin"]["status"] == "blocked" and "SHIELDKIT_PLUGINS" in plugins["twin"]["errors"][0]
+
+
+def test_strict_mode_fails_loudly(broken_site):
+    result = shieldkit("list", "attacks", env={**broken_site, "SHIELDKIT_STRICT_PLUGINS": "1"}, check=False)
+    assert result.returncode == 1
+    assert "broken_import" in result.stderr and "SHIELDKIT_STRICT_PLUGINS=1" in result.stderr
+
+
+def test_tracing_logs_loading_and_hooks():
+    result = shieldkit("list", "attacks", env={"SHIELDKIT_TRACE_PLUGINS": "1"})
+    assert "loaded plugin example" in result.stderr
+    assert "register_attacks" in result.stderr
+
+
+def test_import_shieldkit_does_not_import_backends_or_torchvision():
+    code = (
+        "import sys, shieldkit\n"
+        "shieldkit.list_attacks()\n"
+        "heavy = [m for m in ('art', 'torchattacks', 'torchvision') if m in sys.modules]\n"
+        "print(','.join(heavy))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert result.stdout.strip() == ""
