@@ -56,6 +56,9 @@ class Defense:
     kind: ClassVar[str] = ""
     differentiable: ClassVar[bool] = False
     randomized: ClassVar[bool] = False
+    #: constructor parameters (and, for trainers, ``fit`` options) for a quick conformance run on a tiny model.
+    smoke_params: ClassVar[dict[str, Any]] = {}
+    smoke_fit_options: ClassVar[dict[str, Any]] = {}
 
     source: str = ""
 
