@@ -21,6 +21,7 @@ class SaltPepper(sk.Attack):
     targeted = False
     access = "decision"
     randomized = True
+    smoke_params = {"restarts": 2}
 
     def __init__(self, *, amount: float = 0.05, restarts: int = 10, **common):
         super().__init__(**common)
