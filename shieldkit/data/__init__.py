@@ -1,0 +1,51 @@
+"""Datasets as ``ImageData``: images in ``[0, 1]`` with integer labels, ready to attack.
+
+``load("mnist", split="test")`` goes through the registry, so datasets added by
+plugins load the same way as the built-in ones listed in :data:`DATASETS`.
+"""
+
+from __future__ import annotations
+
+import os
+
+from shieldkit.data.digits import digits
+from shieldkit.data.folder import image_folder
+from shieldkit.data.idx import DatasetNotFoundError, data_root
+from shieldkit.data.imagedata import ImageData
+from shieldkit.data.mnist import FASHION_MNIST_CLASSES, MNIST_CLASSES, fashion_mnist, mnist
+
+__all__ = [
+    "DATASETS",
+    "FASHION_MNIST_CLASSES",
+    "MNIST_CLASSES",
+    "DatasetNotFoundError",
+    "ImageData",
+    "data_root",
+    "digits",
+    "fashion_mnist",
+    "image_folder",
+    "load",
+    "mnist",
+]
+
+#: The built-in dataset loaders, registered by the native plugin under their function names.
+DATASETS = (digits, mnist, fashion_mnist, image_folder)
+
+
+def load(
+    name: str, split: str = "test", root: str | os.PathLike | None = None, **kwargs
+) -> ImageData:
+    """Load a registered dataset by name (``"mnist"``, ``"fashion-mnist"``, ``"digits"``, ...).
+
+    Args:
+        name: the dataset's registered name; hyphens and underscores are interchangeable.
+        split: ``"train"`` or ``"test"``.
+        root: the data folder (``None``: ``$SHIELDKIT_DATA``, else ``~/.cache/shieldkit/data``).
+        **kwargs: the loader's own options, e.g. ``download=True`` or ``size=8``.
+
+    Returns:
+        The dataset as ``ImageData``.
+    """
+    from shieldkit.registry import create_dataset
+
+    return create_dataset(name, split=split, root=root, **kwargs)
