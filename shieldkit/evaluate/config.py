@@ -1,0 +1,318 @@
+"""Evaluation configuration: a TOML file, command-line flags or API arguments, all validated up front.
+
+A run is described by one :class:`EvalConfig`. Its :meth:`~EvalConfig.identity`
+(everything that changes a result) is hashed into ``config.json``; ``--resume``
+refuses to continue a run whose identity differs.
+
+TOML layout (every key optional; the defaults are the demo's)::
+
+    out = "shieldkit-runs/mnist"
+    eps = [0.1, 0.2, 0.3]
+    norm = "linf"
+    n = 500
+    batch_size = 100
+    seed = 0
+
+    [model]
+    name = "mnist_cnn"        # a registered model, trained once and cached ...
+    epochs = 1
+    # path = "model.pt"       # ... or a saved nn.Module
+
+    [data]
+    name = "mnist"
+    split = "test"
+
+    [[attacks]]
+    name = "pgd"
+    steps = 20
+
+    [[defenses]]
+    name = "jpeg"
+    quality = 75
+
+    [[defenses]]
+    name = "adversarial_training"
+    fit = { epochs = 1 }      # options for a trainer's fit (detectors: fpr)
+
+``attacks`` and ``defenses`` may also be plain lists of names.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from shieldkit.errors import InvalidParameterError
+from shieldkit.guard import check_norm
+
+#: The default attack suite (noise and semantic first in the list, but the runner
+#: orders white-box attacks before black-box ones; see runner.py).
+DEFAULT_ATTACKS = ("noise", "semantic", "fgsm", "pgd", "deepfool")
+DEFAULT_EPS = (0.1, 0.2, 0.3)
+DEFAULT_OUT = "shieldkit-runs/evaluate"
+#: Keys of a component table that are not constructor parameters.
+_SPEC_KEYS = ("name", "label", "fit")
+
+
+@dataclass
+class ComponentSpec:
+    """One attack or defence of the suite: a registry name and its parameters.
+
+    Args:
+        name: registry name (``"pgd"``, ``"pgd.art"``) or ``"none"`` for no defence.
+        params: constructor parameters.
+        label: the name shown in tables; defaults to ``name`` (made unique by the runner).
+        fit: options for a trainer's ``fit`` or a detector's ``fit`` (``fpr``).
+    """
+
+    name: str
+    params: dict[str, Any] = field(default_factory=dict)
+    label: str = ""
+    fit: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "params": _jsonable(self.params), "label": self.label, "fit": _jsonable(self.fit)}
+
+
+@dataclass
+class EvalConfig:
+    """Everything an evaluation run needs, as plain data (what ``config.json`` records).
+
+    ``model`` and ``data`` describe how the CLI obtains them (``{"name": ...}`` or
+    ``{"path": ...}``); the Python API passes objects instead and records their digests.
+    """
+
+    attacks: list[ComponentSpec] = field(default_factory=lambda: [ComponentSpec(a) for a in DEFAULT_ATTACKS])
+    defenses: list[ComponentSpec] = field(default_factory=lambda: [ComponentSpec("none")])
+    eps: list[float] = field(default_factory=lambda: list(DEFAULT_EPS))
+    norm: str = "linf"
+    n: int | None = None
+    batch_size: int = 100
+    seed: int = 0
+    cascade: bool = True
+    adaptive: bool = True
+    eot: int = 8
+    checks: bool = True
+    examples: int = 6
+    fpr: float = 0.05
+    bounds: tuple[float, float] = (0.0, 1.0)
+    out: str = DEFAULT_OUT
+    model: dict[str, Any] = field(default_factory=dict)
+    data: dict[str, Any] = field(default_factory=dict)
+
+    def identity(self) -> dict[str, Any]:
+        """The settings that change results (``out`` does not), as JSON-able data."""
+        record = asdict(self)
+        record.pop("out")
+        record["attacks"] = [s.to_dict() for s in self.attacks]
+        record["defenses"] = [s.to_dict() for s in self.defenses]
+        record["bounds"] = list(self.bounds)
+        return _jsonable(record)
+
+
+# ------------------------------------------------------------------ parsing
+
+
+def parse_spec(entry: Any, what: str) -> ComponentSpec:
+    """A :class:`ComponentSpec` from a name, a ``{"name": ..., **params}`` table or ``(name, params)``."""
+    if isinstance(entry, ComponentSpec):
+        return entry
+    if isinstance(entry, str):
+        return parse_spec_string(entry, what)
+    if isinstance(entry, (tuple, list)) and len(entry) == 2 and isinstance(entry[0], str) and isinstance(entry[1], dict):
+        return ComponentSpec(entry[0], dict(entry[1]))
+    if isinstance(entry, dict):
+        if "name" not in entry or not isinstance(entry["name"], str):
+            raise InvalidParameterError(f"{what}: every entry needs a string 'name', got {entry!r}")
+        params = {k: v for k, v in entry.items() if k not in _SPEC_KEYS}
+        fit = entry.get("fit", {})
+        if not isinstance(fit, dict):
+            raise InvalidParameterError(f"{what}: 'fit' of {entry['name']!r} must be a table, got {fit!r}")
+        return ComponentSpec(entry["name"], params, str(entry.get("label", "")), dict(fit))
+    raise InvalidParameterError(f"{what}: expected a name, a table with 'name' or (name, params), got {entry!r}")
+
+
+def parse_spec_string(text: str, what: str) -> ComponentSpec:
+    """``"pgd"`` or ``"pgd:steps=20:random_start=false"`` -> ComponentSpec."""
+    name, *assignments = [part.strip() for part in text.split(":")]
+    if not name:
+        raise InvalidParameterError(f"{what}: empty name in {text!r}")
+    params: dict[str, Any] = {}
+    for assignment in assignments:
+        key, sep, value = assignment.partition("=")
+        if not sep or not key.strip():
+            raise InvalidParameterError(f"{what}: expected key=value after {name!r}, got {assignment!r} in {text!r}")
+        params[key.strip()] = parse_value(value.strip())
+    return ComponentSpec(name, params)
+
+
+def parse_value(text: str) -> Any:
+    """A command-line value as the TOML scalar it spells (int, float, bool, string)."""
+    lowered = text.lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    if lowered in ("none", "null"):
+        return None
+    for convert in (int, float):
+        try:
+            return convert(text)
+        except ValueError:
+            pass
+    return text.strip("'\"")
+
+
+def split_list(values: list[str] | str | None) -> list[str]:
+    """Flags given as ``a,b c`` (commas or repeated words) -> ``["a", "b", "c"]``."""
+    if values is None:
+        return []
+    if isinstance(values, str):
+        values = [values]
+    items: list[str] = []
+    for value in values:
+        items += [part.strip() for part in value.split(",") if part.strip()]
+    return items
+
+
+def parse_eps(values: Any) -> list[float]:
+    """Epsilons as floats, sorted and unique; one-line errors for anything else."""
+    if isinstance(values, (int, float, str)):
+        values = [values]
+    if isinstance(values, list) and all(isinstance(v, str) for v in values):
+        values = split_list(values)
+    try:
+        eps = [float(v) for v in values]
+    except (TypeError, ValueError):
+        raise InvalidParameterError(f"eps: expected numbers, got {values!r}") from None
+    if not eps:
+        raise InvalidParameterError("eps: give at least one epsilon")
+    return sorted(set(eps))
+
+
+def check_eps(eps: list[float], norm: str, bounds: tuple[float, float], image_size: int | None = None) -> None:
+    """Each eps finite, positive and no larger than the whole pixel range allows in ``norm``."""
+    low, high = bounds
+    span = high - low
+    largest = {"linf": span}
+    if image_size is not None:
+        largest.update(l2=span * math.sqrt(image_size), l1=span * image_size, l0=float(image_size))
+    for value in eps:
+        if not math.isfinite(value) or value <= 0:
+            raise InvalidParameterError(f"eps: every epsilon must be finite and > 0, got {value!r}")
+        limit = largest.get(norm)
+        if limit is not None and value > limit + 1e-12:
+            raise InvalidParameterError(
+                f"eps={value!r} is out of range for norm {norm} with bounds {tuple(bounds)}: the largest "
+                f"meaningful budget is {limit:.4g}"
+            )
+
+
+def load_toml(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a TOML file (tomllib on Python 3.11+, tomli before)."""
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        try:
+            import tomli as tomllib  # type: ignore[no-redef]
+        except ModuleNotFoundError:
+            raise InvalidParameterError(
+                f"--config {path}: reading TOML needs Python 3.11 or the 'tomli' package (pip install tomli)"
+            ) from None
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"--config: no such file {str(path)!r}")
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except tomllib.TOMLDecodeError as error:
+        raise InvalidParameterError(f"--config {path}: not valid TOML: {error}") from None
+
+
+_TOP_KEYS = {
+    "attacks", "defenses", "eps", "norm", "n", "batch_size", "seed", "cascade", "adaptive", "eot",
+    "checks", "examples", "fpr", "bounds", "out", "model", "data",
+}
+
+
+def config_from_mapping(mapping: dict[str, Any], base: EvalConfig | None = None) -> EvalConfig:
+    """Apply a TOML-like mapping to ``base`` (the defaults when ``None``), checking every key."""
+    config = base or EvalConfig()
+    unknown = sorted(set(mapping) - _TOP_KEYS)
+    if unknown:
+        raise InvalidParameterError(
+            f"config: unknown key{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}; "
+            f"valid keys: {', '.join(sorted(_TOP_KEYS))}"
+        )
+    for key, value in mapping.items():
+        if key in ("attacks", "defenses"):
+            if isinstance(value, str):
+                value = split_list(value)
+            if not isinstance(value, list) or not value:
+                raise InvalidParameterError(f"{key}: expected a non-empty list, got {value!r}")
+            setattr(config, key, [parse_spec(v, key) for v in value])
+        elif key == "eps":
+            config.eps = parse_eps(value)
+        elif key == "norm":
+            config.norm = check_norm(value, owner="config")
+        elif key in ("model", "data"):
+            if isinstance(value, str):
+                value = {"path": value} if _looks_like_path(value) else {"name": value}
+            if not isinstance(value, dict):
+                raise InvalidParameterError(f"{key}: expected a table or a name, got {value!r}")
+            setattr(config, key, dict(value))
+        elif key == "bounds":
+            config.bounds = tuple(float(b) for b in value)  # type: ignore[assignment]
+        else:
+            setattr(config, key, value)
+    check_scalars(config)
+    return config
+
+
+def check_scalars(config: EvalConfig) -> None:
+    """Types and ranges of the scalar settings."""
+    def integer(name: str, value: Any, minimum: int, allow_none: bool = False) -> None:
+        if value is None and allow_none:
+            return
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise InvalidParameterError(f"{name} must be an integer >= {minimum}, got {value!r}")
+
+    integer("n", config.n, 1, allow_none=True)
+    integer("batch_size", config.batch_size, 1)
+    integer("seed", config.seed, 0)
+    integer("eot", config.eot, 1)
+    integer("examples", config.examples, 0)
+    for name in ("cascade", "adaptive", "checks"):
+        if not isinstance(getattr(config, name), bool):
+            raise InvalidParameterError(f"{name} must be true or false, got {getattr(config, name)!r}")
+    if not isinstance(config.fpr, (int, float)) or not 0 < config.fpr < 1:
+        raise InvalidParameterError(f"fpr must be a number in (0, 1), got {config.fpr!r}")
+    if not isinstance(config.out, (str, os.PathLike)) or not str(config.out):
+        raise InvalidParameterError(f"out must be a folder path, got {config.out!r}")
+
+
+def _looks_like_path(value: str) -> bool:
+    return os.sep in value or value.endswith((".pt", ".pth", ".ts"))
+
+
+def digest(value: Any) -> str:
+    """A short stable hash of JSON-able data."""
+    text = json.dumps(_jsonable(value), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _jsonable(value: Any) -> Any:
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else repr(value)
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, ComponentSpec):
+        return value.to_dict()
+    return f"<{type(value).__name__}>"

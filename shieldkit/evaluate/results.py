@@ -1,0 +1,215 @@
+"""``results.jsonl``: one JSON row per finished unit of work, written durably, and resuming from it.
+
+Every row carries a ``key`` naming its unit (defence, epsilon, stage, attack,
+sample range). A row is appended, flushed and ``fsync``-ed as soon as its unit
+finishes, so a run killed at any moment (SIGKILL included) loses at most the
+unit in progress and never leaves a duplicated row; the one line a kill can
+truncate is cut off when the run resumes. ``config.json`` holds the
+configuration and its hash; a resume with a different configuration is refused.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import shutil
+import sys
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from shieldkit.errors import InvalidParameterError
+
+logger = logging.getLogger(__name__)
+
+RESULTS = "results.jsonl"
+CONFIG = "config.json"
+ENVIRONMENT = "environment.json"
+#: What a fresh run clears from an old output folder (caches of fitted defences are kept).
+_RUN_OUTPUTS = (RESULTS, "summary.json", "report.md", "report.html", "examples", "plots")
+
+
+def check_writable(out_dir: str | os.PathLike) -> Path:
+    """Create ``out_dir`` and prove it writable, or raise a one-line error naming it."""
+    path = Path(out_dir).expanduser()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".write-test-{os.getpid()}"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as error:
+        raise InvalidParameterError(f"out: cannot write to {str(path)!r}: {error.strerror or error}") from None
+    return path
+
+
+class ResultsStore:
+    """The rows of one run, in memory and in ``out_dir/results.jsonl``.
+
+    Args:
+        out_dir: the run's folder (must exist and be writable).
+        config: the run's identity (JSON-able).
+        config_hash: its hash.
+        resume: continue the rows already there (same ``config_hash`` only);
+            otherwise earlier run outputs in ``out_dir`` are replaced.
+    """
+
+    def __init__(self, out_dir: Path, config: dict[str, Any], config_hash: str, resume: bool = False):
+        self.out_dir = Path(out_dir)
+        self.path = self.out_dir / RESULTS
+        self.rows: dict[str, dict[str, Any]] = {}
+        self.resumed = 0
+        if resume and (self.out_dir / CONFIG).is_file():
+            self._check_same_config(config, config_hash)
+            self._load()
+        else:
+            if resume:
+                logger.info("nothing to resume in %s: starting a fresh run", self.out_dir)
+            self._clear()
+            _atomic_write_json(self.out_dir / CONFIG, {"hash": config_hash, "config": config})
+            self.path.touch()
+        self._handle = self.path.open("a", encoding="utf-8")
+
+    # ------------------------------------------------------------ reading
+
+    def _check_same_config(self, config: dict[str, Any], config_hash: str) -> None:
+        try:
+            previous = json.loads((self.out_dir / CONFIG).read_text())
+        except (OSError, ValueError) as error:
+            raise InvalidParameterError(f"--resume: cannot read {self.out_dir / CONFIG}: {error}") from None
+        if previous.get("hash") != config_hash:
+            old = previous.get("config", {})
+            changed = sorted(k for k in set(old) | set(config) if old.get(k) != config.get(k))
+            raise InvalidParameterError(
+                f"--resume: the configuration differs from the run in {str(self.out_dir)!r} "
+                f"(changed: {', '.join(changed) or 'unknown'}); use another --out or run without --resume"
+            )
+
+    def _load(self) -> None:
+        if not self.path.is_file():
+            return
+        with self.path.open("rb") as handle:
+            data = handle.read()
+        good_end = 0
+        offset = 0
+        for line in data.splitlines(keepends=True):
+            offset_next = offset + len(line)
+            complete = line.endswith(b"\n")
+            try:
+                row = json.loads(line) if complete else None
+            except ValueError:
+                row = None
+            if row is None:
+                if offset_next < len(data) and complete:
+                    raise InvalidParameterError(
+                        f"--resume: {self.path} is corrupt at byte {offset} (not a JSON row); "
+                        "start a fresh run without --resume"
+                    )
+                break  # the last line, cut short by a kill: dropped and re-run
+            self.rows.setdefault(row["key"], row)
+            good_end = offset_next
+            offset = offset_next
+        if good_end < len(data):
+            logger.info("dropping a partial last row of %s (%d bytes)", self.path, len(data) - good_end)
+            with self.path.open("r+b") as handle:
+                handle.truncate(good_end)
+        self.resumed = len(self.rows)
+
+    def _clear(self) -> None:
+        for name in _RUN_OUTPUTS:
+            target = self.out_dir / name
+            if target.is_dir():
+                shutil.rmtree(target)
+            elif target.exists():
+                target.unlink()
+
+    # ------------------------------------------------------------ writing
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.rows
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        return self.rows.get(key)
+
+    def append(self, row: dict[str, Any]) -> dict[str, Any]:
+        """Write one finished unit durably (flush + fsync) and remember it."""
+        key = row["key"]
+        if key in self.rows:
+            return self.rows[key]
+        self._handle.write(json.dumps(row, separators=(",", ":")) + "\n")
+        self._handle.flush()
+        os.fsync(self._handle.fileno())
+        self.rows[key] = row
+        return row
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        return iter(self.rows.values())
+
+    def close(self) -> None:
+        if not self._handle.closed:
+            self._handle.close()
+
+
+def read_rows(out_dir: str | os.PathLike) -> list[dict[str, Any]]:
+    """The complete rows of a run's ``results.jsonl`` (a partial last line is ignored)."""
+    rows = []
+    with (Path(out_dir) / RESULTS).open(encoding="utf-8") as handle:
+        for line in handle:
+            if line.endswith("\n"):
+                rows.append(json.loads(line))
+    return rows
+
+
+def environment_record(seed: int, device: torch.device) -> dict[str, Any]:
+    """Library versions, platform, device and seed: what a reader needs to reproduce a run."""
+    from importlib import metadata
+
+    def version(distribution: str) -> str | None:
+        try:
+            return metadata.version(distribution)
+        except metadata.PackageNotFoundError:
+            return None
+
+    import shieldkit
+
+    return {
+        "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "shieldkit": shieldkit.__version__,
+        "torch": torch.__version__,
+        "numpy": version("numpy"),
+        "adversarial-robustness-toolbox": version("adversarial-robustness-toolbox"),
+        "torchattacks": version("torchattacks"),
+        "matplotlib": version("matplotlib"),
+        "device": str(device),
+        "cuda": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+        "threads": torch.get_num_threads(),
+        "seed": seed,
+        "command": sys.argv,
+        "plugins": _plugins(),
+    }
+
+
+def _plugins() -> list[dict[str, Any]]:
+    from shieldkit.registry import list_plugins
+
+    return [
+        {"name": p.name, "status": p.status, "distribution": p.distribution, "version": p.version}
+        for p in list_plugins()
+    ]
+
+
+def write_json(path: Path, value: Any) -> None:
+    """Write JSON atomically (temporary file + rename)."""
+    _atomic_write_json(path, value)
+
+
+def _atomic_write_json(path: Path, value: Any) -> None:
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(json.dumps(value, indent=2, default=str) + "\n", encoding="utf-8")
+    os.replace(temporary, path)

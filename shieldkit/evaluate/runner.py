@@ -1,0 +1,486 @@
+"""The evaluation runner: defences x epsilons x attacks, cascaded, adaptive, resumable.
+
+Work is split into units: one attack, at one epsilon, against one defence, on one
+fixed range of sample indices (a chunk of ``batch_size`` samples). Each unit is
+seeded from ``(seed, defence, stage, attack, eps, chunk start)`` only, so its
+outcome does not depend on the order in which units run, on what ran before a
+resume, or (later) on which process of a distributed run takes the chunk.
+
+Per chunk and epsilon the stages are:
+
+1. ``naive``: the white-box (gradient) attacks on the deployed model, cascaded:
+   each attacks only the samples all earlier ones left robust.
+2. ``blackbox``: score/decision-based and noise attacks on what stage 1 left.
+3. ``adaptive``: the defence's own adaptive attacks, then the white-box attacks
+   on the adaptive view (BPDA/EOT, see :mod:`~shieldkit.evaluate.adaptive`), on
+   what stage 1 left (so their results on samples stage 2 fooled are known too).
+
+Naive robust accuracy is the worst case over stages 1-2; adaptive robust accuracy
+the worst case over all three, per sample (AutoAttack-style).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from shieldkit.data.imagedata import ImageData
+from shieldkit.defense import DetectorDefense, TrainerDefense
+from shieldkit.errors import InvalidInputError, InvalidModelError, InvalidParameterError
+from shieldkit.evaluate import masking
+from shieldkit.evaluate.adaptive import DefensePlan, plan_defense
+from shieldkit.evaluate.config import EvalConfig, check_eps, check_scalars, digest
+from shieldkit.evaluate.results import ResultsStore, check_writable, environment_record, write_json
+from shieldkit.evaluate.suite import (
+    AttackEntry,
+    DefenseEntry,
+    order_suite,
+    resolve_attacks,
+    resolve_defenses,
+    spec_records,
+    strongest_white_box,
+)
+from shieldkit.guard import ModelStateGuard, check_logits, model_device
+
+logger = logging.getLogger(__name__)
+
+STAGES = ("naive", "blackbox", "adaptive")
+
+
+def unit_seed(seed: int, *parts: Any) -> int:
+    """A seed for one unit of work from the run's seed and the unit's identity (not its rank or order)."""
+    text = json.dumps([seed, *parts], default=str)
+    return int(hashlib.sha256(text.encode()).hexdigest()[:8], 16) & 0x7FFFFFFF
+
+
+def chunk_ranges(n: int, size: int, rank: int = 0, world: int = 1) -> list[tuple[int, int]]:
+    """Fixed sample ranges ``[start, end)``; rank ``r`` of ``world`` takes every ``world``-th one."""
+    ranges = [(start, min(start + size, n)) for start in range(0, n, size)]
+    return ranges[rank::world]
+
+
+def model_digest(model: nn.Module) -> str:
+    """A hash of a model's parameters and buffers (a changed model refuses to resume)."""
+    hasher = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        hasher.update(name.encode())
+        hasher.update(str(tuple(tensor.shape)).encode())
+        hasher.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return hasher.hexdigest()[:16]
+
+
+def tensor_digest(*tensors: Tensor) -> str:
+    hasher = hashlib.sha256()
+    for tensor in tensors:
+        hasher.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return hasher.hexdigest()[:16]
+
+
+def as_image_data(data: Any, what: str) -> ImageData:
+    if isinstance(data, ImageData):
+        return data
+    if isinstance(data, (tuple, list)) and len(data) == 2:
+        try:
+            return ImageData(data[0], data[1], name="custom")
+        except (TypeError, ValueError) as error:
+            raise InvalidInputError(f"{what}: {error}") from None
+    raise InvalidInputError(f"{what}: expected ImageData or an (x, y) pair of tensors, got {type(data).__name__}")
+
+
+class Runner:
+    """Runs one evaluation; construction validates everything, :meth:`run` computes.
+
+    Args:
+        config: the run's settings.
+        model: the classifier (pixel-space images in ``config.bounds`` to logits).
+        data: the evaluation data.
+        train_data: data to fit trainer defences and detectors on.
+        quiet: no progress bars.
+        resume: continue the run in ``config.out``.
+        attacks, defenses: override ``config.attacks``/``config.defenses`` with
+            objects (``Attack``/``Defense`` instances) as well as names.
+        shard: ``(rank, world)``: attack only this rank's chunks.
+    """
+
+    def __init__(self, config: EvalConfig, model: nn.Module, data: Any, *, train_data: Any = None,
+                 quiet: bool = False, resume: bool = False, attacks: list | None = None,
+                 defenses: list | None = None, shard: tuple[int, int] = (0, 1)):
+        check_scalars(config)
+        self.config = config
+        self.quiet = quiet
+        self.resume = resume
+        self.shard = shard
+        if not isinstance(model, nn.Module):
+            raise InvalidModelError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        self.model = model
+        self.device = model_device(model)
+        data = as_image_data(data, "data")
+        image_size = int(data.x[0].numel())
+        check_eps(config.eps, config.norm, config.bounds, image_size)
+        if config.n is not None and config.n > len(data):
+            raise InvalidParameterError(f"n={config.n} is larger than the {len(data)} samples of the data")
+        self.data = self._select(data, config.n, config.seed)
+        self.attacks = resolve_attacks(attacks if attacks is not None else config.attacks,
+                                       config.norm, config.eps, config.bounds)
+        self.defenses = resolve_defenses(defenses if defenses is not None else config.defenses, config.seed)
+        needs_training = [d.label for d in self.defenses if d.kind == "trainer" or (
+            d.kind == "detector" and getattr(d.instance, "threshold", None) is None)]
+        self.train_data = as_image_data(train_data, "train_data") if train_data is not None else None
+        if needs_training and self.train_data is None:
+            raise InvalidParameterError(
+                f"defenses {', '.join(needs_training)} must be fitted first: pass train_data= (the CLI uses the "
+                "data set's train split)"
+            )
+        self._check_model_output()
+        self.out_dir = check_writable(config.out)
+        self.white, self.black = order_suite(self.attacks)
+        self.chunks = chunk_ranges(len(self.data), config.batch_size, *shard)
+        self._adaptive_cache: dict[str, list[AttackEntry]] = {}
+
+    # ------------------------------------------------------------- setup
+
+    @staticmethod
+    def _select(data: ImageData, n: int | None, seed: int) -> ImageData:
+        if n is None or n == len(data):
+            return data
+        generator = torch.Generator().manual_seed(int(seed))
+        indices = torch.randperm(len(data), generator=generator)[:n].sort().values
+        return data[indices]
+
+    def _check_model_output(self) -> None:
+        x = self.data.x[:2].to(self.device)
+        with ModelStateGuard(self.model), torch.no_grad():
+            logits = check_logits(self.model(x), x.shape[0])
+        largest = int(self.data.y.max())
+        if logits.shape[1] <= largest:
+            raise InvalidModelError(f"model has {logits.shape[1]} outputs but the data has label {largest}")
+
+    def identity(self) -> dict[str, Any]:
+        attacks, defenses = spec_records(self.attacks, self.defenses)
+        identity = self.config.identity()
+        identity.update(attacks=attacks, defenses=defenses, model_digest=model_digest(self.model),
+                        data_digest=tensor_digest(self.data.x, self.data.y), n=len(self.data))
+        if self.train_data is not None:
+            identity["train_data_digest"] = tensor_digest(self.train_data.x[:2000], self.train_data.y[:2000])
+        return json.loads(json.dumps(identity, default=str))
+
+    # --------------------------------------------------------------- run
+
+    def run(self):
+        """Compute every missing unit, then write summary.json and the reports; returns a Report."""
+        from shieldkit.evaluate.report import Report, write_reports
+        from shieldkit.evaluate.summary import summarize
+
+        identity = self.identity()
+        config_hash = digest(identity)
+        self.store = ResultsStore(self.out_dir, identity, config_hash, resume=self.resume)
+        write_json(self.out_dir / "environment.json", environment_record(self.config.seed, self.device))
+        if self.store.resumed:
+            logger.info("resuming %s: %d units already done", self.out_dir, self.store.resumed)
+        try:
+            with ModelStateGuard(self.model):
+                self.plans = [self._prepare(entry) for entry in self.defenses]
+                for plan in self.plans:
+                    self._evaluate_defense(plan)
+        finally:
+            self.store.close()
+        summary = summarize(list(self.store), self, config_hash)
+        write_json(self.out_dir / "summary.json", summary)
+        write_reports(self.out_dir, summary, self.data, quiet=self.quiet)
+        return Report(self.out_dir, summary)
+
+    def _prepare(self, entry: DefenseEntry) -> DefensePlan:
+        defense = entry.build(unit_seed(self.config.seed, "defense", entry.label))
+        model = self.model
+        if isinstance(defense, TrainerDefense):
+            model = self._fit_trainer(entry, defense)
+        elif isinstance(defense, DetectorDefense) and (entry.instance is None or defense.threshold is None):
+            fpr = entry.fit.get("fpr", self.config.fpr)
+            clean = self.train_data.subset(min(1000, len(self.train_data)), seed=self.config.seed).x.to(self.device)
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(unit_seed(self.config.seed, "fit", entry.label))
+                defense.fit(self.model, clean, fpr=fpr)
+        return plan_defense(entry.label, defense, model, eot=self.config.eot, adaptive=self.config.adaptive)
+
+    def _fit_trainer(self, entry: DefenseEntry, defense: TrainerDefense) -> nn.Module:
+        key = digest({"name": entry.name, "params": entry.params, "fit": entry.fit, "seed": self.config.seed,
+                      "model": model_digest(self.model),
+                      "train": tensor_digest(self.train_data.x[:2000], self.train_data.y[:2000])})
+        cache = self.out_dir / "cache" / f"{entry.label.replace('/', '_')}-{key}.pt"
+        if cache.is_file():
+            try:
+                fitted = torch.load(cache, map_location=self.device, weights_only=False)
+                logger.info("loaded the fitted %s model from %s", entry.label, cache)
+                return fitted.eval()
+            except Exception as error:  # noqa: BLE001 - a broken cache is refitted
+                logger.warning("ignoring unreadable cache %s: %s", cache, error)
+        logger.info("fitting %s on %d training samples", entry.label, len(self.train_data))
+        student = copy.deepcopy(self.model)
+        for parameter in student.parameters():
+            parameter.requires_grad_(True)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(unit_seed(self.config.seed, "fit", entry.label))
+            fitted = defense.fit(student, self.train_data, **entry.fit)
+        fitted.eval()
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        temporary = cache.with_name(cache.name + ".tmp")
+        torch.save(fitted, temporary)
+        os.replace(temporary, cache)
+        return fitted
+
+    # ------------------------------------------------------ one defence
+
+    def _evaluate_defense(self, plan: DefensePlan) -> None:
+        from tqdm.auto import tqdm
+
+        total = len(self.config.eps) * len(self.chunks) * len(self.white + self.black + self._adaptive_entries(plan))
+        with tqdm(total=total, desc=f"{plan.label}", unit="unit", disable=self.quiet, leave=False) as bar:
+            self.bar = bar
+            for eps in self.config.eps:
+                for start, end in self.chunks:
+                    self._chunk(plan, eps, start, end)
+            if self.config.checks:
+                self._checks(plan)
+
+    def _clean(self, plan: DefensePlan, start: int, end: int) -> dict[str, Any]:
+        key = f"clean|{plan.label}|{start}"
+        row = self.store.get(key)
+        if row is not None:
+            return row
+        x, y = self.data.x[start:end].to(self.device), self.data.y[start:end]
+        judged = plan.judge(x, y, unit_seed(self.config.seed, "clean", plan.label, start))
+        indices = list(range(start, end))
+        return self.store.append({
+            "type": "clean", "key": key, "defense": plan.label, "chunk": [start, end],
+            "pred": judged.predictions.tolist(),
+            "correct": [i for i, ok in zip(indices, (~judged.misclassified).tolist()) if ok],
+            "detected": [i for i, d in zip(indices, judged.detected.tolist()) if d],
+        })
+
+    def _chunk(self, plan: DefensePlan, eps: float, start: int, end: int) -> None:
+        cascade = self.config.cascade
+        clean = self._clean(plan, start, end)
+        correct = list(clean["correct"])
+        remaining = list(correct)
+        for entry in self.white:
+            row = self._unit(plan, "naive", entry, eps, start, end, remaining if cascade else correct)
+            remaining = _minus(remaining, row["fooled"])
+        after_white = list(remaining)
+        for entry in self.black:
+            row = self._unit(plan, "blackbox", entry, eps, start, end, remaining if cascade else correct)
+            remaining = _minus(remaining, row["fooled"])
+        adaptive_left = list(after_white)
+        for entry in self._adaptive_entries(plan):
+            row = self._unit(plan, "adaptive", entry, eps, start, end, adaptive_left if cascade else correct)
+            adaptive_left = _minus(adaptive_left, row["fooled"])
+
+    def _adaptive_entries(self, plan: DefensePlan) -> list[AttackEntry]:
+        """The defence's own adaptive attacks (against the deployed model), then the white-box ones on the view."""
+        if plan.label not in self._adaptive_cache:
+            extra = resolve_attacks(plan.extra_attacks, self.config.norm, self.config.eps, self.config.bounds) \
+                if plan.extra_attacks else []
+            for entry in extra:
+                entry.targets_deployed = True
+                entry.label = f"{entry.label} (defence's own)"
+            white = self.white if plan.view is not None else []
+            self._adaptive_cache[plan.label] = extra + list(white)
+        return self._adaptive_cache[plan.label]
+
+    def _unit(self, plan: DefensePlan, stage: str, entry: AttackEntry, eps: float, start: int, end: int,
+              candidates: list[int]) -> dict[str, Any]:
+        key = f"attack|{plan.label}|{eps!r}|{stage}|{entry.label}|{start}"
+        row = self.store.get(key)
+        if row is not None:
+            self.bar.update(1)
+            return row
+        seed = unit_seed(self.config.seed, plan.label, stage, entry.label, eps, start)
+        row = {
+            "type": "attack", "key": key, "defense": plan.label, "eps": eps, "stage": stage,
+            "attack": entry.label, "name": entry.name, "access": entry.access, "chunk": [start, end],
+            "seed": seed, "attacked": list(candidates), "fooled": [], "misclassified": [], "detected": [],
+            "pred": [], "seconds": 0.0, "forwards": 0, "backwards": 0, "queries": 0, "error": None,
+        }
+        self.bar.set_postfix_str(f"eps={eps:g} {stage} {entry.label}", refresh=False)
+        if candidates:
+            index = torch.tensor(candidates, dtype=torch.long)
+            x = self.data.x[index].to(self.device)
+            y = self.data.y[index].to(self.device)
+            target = self._target_model(plan, stage, entry)
+            attack = entry.build(eps, self.config.norm, self.config.bounds, seed)
+            plan.reseed(seed)
+            try:
+                result = attack.run(target, x, y)
+            except Exception as error:  # noqa: BLE001 - recorded, flagged, and the run goes on
+                row["error"] = masking._one_line(error)
+                logger.warning("%s on %s (eps=%g, %s) failed: %s", entry.label, plan.label, eps, stage, row["error"])
+            else:
+                judged = plan.judge(result.x_adv, y, seed + 1)
+                row.update(
+                    fooled=_pick(candidates, judged.fooled), misclassified=_pick(candidates, judged.misclassified),
+                    detected=_pick(candidates, judged.detected), pred=judged.predictions.tolist(),
+                    seconds=result.seconds, forwards=result.forwards, backwards=result.backwards,
+                    queries=result.queries,
+                )
+                self._save_examples(row, candidates, result.x_adv, judged.predictions)
+        self.bar.update(1)
+        return self.store.append(row)
+
+    def _target_model(self, plan: DefensePlan, stage: str, entry: AttackEntry) -> nn.Module:
+        if stage == "adaptive" and not entry.targets_deployed and plan.view is not None:
+            return plan.view
+        return plan.deployed
+
+    def _save_examples(self, row: dict[str, Any], candidates: list[int], x_adv: Tensor, predictions: Tensor) -> None:
+        """Keep the adversarial images of the first few samples for the report's example grid."""
+        wanted = [i for i, index in enumerate(candidates) if index < self.config.examples]
+        if not wanted:
+            return
+        name = hashlib.sha256(row["key"].encode()).hexdigest()[:20] + ".pt"
+        folder = self.out_dir / "examples"
+        folder.mkdir(exist_ok=True)
+        record = {"indices": [candidates[i] for i in wanted], "x_adv": x_adv[wanted].detach().cpu().clone(),
+                  "pred": predictions[wanted].tolist()}
+        temporary = folder / (name + ".tmp")
+        torch.save(record, temporary)
+        os.replace(temporary, folder / name)  # before the row, so a resumed row always has its examples
+        row["examples"] = name
+
+    # ------------------------------------------------------------ checks
+
+    def _checks(self, plan: DefensePlan) -> None:
+        clean = self._clean(plan, *self.chunks[0]) if self.chunks else None
+        if clean is None:
+            return
+        start, end = clean["chunk"]
+        sample = list(range(start, min(end, start + masking.CHECK_SAMPLES)))
+        correct = [i for i in clean["correct"] if i < start + masking.CHECK_SAMPLES]
+        key = f"check|{plan.label}|randomness"
+        if key not in self.store:
+            x = self.data.x[sample].to(self.device)
+
+            def forward(images: Tensor, seed: int) -> Tensor:
+                with torch.random.fork_rng(devices=[]):
+                    torch.manual_seed(seed)
+                    plan.reseed(seed)
+                    return plan.deployed(images).float().cpu()
+
+            measured = masking.measure_randomness(forward, x, (unit_seed(self.config.seed, key, 1),
+                                                               unit_seed(self.config.seed, key, 2)))
+            self.store.append({"type": "check", "key": key, "defense": plan.label, "check": "randomness", **measured})
+        modes = [("naive", plan.deployed)]
+        if plan.view is not None:
+            modes.append(("adaptive", plan.view))
+        for mode, model in modes:
+            key = f"check|{plan.label}|gradients|{mode}"
+            if key not in self.store and correct:
+                index = torch.tensor(correct)
+                plan.reseed(unit_seed(self.config.seed, key))
+                measured = masking.measure_gradients(model, self.data.x[index].to(self.device),
+                                                     self.data.y[index].to(self.device))
+                self.store.append({"type": "check", "key": key, "defense": plan.label, "check": f"gradients|{mode}",
+                                   **measured})
+            self._large_eps_check(plan, mode, correct)
+
+    def _large_eps_check(self, plan: DefensePlan, mode: str, correct: list[int]) -> None:
+        entry = strongest_white_box(self.attacks)
+        key = f"check|{plan.label}|large_eps|{mode}"
+        if entry is None or key in self.store or not correct:
+            return
+        low, high = self.config.bounds
+        size = self.data.x[0].numel()
+        eps = {"linf": high - low, "l2": (high - low) * size ** 0.5, "l1": (high - low) * size}.get(
+            self.config.norm, float(size))
+        seed = unit_seed(self.config.seed, key)
+        index = torch.tensor(correct)
+        x, y = self.data.x[index].to(self.device), self.data.y[index].to(self.device)
+        row = {"type": "check", "key": key, "defense": plan.label, "check": f"large_eps|{mode}",
+               "attack": entry.label, "eps": eps, "samples": len(correct), "accuracy": None, "error": None}
+        try:
+            attack = entry.build(eps, self.config.norm, self.config.bounds, seed)
+            plan.reseed(seed)
+            result = attack.run(plan.view if mode == "adaptive" else plan.deployed, x, y)
+            judged = plan.judge(result.x_adv, y, seed + 1)
+            row["accuracy"] = 1.0 - judged.fooled.float().mean().item()
+        except Exception as error:  # noqa: BLE001 - a crash here is itself a masking signal
+            row["error"] = masking._one_line(error)
+        self.store.append(row)
+
+
+def _pick(indices: list[int], mask: Tensor) -> list[int]:
+    return [index for index, keep in zip(indices, mask.tolist()) if keep]
+
+
+def _minus(indices: list[int], removed: list[int]) -> list[int]:
+    gone = set(removed)
+    return [i for i in indices if i not in gone]
+
+
+def evaluate(model: nn.Module, data: Any, attacks: list | tuple | None = None, defenses: list | tuple = ("none",),
+             eps: list[float] | tuple[float, ...] | float = (0.1, 0.2, 0.3), *, norm: str = "linf",
+             n: int | None = None, batch_size: int = 100, out_dir: str | os.PathLike = "shieldkit-runs/evaluate",
+             seed: int = 0, quiet: bool = False, resume: bool = False, train_data: Any = None,
+             cascade: bool = True, adaptive: bool = True, eot: int = 8, checks: bool = True,
+             examples: int = 6, fpr: float = 0.05, bounds: tuple[float, float] = (0.0, 1.0)):
+    """Evaluate a model's robustness against an attack suite, with and without defences.
+
+    Every attack runs naively on each deployed defence and adaptively on the
+    defence's attack view (BPDA for non-differentiable transforms, EOT for
+    randomised ones, the defence's own adaptive attack where it has one). Robust
+    accuracy per (defence, eps) is the worst case per sample over the whole suite;
+    later attacks only attack samples still robust (a cascade). A gradient-masking
+    checklist flags numbers that cannot be trusted. Everything is written to
+    ``out_dir`` as it finishes; ``resume=True`` continues an interrupted run.
+
+    Args:
+        model: classifier from images in ``bounds`` to logits (normalisation inside).
+        data: ``ImageData`` or an ``(x, y)`` pair: the evaluation set.
+        attacks: names (``"pgd"``, ``"pgd.art"``), ``(name, params)`` pairs,
+            ``{"name": ..., **params}`` dicts or ``Attack`` instances; default: noise,
+            semantic, FGSM, PGD, DeepFool.
+        defenses: the same forms for defences; ``"none"`` is the undefended model.
+            Trainers and detectors are fitted on ``train_data`` first (a dict entry's
+            ``"fit"`` holds fit options).
+        eps: the budgets of the grid.
+        norm: the grid's norm; every attack must support it.
+        n: evaluate a seeded random subset of this many samples (``None``: all).
+        batch_size: samples per unit of work (also the resume and sharding granularity).
+        out_dir: where results.jsonl, summary.json, report.md/html and records go.
+        seed: seeds every unit (per sample range, not per process).
+        quiet: no progress bars.
+        resume: continue the run in ``out_dir`` (refused if the configuration changed).
+        train_data: data to fit trainer defences and detectors on.
+        cascade: attack only samples still robust (``False``: the full grid).
+        adaptive: run the adaptive stage.
+        eot: random draws averaged for randomised defences.
+        checks: run the gradient-masking checklist.
+        examples: samples shown in the report's example grid.
+        fpr: detectors' false-positive rate on clean training images.
+        bounds: the pixel range.
+
+    Returns:
+        A :class:`~shieldkit.evaluate.report.Report`.
+    """
+    from shieldkit.evaluate.config import DEFAULT_ATTACKS, parse_eps
+
+    config = EvalConfig(eps=parse_eps(eps), norm=norm, n=n, batch_size=batch_size, seed=seed, cascade=cascade,
+                        adaptive=adaptive, eot=eot, checks=checks, examples=examples, fpr=fpr,
+                        bounds=tuple(bounds), out=str(Path(out_dir)))
+    config.norm = _norm(norm)
+    runner = Runner(config, model, data, train_data=train_data, quiet=quiet, resume=resume,
+                    attacks=list(attacks if attacks is not None else DEFAULT_ATTACKS),
+                    defenses=list(defenses if not isinstance(defenses, str) else [defenses]))
+    return runner.run()
+
+
+def _norm(norm: str) -> str:
+    from shieldkit.guard import check_norm
+
+    return check_norm(norm, owner="evaluate")
