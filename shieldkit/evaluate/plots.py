@@ -102,7 +102,10 @@ def example_grid(summary: dict[str, Any], data: Any, out_dir: Path, path: Path, 
     for r, (record, chosen) in enumerate(rows):
         for c in range(columns):
             axes[r, c].axis("off")
-        axes[r, 0].set_ylabel(record["label"])
+        axes[r, 0].set_ylabel(record["label"], fontsize=7)
+        if not chosen:
+            axes[r, 0].text(0.0, 0.5, f"{record['label']}: none of the first samples was fooled", fontsize=7,
+                            transform=axes[r, 0].transAxes, va="center")
         for position, (index, info) in enumerate(chosen):
             index = int(index)
             stored = cache.setdefault(info["file"], load_examples(out_dir, info["file"]))
@@ -112,13 +115,12 @@ def example_grid(summary: dict[str, Any], data: Any, out_dir: Path, path: Path, 
             delta = x_adv - x
             scale = delta.abs().max().clamp_min(1e-12) if summary["norm"] != "linf" else torch.tensor(eps)
             amplified = (0.5 + 0.5 * delta / scale).clamp(0, 1)
-            titles = (f"y={int(data.y[index])}", f"→{stored['pred'][slot]} {info['attack']}"[:16], "δ ×")
+            titles = (f"#{index} y={int(data.y[index])}", f"→{stored['pred'][slot]} {info['attack'][:10]}\n({info['stage']})",
+                      "δ amplified")
             for offset, (image, title) in enumerate(zip((x, x_adv, amplified), titles)):
                 axis = axes[r, 3 * position + offset]
                 _show(axis, image)
                 axis.set_title(title, fontsize=6)
-        axes[r, 0].text(-0.15, 0.5, record["label"], transform=axes[r, 0].transAxes, rotation=90, ha="right",
-                        va="center", fontsize=7)
     figure.tight_layout()
     figure.savefig(path, dpi=90)
     plt.close(figure)

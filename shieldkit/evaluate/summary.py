@@ -105,7 +105,7 @@ def _defense_summary(plan, entry, rows, config, n: int, attack_order: dict[str, 
             seconds += row["seconds"]
             estimated += _full_grid_cost(row, correct, per_unit_cost)
             if row.get("examples"):
-                for index in row["fooled"]:
+                for index in (i for i in row["fooled"] if i < config.examples):
                     first_fooled.setdefault(index, {"stage": row["stage"], "attack": row["attack"],
                                                     "file": row["examples"]})
         naive_fooled = fooled["naive"] | fooled["blackbox"]

