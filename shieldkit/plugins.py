@@ -39,6 +39,7 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 #: Built-in plugins: name -> module. They register through the same hooks as a third-party plugin.
 DEFAULT_PLUGINS: dict[str, str] = {
     "native": "shieldkit.native",
+    "torchattacks": "shieldkit.backends.torchattacks", "art": "shieldkit.backends.art",
 }
 
 HOOKS = ("register_attacks", "register_defenses", "register_models", "register_datasets")

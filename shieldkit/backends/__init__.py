@@ -1,0 +1,341 @@
+"""Built-in plugins that adapt third-party attack libraries (torchattacks, ART) to shieldkit's contract.
+
+Each backend describes what it wraps in one data table of :class:`AttackSpec`
+rows: the family, the library classes, the capabilities and a translation of
+shieldkit's uniform parameters (``steps``, ``step_size``, ``queries`` ...) to the
+library's constructor arguments. :func:`make_attack_class` turns a row into an
+:class:`~shieldkit.Attack` subclass whose constructor has a real signature, so
+the registry, ``attack_info`` and the catalogue read its parameters like those of
+a hand-written attack. Nothing here imports the libraries: a backend imports its
+library only when an attack runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import inspect
+import random
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+
+from shieldkit.attack import Attack
+from shieldkit.errors import InvalidParameterError, MissingDependencyError
+from shieldkit.guard import check_choice, check_int, check_number
+
+__all__ = [
+    "AttackSpec",
+    "BackendAttack",
+    "Derived",
+    "Param",
+    "build_component_class",
+    "check_param",
+    "component_docstring",
+    "draw_seed",
+    "is_available",
+    "library_rng",
+    "make_attack_class",
+    "require",
+]
+
+COMMON_PARAMS = ("eps", "norm", "bounds", "seed")
+
+
+def is_available(module: str) -> bool:
+    """Whether ``module`` can be imported, without importing it."""
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # ValueError: sys.modules[module] is None (import blocked)
+        return False
+
+
+def require(module: str, extra: str, what: str) -> None:
+    """Raise :class:`MissingDependencyError` saying how to install ``module`` when it is missing."""
+    if not is_available(module):
+        raise MissingDependencyError(
+            f"{what} needs the {module!r} package, which is not installed: pip install shieldkit[{extra}]"
+        )
+
+
+@dataclass(frozen=True)
+class Derived:
+    """A default computed from ``eps`` at run time: ``factor * eps`` (divided by ``steps`` when ``per_step``)."""
+
+    factor: float
+    per_step: bool = False
+
+    def value(self, eps: float | None, steps: int | None) -> float | None:
+        if eps is None:
+            return None
+        if self.per_step and steps:
+            return self.factor * eps / steps
+        return self.factor * eps
+
+    def __str__(self) -> str:
+        factor = "" if self.factor == 1 else f"{self.factor:g} * "
+        return f"{factor}eps{' / steps' if self.per_step else ''}"
+
+
+@dataclass(frozen=True)
+class Param:
+    """One constructor parameter of a wrapped attack and how it reaches the library.
+
+    Attributes:
+        lib: the library's keyword for it (``None``: used by the wrapper itself).
+        default: shieldkit's default (``None`` with ``derived`` set: computed at run time).
+        rule: validation: ``"int"`` (>= 1), ``"int0"`` (>= 0), ``"int>=N"``, ``"pos"`` (> 0), ``"nonneg"`` (>= 0),
+            ``"unit"`` ([0, 1]), ``"bool"``, a tuple of choices, or ``"any"``.
+        doc: one line for the docstring and the catalogue.
+        values: translation of shieldkit's value to the library's (e.g. ``{"ce": "cross_entropy"}``).
+        derived: the run-time default when the value is ``None``.
+        pixel: measured in pixel units (rescaled with the bounds where the library assumes ``[0, 1]``).
+    """
+
+    lib: str | None
+    default: Any
+    rule: Any = "any"
+    doc: str = ""
+    values: Mapping[Any, Any] | None = None
+    derived: Derived | None = None
+    pixel: bool = False
+
+
+@dataclass(frozen=True)
+class AttackSpec:
+    """One row of a backend's table: a family and the library class(es) implementing it.
+
+    Attributes:
+        family: shieldkit's family (the same as native for the same algorithm).
+        classes: the library class, or ``{key: class}`` when the library splits an algorithm
+            into classes by norm (or by the parameter named in ``select``).
+        norms: supported norms, the default first.
+        params: shieldkit name -> :class:`Param`; uniform names wherever they apply.
+        summary: the docstring's first line.
+        reference: the paper.
+        bounded, targeted, access, randomized: the :class:`~shieldkit.Attack` capabilities.
+        eps_arg: the library's keyword for ``eps`` (``None``: not passed).
+        norm_arg: the library's keyword for the norm (``None``: not passed).
+        seed_arg: the library's keyword for a seed (filled from ``seed`` or the torch RNG).
+        fixed: library keywords always passed (``verbose=False`` ...).
+        smoke: parameters for a quick conformance run on a 6x1x16x16 batch.
+        options: backend-specific behaviour flags (see the backend module).
+        requires: extra modules the library needs for this attack (else it is not registered).
+        select: the attribute whose value picks the class when ``classes`` is a mapping.
+    """
+
+    family: str
+    classes: str | Mapping[str, str]
+    norms: tuple[str, ...]
+    params: Mapping[str, Param] = field(default_factory=dict)
+    summary: str = ""
+    reference: str = ""
+    bounded: bool = True
+    targeted: bool = True
+    access: str = "gradient"
+    randomized: bool = False
+    eps_arg: str | None = "eps"
+    norm_arg: str | None = None
+    seed_arg: str | None = None
+    fixed: Mapping[str, Any] = field(default_factory=dict)
+    smoke: Mapping[str, Any] = field(default_factory=dict)
+    options: Mapping[str, Any] = field(default_factory=dict)
+    requires: tuple[str, ...] = ()
+    select: str = "norm"
+
+    def class_for(self, attack: Attack) -> str:
+        """The library class an instance runs (chosen by its norm or the ``select`` parameter)."""
+        return self.classes if isinstance(self.classes, str) else self.classes[getattr(attack, self.select)]
+
+    def library_classes(self) -> list[str]:
+        return [self.classes] if isinstance(self.classes, str) else list(dict.fromkeys(self.classes.values()))
+
+
+# ------------------------------------------------------------------ validation
+
+
+def _check_bool(owner: str, name: str, value: object) -> bool:
+    if not isinstance(value, bool):
+        raise InvalidParameterError(f"{owner}: {name} must be True or False, got {name}={value!r}")
+    return value
+
+
+def check_param(owner: str, name: str, value: Any, param: Param) -> Any:
+    """Validate one value against its :class:`Param` rule (``None`` is allowed when the default is)."""
+    if value is None and param.default is None:
+        return None
+    rule = param.rule
+    if isinstance(rule, tuple):
+        return check_choice(owner, name, value, rule)
+    if isinstance(rule, str) and rule.startswith("int"):
+        minimum = 0 if rule == "int0" else int(rule[5:]) if rule.startswith("int>=") else 1
+        return check_int(owner, name, value, minimum=minimum)
+    if rule == "bool":
+        return _check_bool(owner, name, value)
+    if rule in ("pos", "nonneg", "unit", "real"):
+        low = None if rule == "real" else 0.0
+        high = 1.0 if rule == "unit" else None
+        check_number(owner, name, value, low, high, strict=(rule == "pos"))
+        return value
+    return value
+
+
+# ------------------------------------------------------------------ the factory
+
+
+class BackendAttack(Attack):
+    """Base of the generated classes: keeps the spec and translates parameters for the library."""
+
+    spec: ClassVar[AttackSpec]
+    backend: ClassVar[str] = ""
+    #: run-time defaults shown by the catalogue (``step_size: "eps / 4"``).
+    param_notes: ClassVar[dict[str, str]] = {}
+
+    def library_kwargs(self, scale: float = 1.0) -> dict[str, Any]:
+        """The library's constructor keywords for this instance (pixel quantities divided by ``scale``)."""
+        spec = self.spec
+        eps = None if self.eps is None else self.eps / (scale if self.norm != "l0" else 1.0)
+        kwargs: dict[str, Any] = dict(spec.fixed)
+        steps = getattr(self, "steps", None)
+        for name, param in spec.params.items():
+            if param.lib is None:
+                continue
+            value = getattr(self, name)
+            if value is None and param.derived is not None:
+                value = param.derived.value(eps, steps)
+            elif value is not None and param.pixel:
+                value = value / scale
+            if value is None:
+                continue
+            if param.values is not None:
+                value = param.values[value]
+            kwargs[param.lib] = value
+        if spec.eps_arg is not None and eps is not None:
+            kwargs[spec.eps_arg] = eps
+        return kwargs
+
+
+def _param_doc(name: str, param: Param) -> str:
+    doc = param.doc or name.replace("_", " ")
+    if param.derived is not None:
+        doc += f" (``None``: {param.derived})"
+    return f"        {name}: {doc}"
+
+
+def component_docstring(summary: str, library_classes: list[str], backend: str, params: Mapping[str, Param],
+                        common: str, reference: str) -> str:
+    """The docstring of a generated class: summary, what it wraps, Args, Reference."""
+    wraps = ", ".join(f"``{backend}.{name}``" for name in library_classes)
+    lines = [summary, "", f"Wraps {wraps}."]
+    lines += ["", "    Args:"] + [_param_doc(name, param) for name, param in params.items()]
+    lines.append(f"        **common: {common}.")
+    if reference:
+        lines += ["", "    Reference:", f"        {reference}"]
+    return "\n".join(lines)
+
+
+def build_component_class(class_name: str, base: type, params: Mapping[str, Param], common: tuple[str, ...],
+                          module: str, attributes: dict[str, Any]) -> type:
+    """A subclass of ``base`` whose constructor takes ``params`` (keyword-only, with defaults) and ``**common``.
+
+    The constructor rejects unknown keywords (listing the valid ones), passes
+    ``common`` on to ``base.__init__`` first, then validates each parameter with its
+    rule and stores it under its own name. Its ``__signature__`` lists the
+    parameters, so :func:`shieldkit.attack.component_params` (the registry,
+    ``attack_info``, the catalogue) reads them like a hand-written constructor's.
+    """
+    params = dict(params)
+    valid = tuple(params) + common
+    base_init = base.__init__
+
+    def __init__(self, **kwargs: Any) -> None:
+        unknown = [key for key in kwargs if key not in valid]
+        if unknown:
+            raise InvalidParameterError(
+                f"{self.name}: unknown parameter{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}; "
+                f"valid parameters: {', '.join(valid)}"
+            )
+        base_init(self, **{key: kwargs.pop(key) for key in common if key in kwargs})
+        owner = self.name
+        for name, param in params.items():
+            setattr(self, name, check_param(owner, name, kwargs.get(name, param.default), param))
+
+    keyword_only = inspect.Parameter.KEYWORD_ONLY
+    __init__.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+        [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+        + [inspect.Parameter(name, keyword_only, default=param.default) for name, param in params.items()]
+        + [inspect.Parameter("common", inspect.Parameter.VAR_KEYWORD)]
+    )
+    __init__.__qualname__ = f"{class_name}.__init__"
+    __init__.__module__ = module
+    namespace = {
+        "__init__": __init__,
+        "__module__": module,
+        "__qualname__": class_name,
+        "param_notes": {name: str(p.derived) for name, p in params.items() if p.derived is not None},
+        **attributes,
+    }
+    return type(class_name, (base,), namespace)
+
+
+def class_name_for(family: str, backend: str) -> str:
+    """``pgd`` + ``torchattacks`` -> ``PgdTorchattacks``."""
+    return "".join(part.capitalize() for part in family.split("_")) + backend.capitalize()
+
+
+def make_attack_class(spec: AttackSpec, base: type[BackendAttack], backend: str, module: str) -> type[BackendAttack]:
+    """An :class:`~shieldkit.Attack` subclass for one table row, with a real constructor signature."""
+    doc = component_docstring(
+        spec.summary or f"{spec.family} from {backend}.", spec.library_classes(), backend, spec.params,
+        "``eps``, ``norm`` (" + ", ".join(spec.norms) + "), ``bounds``, ``seed``", spec.reference,
+    )
+    attributes = {
+        "__doc__": doc,
+        "family": spec.family,
+        "norms": tuple(spec.norms),
+        "bounded": spec.bounded,
+        "targeted": spec.targeted,
+        "access": spec.access,
+        "randomized": spec.randomized,
+        "smoke_params": dict(spec.smoke),
+        "spec": spec,
+        "backend": backend,
+    }
+    return build_component_class(class_name_for(spec.family, backend), base, spec.params, COMMON_PARAMS,
+                                 module, attributes)
+
+
+# --------------------------------------------------------------- randomness
+
+
+def draw_seed(seed: int | None) -> int:
+    """``seed``, or a seed drawn from torch's RNG (itself seeded by the attack when ``seed`` is set)."""
+    if seed is not None:
+        return seed
+    return int(torch.randint(0, 2**31 - 1, (1,)).item())
+
+
+@contextlib.contextmanager
+def library_rng(seed: int, device: torch.device | None = None) -> Iterator[None]:
+    """Seed torch's, NumPy's and Python's global RNGs for a library call and restore them afterwards.
+
+    The libraries draw from (and some re-seed) these global generators; seeding
+    them from the attack's seed makes a wrapped attack reproducible, and restoring
+    them keeps the caller's random streams untouched.
+    """
+    import numpy as np
+
+    numpy_state = np.random.get_state()
+    python_state = random.getstate()
+    devices = [device] if device is not None and device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        np.random.seed(seed % (2**32))
+        random.seed(seed)
+        try:
+            yield
+        finally:
+            np.random.set_state(numpy_state)
+            random.setstate(python_state)

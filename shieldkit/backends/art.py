@@ -1,0 +1,749 @@
+"""The built-in ``art`` plugin: ART's evasion attacks and defences on PyTorch image classifiers, by name.
+
+One table (:data:`TABLE`) lists the Adversarial Robustness Toolbox evasion
+attacks that run against a ``PyTorchClassifier`` on images, with their
+capabilities and the translation of shieldkit's uniform parameters to ART's
+constructor arguments; :func:`~shieldkit.backends.make_attack_class` turns each
+row into an :class:`~shieldkit.Attack` subclass. ART's defences are adapted in
+:mod:`shieldkit.backends._art_defenses`.
+
+ART is imported only when an attack runs. Its estimator is built lazily, once
+per model (input shape, number of classes from one forward pass, clip values
+from ``bounds``, device) and cached in a ``WeakKeyDictionary``. The estimator
+holds the model through a weak reference, so ART never switches the user's
+model between train and eval mode and the cache never keeps a model alive.
+NumPy exists only inside this backend.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import inspect
+import logging
+import math
+import sys
+import types
+import weakref
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from shieldkit.backends import (
+    AttackSpec,
+    BackendAttack,
+    Derived,
+    Param,
+    draw_seed,
+    is_available,
+    library_rng,
+    make_attack_class,
+    require,
+)
+from shieldkit.errors import MissingDependencyError
+from shieldkit.plugins import hookimpl
+
+logger = logging.getLogger("shieldkit.backends.art")
+
+LIBRARY = "art"
+NORM_VALUES = {"linf": math.inf, "l2": 2, "l1": 1}
+
+
+def _steps(default: int, lib: str = "max_iter", doc: str = "iterations") -> Param:
+    return Param(lib, default, "int", doc)
+
+
+def _step_size(factor: float, lib: str = "eps_step") -> Param:
+    return Param(lib, None, "pos", "step size in pixel units", derived=Derived(factor))
+
+
+def _queries(default: int, lib: str, doc: str) -> Param:
+    return Param(lib, default, "int", doc)
+
+
+_CONFIDENCE = Param("confidence", 0.0, "nonneg", "margin required over the runner-up class")
+_LEARNING_RATE = Param("learning_rate", 0.01, "pos", "learning rate")
+_RANDOM_START = Param("num_random_init", False, "bool", "start from a uniform draw in the eps-ball",
+                      values={True: 1, False: 0})
+_APGD_LOSS = Param("loss_type", "ce", ("ce", "dlr"), "objective: cross-entropy or Difference of Logits Ratio",
+                   values={"ce": "cross_entropy", "dlr": "difference_logits_ratio"})
+
+_CROCE_HEIN = ("Croce and Hein. Reliable Evaluation of Adversarial Robustness with an Ensemble of Diverse "
+               "Parameter-free Attacks. ICML 2020.")
+
+#: The translation table: one row per family. ``options`` (see ``ArtAttack._run``):
+#: ``probabilities`` (the estimator outputs softmax), ``untargeted_target`` ("next": a targeted-only
+#: attack runs untargeted towards class y+1), ``per_sample`` (ART takes one image at a time), ``rgb``
+#: (three-channel only: grey images go through a channel-mean adapter), ``layout`` ("nhwc"),
+#: ``net_size`` (pass the image size), ``eps_255`` (eps as an integer threshold in 0..255),
+#: ``patch`` (generate a patch, then apply it), ``class`` (a module path for classes ART does not export).
+TABLE: tuple[AttackSpec, ...] = (
+    AttackSpec(
+        "fgsm", "FastGradientMethod", ("linf", "l2", "l1"),
+        summary="Fast Gradient (Sign) Method: one gradient step of size eps in the chosen norm.",
+        reference="Goodfellow et al. Explaining and Harnessing Adversarial Examples. ICLR 2015.",
+        norm_arg="norm", fixed={"num_random_init": 0},
+    ),
+    AttackSpec(
+        "bim", "BasicIterativeMethod", ("linf",),
+        {"steps": _steps(10), "step_size": _step_size(0.25)},
+        summary="Basic Iterative Method: iterated FGSM clipped to the eps-ball.",
+        reference="Kurakin et al. Adversarial Examples in the Physical World. ICLR workshop 2017.",
+        smoke={"steps": 3},
+    ),
+    AttackSpec(
+        "pgd", "ProjectedGradientDescent", ("linf", "l2", "l1"),
+        {"steps": _steps(10), "step_size": _step_size(0.25), "random_start": _RANDOM_START},
+        summary="Projected Gradient Descent (ART's PyTorch implementation).",
+        reference="Madry et al. Towards Deep Learning Models Resistant to Adversarial Attacks. ICLR 2018.",
+        norm_arg="norm", randomized=True, smoke={"steps": 3, "random_start": True},
+    ),
+    AttackSpec(
+        "mifgsm", "MomentumIterativeMethod", ("linf", "l2", "l1"),
+        {"steps": _steps(10), "step_size": _step_size(0.25),
+         "decay": Param("decay", 1.0, "nonneg", "momentum decay factor")},
+        summary="Momentum Iterative Method (MI-FGSM).",
+        reference="Dong et al. Boosting Adversarial Attacks with Momentum. CVPR 2018.",
+        norm_arg="norm", smoke={"steps": 3},
+    ),
+    AttackSpec(
+        "apgd", "AutoProjectedGradientDescent", ("linf", "l2", "l1"),
+        {"steps": _steps(10), "step_size": _step_size(2.0),
+         "restarts": Param("nb_random_init", 1, "int", "random restarts"), "loss": _APGD_LOSS},
+        summary="Auto-PGD: step-size-free PGD with momentum.",
+        reference=_CROCE_HEIN,
+        norm_arg="norm", randomized=True, smoke={"steps": 3},
+    ),
+    AttackSpec(
+        "acg", "AutoConjugateGradient", ("linf", "l2", "l1"),
+        {"steps": _steps(10), "step_size": _step_size(2.0),
+         "restarts": Param("nb_random_init", 1, "int", "random restarts"), "loss": _APGD_LOSS},
+        summary="Auto Conjugate Gradient: Auto-PGD with conjugate-gradient directions.",
+        reference="Yamamura et al. Diversified Adversarial Attacks based on Conjugate Gradient Method. ICML 2022.",
+        norm_arg="norm", randomized=True, smoke={"steps": 3},
+    ),
+    AttackSpec(
+        "reacg", "RescalingAutoConjugateGradient", ("linf", "l2", "l1"),
+        {"steps": _steps(10), "step_size": _step_size(2.0),
+         "restarts": Param("nb_random_init", 1, "int", "random restarts"), "loss": _APGD_LOSS},
+        summary="Rescaling Auto Conjugate Gradient (ReACG).",
+        reference="Yamamura et al. Rescaling-ACG. 2024.",
+        norm_arg="norm", randomized=True, smoke={"steps": 3},
+    ),
+    AttackSpec(
+        "autoattack", "AutoAttack", ("linf", "l2", "l1"),
+        {"steps": _steps(100, None, "iterations of each APGD run"),
+         "restarts": Param(None, 5, "int", "random restarts of each APGD run"),
+         "queries": _queries(5000, None, "Square attack iterations (one query per image each)"),
+         "step_size": _step_size(0.25)},
+        summary="AutoAttack (ART's ensemble: APGD-CE, APGD-DLR, DeepFool, Square), each sample's strongest result.",
+        reference=_CROCE_HEIN,
+        targeted=False, randomized=True, norm_arg="norm", options={"ensemble": True, "shim": "multiprocess"},
+        smoke={"steps": 3, "restarts": 1, "queries": 20},
+    ),
+    AttackSpec(
+        "cw", "CarliniL2Method", ("l2",),
+        {"confidence": _CONFIDENCE, "step_size": Param("learning_rate", 0.01, "pos", "learning rate"),
+         "binary_search_steps": Param("binary_search_steps", 10, "int", "binary-search steps over the constant"),
+         "steps": _steps(10, doc="iterations per constant"),
+         "initial_const": Param("initial_const", 0.01, "pos", "initial trade-off constant")},
+        summary="Carlini-Wagner L2 attack.",
+        reference="Carlini and Wagner. Towards Evaluating the Robustness of Neural Networks. S&P 2017.",
+        bounded=False, eps_arg=None, smoke={"steps": 3, "binary_search_steps": 2},
+    ),
+    AttackSpec(
+        "cw_linf", "CarliniLInfMethod", ("linf",),
+        {"confidence": _CONFIDENCE, "step_size": Param("learning_rate", 0.01, "pos", "learning rate"),
+         "steps": _steps(10),
+         "initial_const": Param("initial_const", 1e-5, "pos", "initial trade-off constant"),
+         "largest_const": Param("largest_const", 20.0, "pos", "largest trade-off constant"),
+         "decrease_factor": Param("decrease_factor", 0.9, "unit", "shrink factor of the L-inf bound")},
+        summary="Carlini-Wagner L-inf attack (the tau-bounded formulation).",
+        reference="Carlini and Wagner. S&P 2017.",
+        bounded=False, eps_arg=None,
+        smoke={"steps": 2, "initial_const": 0.005, "largest_const": 0.01, "decrease_factor": 0.1},
+    ),
+    AttackSpec(
+        "cw_l0", "CarliniL0Method", ("l0",),
+        {"confidence": _CONFIDENCE, "step_size": Param("learning_rate", 0.01, "pos", "learning rate"),
+         "binary_search_steps": Param("binary_search_steps", 10, "int", "binary-search steps over the constant"),
+         "steps": _steps(10, doc="iterations per constant"),
+         "initial_const": Param("initial_const", 0.01, "pos", "initial trade-off constant")},
+        summary="Carlini-Wagner L0 attack (shrinks the set of pixels it may change).",
+        reference="Carlini and Wagner. S&P 2017.",
+        bounded=False, eps_arg=None, smoke={"steps": 2, "binary_search_steps": 1},
+    ),
+    AttackSpec(
+        "deepfool", "DeepFool", ("l2",),
+        {"steps": _steps(50),
+         "overshoot": Param("epsilon", 0.02, "nonneg", "relative overshoot past the boundary"),
+         "candidates": Param("nb_grads", 10, "int", "classes considered (the most likely ones)")},
+        summary="DeepFool: steps to the linearised nearest decision boundary (minimal L2).",
+        reference="Moosavi-Dezfooli et al. DeepFool. CVPR 2016.",
+        bounded=False, targeted=False, eps_arg=None, smoke={"steps": 3},
+    ),
+    AttackSpec(
+        "newtonfool", "NewtonFool", ("l2",),
+        {"steps": _steps(50), "eta": Param("eta", 0.01, "pos", "step-size strength")},
+        summary="NewtonFool: Newton steps that lower the true class's probability.",
+        reference="Jang et al. Objective Metrics and Gradient Descent Algorithms for Adversarial Examples in "
+                  "Machine Learning. ACSAC 2017.",
+        bounded=False, targeted=False, eps_arg=None, smoke={"steps": 3},
+    ),
+    AttackSpec(
+        "ead", "ElasticNet", ("l1",),
+        {"confidence": _CONFIDENCE, "step_size": _LEARNING_RATE,
+         "binary_search_steps": Param("binary_search_steps", 9, "int", "binary-search steps over the constant"),
+         "steps": _steps(100, doc="iterations per constant"),
+         "beta": Param("beta", 0.001, "nonneg", "L1 weight of the elastic-net penalty"),
+         "initial_const": Param("initial_const", 0.001, "pos", "initial trade-off constant"),
+         "decision_rule": Param("decision_rule", "en", ("en", "l1", "l2"), "which adversarial example to keep",
+                                values={"en": "EN", "l1": "L1", "l2": "L2"})},
+        summary="Elastic-net attack (EAD): CW with an L1 penalty, by ISTA.",
+        reference="Chen et al. EAD: Elastic-Net Attacks to Deep Neural Networks. AAAI 2018.",
+        bounded=False, eps_arg=None, smoke={"steps": 3, "binary_search_steps": 1},
+    ),
+    AttackSpec(
+        "jsma", "SaliencyMapMethod", ("l0",),
+        {"theta": Param("theta", 0.1, "real", "change applied to each selected feature"),
+         "gamma": Param("gamma", 1.0, "unit", "largest share of features changed")},
+        summary="Jacobian-based Saliency Map Attack (untargeted: towards the next class).",
+        reference="Papernot et al. The Limitations of Deep Learning in Adversarial Settings. EuroS&P 2016.",
+        bounded=False, eps_arg=None, options={"untargeted_target": "next"}, smoke={"gamma": 0.05},
+    ),
+    AttackSpec(
+        "square", "SquareAttack", ("linf", "l2"),
+        {"queries": _queries(1000, "max_iter", "iterations (one query per image each)"),
+         "restarts": Param("nb_restarts", 1, "int", "restarts"),
+         "p_init": Param("p_init", 0.8, "unit", "initial share of pixels changed per square")},
+        summary="Square attack: score-based random search with square-shaped updates.",
+        reference="Andriushchenko et al. Square Attack. ECCV 2020.",
+        targeted=False, access="score", randomized=True, norm_arg="norm", smoke={"queries": 20},
+    ),
+    AttackSpec(
+        "hop_skip_jump", "HopSkipJump", ("l2", "linf"),
+        {"steps": _steps(50),
+         "queries": _queries(10000, "max_eval", "largest number of queries per gradient estimate"),
+         "init_eval": Param("init_eval", 100, "int", "queries of the first gradient estimate"),
+         "init_size": Param("init_size", 100, "int", "random draws to find a starting point")},
+        summary="HopSkipJump: decision-based boundary walk with gradient-direction estimates.",
+        reference="Chen et al. HopSkipJumpAttack: a Query-Efficient Decision-Based Attack. S&P 2020.",
+        bounded=False, access="decision", randomized=True, eps_arg=None, norm_arg="norm",
+        options={"seed_random_state": True},
+        smoke={"steps": 2, "queries": 20, "init_eval": 5, "init_size": 10},
+    ),
+    AttackSpec(
+        "boundary", "BoundaryAttack", ("l2",),
+        {"steps": _steps(5000),
+         "delta": Param("delta", 0.01, "pos", "initial orthogonal step"),
+         "step_size": Param("epsilon", 0.01, "pos", "initial step towards the original"),
+         "num_trial": Param("num_trial", 25, "int", "trials per step"),
+         "sample_size": Param("sample_size", 20, "int", "samples per trial"),
+         "init_size": Param("init_size", 100, "int", "random draws to find a starting point")},
+        summary="Boundary attack: decision-based random walk along the decision boundary.",
+        reference="Brendel et al. Decision-Based Adversarial Attacks. ICLR 2018.",
+        bounded=False, access="decision", randomized=True, eps_arg=None,
+        options={"seed_random_state": True},
+        smoke={"steps": 3, "num_trial": 3, "sample_size": 3, "init_size": 10},
+    ),
+    AttackSpec(
+        "simba", "SimBA", ("l2",),
+        {"queries": _queries(3000, "max_iter", "iterations (at most two queries each)"),
+         "step_size": Param("epsilon", 0.1, "pos", "size of each coordinate step"),
+         "order": Param("order", "random", ("random", "diag"), "coordinate order")},
+        summary="SimBA: score-based random search over pixel coordinates.",
+        reference="Guo et al. Simple Black-box Adversarial Attacks. ICML 2019.",
+        bounded=False, access="score", randomized=True, eps_arg=None,
+        fixed={"attack": "px", "batch_size": 1}, options={"probabilities": True, "per_sample": True},
+        smoke={"queries": 20},
+    ),
+    AttackSpec(
+        "simba_dct", "SimBA", ("l2",),
+        {"queries": _queries(3000, "max_iter", "iterations (at most two queries each)"),
+         "step_size": Param("epsilon", 0.1, "pos", "size of each coordinate step"),
+         "order": Param("order", "random", ("random", "diag"), "coordinate order"),
+         "freq_dim": Param("freq_dim", 4, "int", "low-frequency band searched first"),
+         "stride": Param("stride", 1, "int", "stride of the frequency band")},
+        summary="SimBA-DCT: SimBA over low-frequency DCT directions.",
+        reference="Guo et al. Simple Black-box Adversarial Attacks. ICML 2019.",
+        bounded=False, access="score", randomized=True, eps_arg=None,
+        fixed={"attack": "dct", "batch_size": 1}, options={"probabilities": True, "per_sample": True},
+        smoke={"queries": 20},
+    ),
+    AttackSpec(
+        "zoo", "ZooAttack", ("l2",),
+        {"confidence": _CONFIDENCE, "step_size": _LEARNING_RATE,
+         "steps": _steps(10),
+         "binary_search_steps": Param("binary_search_steps", 1, "int", "binary-search steps over the constant"),
+         "initial_const": Param("initial_const", 0.001, "pos", "initial trade-off constant"),
+         "abort_early": Param("abort_early", True, "bool", "stop when the loss stalls"),
+         "use_resize": Param("use_resize", False, "bool", "attack a smaller image first (large images)"),
+         "use_importance": Param("use_importance", True, "bool", "sample coordinates by importance"),
+         "queries": _queries(128, "nb_parallel", "coordinates estimated per iteration (two queries each)"),
+         "variable_h": Param("variable_h", 1e-4, "pos", "finite-difference step")},
+        summary="ZOO: Carlini-Wagner with zeroth-order (finite-difference) coordinate gradients.",
+        reference="Chen et al. ZOO: Zeroth Order Optimization Based Black-box Attacks. AISec 2017.",
+        bounded=False, access="score", randomized=True, eps_arg=None, fixed={"batch_size": 1},
+        smoke={"steps": 2, "queries": 8},
+    ),
+    AttackSpec(
+        "pixel", "PixelAttack", ("l0",),
+        {"pixels": Param("th", 1, "int", "pixels changed"),
+         "steps": _steps(100, doc="differential-evolution iterations")},
+        summary="Pixel attack: a few pixels changed by differential evolution.",
+        reference="Su et al. One Pixel Attack for Fooling Deep Neural Networks. IEEE TEC 2019.",
+        bounded=False, access="score", randomized=True, eps_arg=None, fixed={"es": 1},
+        smoke={"steps": 2},
+    ),
+    AttackSpec(
+        "threshold", "ThresholdAttack", ("linf",),
+        {"steps": _steps(100, doc="differential-evolution iterations")},
+        summary="Threshold attack: every pixel may move by eps (an integer step of 1/255), by differential evolution.",
+        reference="Vargas and Su. Robustness Assessment for Adversarial Machine Learning. 2019.",
+        access="score", randomized=True, eps_arg="th", fixed={"es": 1}, options={"eps_255": True},
+        smoke={"steps": 2},
+    ),
+    AttackSpec(
+        "universal_perturbation", "UniversalPerturbation", ("linf", "l2"),
+        {"attacker": Param("attacker", "deepfool",
+                           ("deepfool", "fgsm", "bim", "pgd", "margin", "cw", "ead", "jsma", "newtonfool", "vat"),
+                           "ART attack that finds each sample's step"),
+         "delta": Param("delta", 0.2, "unit", "stop once the fooling rate exceeds 1 - delta"),
+         "steps": _steps(20, doc="passes over the batch")},
+        summary="Universal perturbation: one perturbation for the whole batch, grown sample by sample.",
+        reference="Moosavi-Dezfooli et al. Universal Adversarial Perturbations. CVPR 2017.",
+        targeted=False, randomized=True, norm_arg="norm", options={"quiet_attacker": True},
+        smoke={"steps": 1, "attacker": "fgsm"},
+    ),
+    AttackSpec(
+        "targeted_universal_perturbation", "TargetedUniversalPerturbation", ("linf", "l2"),
+        {"attacker": Param("attacker", "fgsm", ("fgsm", "simba"), "ART attack that finds each sample's step"),
+         "delta": Param("delta", 0.2, "unit", "stop once the targeted rate exceeds 1 - delta"),
+         "steps": _steps(20, doc="passes over the batch")},
+        summary="Targeted universal perturbation (untargeted: towards the next class).",
+        reference="Hirano and Takemoto. Simple Iterative Method for Generating Targeted Universal Adversarial "
+                  "Perturbations. Algorithms 2020.",
+        randomized=True, norm_arg="norm", options={"untargeted_target": "next"}, smoke={"steps": 1},
+    ),
+    AttackSpec(
+        "spatial_transformation", "SpatialTransformation", ("linf",),
+        {"max_translation": Param("max_translation", 10.0, "nonneg", "largest shift, in percent of the size"),
+         "num_translations": Param("num_translations", 3, "int", "shifts tried per direction"),
+         "max_rotation": Param("max_rotation", 30.0, "nonneg", "largest rotation in degrees"),
+         "num_rotations": Param("num_rotations", 3, "int", "rotations tried per direction")},
+        summary="Spatial transformation: the rotation and translation that fools the model most often.",
+        reference="Engstrom et al. Exploring the Landscape of Spatial Robustness. ICML 2019.",
+        bounded=False, targeted=False, access="decision", eps_arg=None,
+        smoke={"num_translations": 1, "num_rotations": 1},
+    ),
+    AttackSpec(
+        "vat", "VirtualAdversarialMethod", ("l2",),
+        {"steps": _steps(10, doc="power iterations"),
+         "finite_diff": Param("finite_diff", 1e-6, "pos", "finite-difference step")},
+        summary="Virtual adversarial perturbation: the L2 direction that most changes the prediction.",
+        reference="Miyato et al. Distributional Smoothing with Virtual Adversarial Training. ICLR 2016.",
+        targeted=False, access="score", randomized=True, options={"probabilities": True},
+        smoke={"steps": 1},
+    ),
+    AttackSpec(
+        "sign_opt", "SignOPTAttack", ("l2",),
+        {"queries": _queries(20000, "query_limit", "query budget per sample"),
+         "steps": _steps(1000),
+         "num_trial": Param("num_trial", 100, "int", "random directions tried to start"),
+         "k": Param("k", 200, "int", "random directions per sign-gradient estimate"),
+         "alpha": Param("alpha", 0.2, "pos", "step size"),
+         "beta": Param("beta", 0.001, "pos", "finite-difference size")},
+        summary="Sign-OPT: decision-based attack estimating the sign of the directional derivative.",
+        reference="Cheng et al. Sign-OPT: a Query-Efficient Hard-label Adversarial Attack. ICLR 2020.",
+        bounded=False, targeted=False, access="decision", randomized=True, eps_arg=None,
+        smoke={"queries": 50, "steps": 2, "num_trial": 5, "k": 5},
+    ),
+    AttackSpec(
+        "shadow", "ShadowAttack", ("linf",),
+        {"sigma": Param("sigma", 0.5, "nonneg", "noise of the randomised-smoothing copies"),
+         "steps": _steps(300, "nb_steps"),
+         "step_size": Param("learning_rate", 0.1, "pos", "learning rate"),
+         "lambda_tv": Param("lambda_tv", 0.3, "nonneg", "total-variation weight"),
+         "lambda_c": Param("lambda_c", 1.0, "nonneg", "colour-regularity weight"),
+         "lambda_s": Param("lambda_s", 0.5, "nonneg", "channel-similarity weight"),
+         "copies": Param("batch_size", 400, "int", "noisy copies per step")},
+        summary="Shadow attack: smooth, natural-looking perturbations that fool (certified) classifiers.",
+        reference="Ghiasi et al. Breaking Certified Defenses: Semantic Adversarial Examples with Spoofed "
+                  "Robustness Certificates. ICLR 2020.",
+        bounded=False, randomized=True, eps_arg=None, options={"per_sample": True},
+        smoke={"steps": 2, "copies": 4},
+    ),
+    AttackSpec(
+        "wasserstein", "Wasserstein", ("linf",),
+        {"radius": Param("eps", 0.3, "pos", "initial radius of the Wasserstein ball"),
+         "step_size": Param("eps_step", 0.1, "pos", "step size"),
+         "steps": _steps(400),
+         "regularization": Param("regularization", 3000.0, "pos", "entropy regularisation"),
+         "p": Param("p", 2, "int", "order of the Wasserstein distance"),
+         "kernel_size": Param("kernel_size", 5, "int", "local transport window"),
+         "radius_steps": Param("eps_iter", 10, "int", "iterations between radius increases"),
+         "radius_factor": Param("eps_factor", 1.1, "pos", "radius growth factor"),
+         "sinkhorn_steps": Param("conjugate_sinkhorn_max_iter", 400, "int", "Sinkhorn iterations")},
+        summary="Wasserstein attack: PGD in a Wasserstein ball (moves pixel mass locally).",
+        reference="Wong et al. Wasserstein Adversarial Examples via Projected Sinkhorn Iterations. ICML 2019.",
+        bounded=False, eps_arg=None, fixed={"norm": "wasserstein", "ball": "wasserstein"},
+        smoke={"steps": 2, "sinkhorn_steps": 5, "kernel_size": 3},
+    ),
+    AttackSpec(
+        "adversarial_patch", "AdversarialPatchNumpy", ("l0",),
+        {"steps": _steps(500),
+         "step_size": Param("learning_rate", 5.0, "pos", "learning rate of the patch"),
+         "rotation_max": Param("rotation_max", 22.5, "nonneg", "largest rotation of the patch in degrees"),
+         "scale_min": Param("scale_min", 0.1, "unit", "smallest patch scale while training"),
+         "scale_max": Param("scale_max", 1.0, "unit", "largest patch scale while training"),
+         "scale": Param(None, 0.3, "unit", "patch scale when applied")},
+        summary="Adversarial patch: one universal patch, trained under random transformations, pasted on each image.",
+        reference="Brown et al. Adversarial Patch. 2017.",
+        bounded=False, randomized=True, eps_arg=None,
+        options={"untargeted_target": "next", "patch": True, "fix": "float_mean_value"}, smoke={"steps": 2},
+    ),
+    AttackSpec(
+        "laser_beam", "LaserBeamAttack", ("linf",),
+        {"steps": _steps(20, "iterations", "greedy-search iterations"),
+         "restarts": Param("random_initializations", 1, "int", "random restarts")},
+        summary="Laser-beam attack: a coloured line of light (wavelength, angle, offset, width) that fools the model.",
+        reference="Duan et al. Adversarial Laser Beam: Effective Physical-World Attack to DNNs in a Blink. CVPR 2021.",
+        bounded=False, targeted=False, access="score", randomized=True, eps_arg=None,
+        fixed={"max_laser_beam": (780.0, 3.14, 32.0, 12)},
+        options={"layout": "nhwc", "rgb": True, "labels": "index", "numpy1": True,
+                 "class": "art.attacks.evasion.laser_attack.laser_attack"},
+        smoke={"steps": 2},
+    ),
+    AttackSpec(
+        "graphite", "GRAPHITEWhiteboxPyTorch", ("l0",),
+        {"steps": _steps(50, "steps", "EOT-PGD steps after the first round"),
+         "first_steps": Param("first_steps", 500, "int", "EOT-PGD steps of the first round"),
+         "step_size": Param("step_size", 0.0157, "pos", "step size"),
+         "num_xforms": Param("num_xforms", 100, "int", "transformations averaged (EOT)"),
+         "min_tr": Param("min_tr", 0.8, "unit", "transform-robustness to reach")},
+        summary="GRAPHITE (white-box): a physical-world patch robust to transformations (untargeted: next class).",
+        reference="Feng et al. GRAPHITE: Generating Automatic Physical Examples for Machine-Learning Attacks "
+                  "on Computer Vision Systems. EuroS&P 2022.",
+        bounded=False, randomized=True, eps_arg=None,
+        options={"untargeted_target": "next", "net_size": True}, requires=("cv2",),
+        smoke={"steps": 1, "first_steps": 2, "num_xforms": 2},
+    ),
+    AttackSpec(
+        "lowprofool", "LowProFool", ("l2", "linf", "l1"),
+        {"steps": _steps(100, "n_steps"),
+         "threshold": Param("threshold", 0.5, "unit", "target probability that counts as success"),
+         "lambd": Param("lambd", 1.5, "nonneg", "weight of the (importance-weighted) norm penalty"),
+         "eta": Param("eta", 0.2, "pos", "learning rate"),
+         "eta_decay": Param("eta_decay", 0.98, "unit", "learning-rate decay"),
+         "eta_min": Param("eta_min", 1e-7, "pos", "smallest learning rate")},
+        summary="LowProFool: imperceptible perturbations weighted by feature importance (uniform over pixels "
+                "here), on the flattened image; untargeted: towards the next class.",
+        reference="Ballet et al. Imperceptible Adversarial Attacks on Tabular Data. NeurIPS workshop 2019.",
+        bounded=False, eps_arg=None, norm_arg="norm",
+        options={"layout": "flat", "untargeted_target": "next", "importance": "uniform"},
+        smoke={"steps": 3},
+    ),
+    AttackSpec(
+        "brendel_bethge", "BrendelBethgeAttack", ("l2", "linf", "l1", "l0"),
+        {"steps": _steps(1000),
+         "overshoot": Param("overshoot", 1.1, "pos", "overshoot of the starting point"),
+         "step_size": Param("lr", 1e-3, "pos", "trust-region learning rate"),
+         "lr_decay": Param("lr_decay", 0.5, "unit", "learning-rate decay"),
+         "lr_num_decay": Param("lr_num_decay", 20, "int", "learning-rate decays"),
+         "momentum": Param("momentum", 0.8, "unit", "momentum"),
+         "binary_search_steps": Param("binary_search_steps", 10, "int", "binary-search steps to the boundary"),
+         "init_size": Param("init_size", 100, "int", "random draws to find a starting point")},
+        summary="Brendel-Bethge attack: minimal perturbations by a trust-region walk along the boundary.",
+        reference="Brendel et al. Accurate, Reliable and Fast Robustness Evaluation. NeurIPS 2019.",
+        bounded=False, randomized=True, eps_arg=None, norm_arg="norm",
+        options={"class": "art.attacks.evasion.brendel_bethge", "seed_random_state": True}, requires=("numba",),
+        smoke={"steps": 3, "binary_search_steps": 2, "init_size": 10},
+    ),
+)
+
+
+# ------------------------------------------------------------------ estimators
+
+
+class _ModelRef(nn.Module):
+    """What ART's estimator holds: the model behind a weak reference, plus the input adapters.
+
+    ART calls ``train()``/``eval()`` and ``zero_grad()`` on this module, never on the
+    user's model; counting hooks on the model still see every forward pass.
+    """
+
+    def __init__(self, model: nn.Module, *, dtype: torch.dtype, probabilities: bool, layout: str,
+                 grey: bool, image_shape: tuple[int, ...]):
+        super().__init__()
+        self.__dict__["_model"] = weakref.ref(model)
+        self.dtype, self.probabilities, self.layout, self.grey = dtype, probabilities, layout, grey
+        self.image_shape = image_shape
+
+    def forward(self, x: Tensor) -> Tensor:
+        model = self.__dict__["_model"]()
+        if model is None:
+            raise RuntimeError("the model behind this ART estimator no longer exists")
+        x = x.to(self.dtype)
+        if self.layout == "nhwc":
+            x = x.permute(0, 3, 1, 2)
+        elif self.layout == "flat":
+            x = x.reshape(-1, *self.image_shape)
+        if self.grey:
+            x = x.mean(dim=1, keepdim=True)
+        logits = model(x)
+        return logits.softmax(dim=1) if self.probabilities else logits
+
+
+_ESTIMATORS: weakref.WeakKeyDictionary[nn.Module, dict[tuple, Any]] = weakref.WeakKeyDictionary()
+
+
+def estimator_for(model: nn.Module, x: Tensor, bounds: tuple[float, float], *, probabilities: bool = False,
+                  layout: str = "nchw", grey: bool = False) -> Any:
+    """ART's ``PyTorchClassifier`` for ``model`` on images shaped like ``x``, built once and cached.
+
+    Args:
+        model: the classifier (logits out).
+        x: a batch ``[B, C, H, W]`` on the model's device, for the input shape and one forward pass.
+        bounds: pixel range, ART's ``clip_values``.
+        probabilities: the estimator outputs softmax probabilities (for attacks that require them).
+        layout: ``"nchw"``, ``"nhwc"`` (ART's channels-last attacks) or ``"flat"`` (feature vectors).
+        grey: present a grey model as a three-channel one (the model sees the channel mean).
+    """
+    import numpy as np
+    from art.estimators.classification import PyTorchClassifier
+
+    channels, height, width = x.shape[1:]
+    if grey:
+        channels = 3
+    shape = {"nchw": (channels, height, width), "nhwc": (height, width, channels),
+             "flat": (channels * height * width,)}[layout]
+    key = (shape, layout, grey, probabilities, tuple(bounds), str(x.device), x.dtype)
+    cached = _ESTIMATORS.setdefault(model, {})
+    if key in cached:
+        return cached[key]
+    with torch.no_grad():
+        nb_classes = int(model(x[:1]).shape[1])
+    ref = _ModelRef(model, dtype=x.dtype, probabilities=probabilities, layout=layout, grey=grey,
+                    image_shape=(channels, height, width))
+    on_gpu = x.device.type == "cuda"
+    with torch.cuda.device(x.device) if on_gpu else contextlib.nullcontext():
+        estimator = PyTorchClassifier(
+            model=ref,
+            loss=nn.CrossEntropyLoss(),
+            input_shape=shape,
+            nb_classes=nb_classes,
+            clip_values=np.array(bounds, dtype=np.float32),
+            channels_first=(layout != "nhwc"),
+            device_type="gpu" if on_gpu else "cpu",
+        )
+    cached[key] = estimator
+    return estimator
+
+
+def _library_class(spec: AttackSpec, name: str) -> type:
+    module = spec.options.get("class", "art.attacks.evasion")
+    cls = getattr(importlib.import_module(module), name)
+    fix = spec.options.get("fix")
+    return _fixed_class(cls, fix) if fix else cls
+
+
+def _fixed_class(cls: type, fix: str) -> type:
+    """``cls`` with a known ART bug worked around (see docs/backends.md)."""
+    if fix == "float_mean_value":
+        # ART 1.20: AdversarialPatchNumpy.__init__ passes a NumPy float32 to reset_patch, which accepts only
+        # Python floats and then fails; convert it.
+        def reset_patch(self, initial_patch_value=None):
+            if initial_patch_value is not None and not isinstance(initial_patch_value, (float, list, tuple)) \
+                    and getattr(initial_patch_value, "ndim", 1) == 0:
+                initial_patch_value = float(initial_patch_value)
+            cls.reset_patch(self, initial_patch_value)
+
+        return type(cls.__name__, (cls,), {"reset_patch": reset_patch, "__module__": __name__})
+    raise ValueError(f"unknown fix {fix!r}")
+
+
+@contextlib.contextmanager
+def _placeholder_module(name: str) -> Iterator[None]:
+    """Let ``import name`` succeed inside ART when the module is absent but not actually used.
+
+    ART's AutoAttack imports ``multiprocess`` unconditionally although it uses it only with
+    ``parallel_pool_size > 0`` (never here); any use of the placeholder raises.
+    """
+    if is_available(name):
+        yield
+        return
+
+    class _Placeholder(types.ModuleType):
+        def __getattr__(self, attribute: str) -> Any:
+            raise MissingDependencyError(f"{name} is not installed (needed only for ART's parallel AutoAttack)")
+
+    sys.modules[name] = _Placeholder(name)
+    try:
+        yield
+    finally:
+        sys.modules.pop(name, None)
+
+
+@contextlib.contextmanager
+def _numpy1_aliases() -> Iterator[None]:
+    """Provide ``np.mat`` and ``np.asfarray`` (removed in NumPy 2.0) while an ART attack that still uses them runs.
+
+    Both were plain aliases in NumPy 1 (of ``np.asmatrix`` and of ``np.asarray`` with a float dtype);
+    they are removed again afterwards, so code that runs on NumPy 2 sees no difference.
+    """
+    import numpy as np
+
+    aliases = {"mat": np.asmatrix, "asfarray": lambda a, dtype=np.float64: np.asarray(a, dtype=dtype)}
+    added = [name for name in aliases if name not in np.__dict__]
+    for name in added:
+        setattr(np, name, aliases[name])
+    try:
+        yield
+    finally:
+        for name in added:
+            delattr(np, name)
+
+
+@contextlib.contextmanager
+def _seeded_random_states() -> Iterator[None]:
+    """Make ``np.random.RandomState()`` without a seed draw its seed from NumPy's (seeded) global RNG.
+
+    ART's HopSkipJump, Boundary and Brendel-Bethge attacks create such generators, seeded from the
+    operating system, for their starting points; this keeps them reproducible under ``seed``.
+    """
+    import numpy as np
+
+    original = np.random.RandomState
+
+    class SeededRandomState(original):  # type: ignore[misc, valid-type]
+        def __init__(self, seed=None):
+            super().__init__(np.random.randint(0, 2**31 - 1) if seed is None else seed)
+
+    np.random.RandomState = SeededRandomState
+    try:
+        yield
+    finally:
+        np.random.RandomState = original
+
+
+# ---------------------------------------------------------------------- attacks
+
+
+class ArtAttack(BackendAttack):
+    """An attack run by ART (the generated classes below subclass this)."""
+
+    def _run(self, model: nn.Module, x: Tensor, y: Tensor, target: Tensor | None) -> Tensor:
+        import numpy as np
+
+        spec, options = self.spec, self.spec.options
+        grey = bool(options.get("rgb")) and x.shape[1] == 1
+        layout = options.get("layout", "nchw")
+        estimator = estimator_for(model, x, self.bounds, probabilities=options.get("probabilities", False),
+                                  layout=layout, grey=grey)
+        num_classes = estimator.nb_classes
+        if target is None and options.get("untargeted_target") == "next":
+            target = (y + 1) % num_classes
+
+        cls = _library_class(spec, spec.class_for(self))
+        accepted = inspect.signature(cls.__init__).parameters
+        kwargs = self._art_kwargs(estimator, x, target, accepted)
+
+        inputs = x.expand(-1, 3, -1, -1) if grey else x
+        if layout == "nhwc":
+            inputs = inputs.permute(0, 2, 3, 1)
+        elif layout == "flat":
+            inputs = inputs.reshape(x.shape[0], -1)
+        x_np = np.ascontiguousarray(inputs.detach().cpu().numpy().astype(np.float32))
+        labels = (target if target is not None else y).cpu().numpy()
+        y_np = labels if options.get("labels") == "index" else np.eye(num_classes, dtype=np.float32)[labels]
+
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(library_rng(draw_seed(self.seed), x.device))
+            if options.get("shim"):
+                stack.enter_context(_placeholder_module(options["shim"]))
+            if options.get("seed_random_state"):
+                stack.enter_context(_seeded_random_states())
+            if options.get("numpy1"):
+                stack.enter_context(_numpy1_aliases())
+            attack = cls(estimator, **kwargs)
+            if options.get("per_sample"):
+                x_adv = np.concatenate([attack.generate(x_np[i:i + 1], y=y_np[i:i + 1]) for i in range(len(x_np))])
+            else:
+                x_adv = attack.generate(x_np, y=y_np)
+            if options.get("patch"):
+                x_adv = attack.apply_patch(x_np, scale=self.scale)
+
+        x_adv = torch.from_numpy(np.asarray(x_adv, dtype=np.float32)).to(device=x.device, dtype=x.dtype)
+        if layout == "nhwc":
+            x_adv = x_adv.permute(0, 3, 1, 2)
+        if grey:
+            x_adv = x_adv.mean(dim=1, keepdim=True)
+        return self.project(x_adv.reshape(x.shape), x)
+
+    def _art_kwargs(self, estimator: Any, x: Tensor, target: Tensor | None, accepted: Mapping) -> dict[str, Any]:
+        """The ART constructor's keywords: the translated parameters plus what the run determines."""
+        import numpy as np
+
+        spec, options = self.spec, self.spec.options
+        kwargs = self.library_kwargs()
+        if spec.norm_arg is not None:
+            kwargs[spec.norm_arg] = NORM_VALUES[self.norm]
+        if options.get("eps_255") and self.eps is not None:
+            low, high = self.bounds
+            kwargs[spec.eps_arg] = max(1, int(self.eps / (high - low) * 255 + 1e-6))
+        if "targeted" in accepted:
+            kwargs["targeted"] = target is not None
+        if "verbose" in accepted:
+            kwargs.setdefault("verbose", False)
+        if "batch_size" in accepted:
+            kwargs.setdefault("batch_size", x.shape[0])
+        if options.get("net_size"):
+            kwargs["net_size"] = (x.shape[3], x.shape[2])
+        if options.get("importance") == "uniform":
+            features = int(np.prod(estimator.input_shape))
+            kwargs["importance"] = np.full(features, 1.0 / features, dtype=np.float32)
+        if options.get("quiet_attacker") and kwargs.get("attacker") != "fgsm":
+            kwargs["attacker_params"] = {"verbose": False}
+        if options.get("ensemble"):
+            kwargs["attacks"] = self._ensemble(estimator)
+        return kwargs
+
+    def _ensemble(self, estimator: Any) -> list:
+        """ART's default AutoAttack ensemble, with this instance's budgets."""
+        from art.attacks.evasion import AutoProjectedGradientDescent, DeepFool, SquareAttack
+
+        norm = NORM_VALUES[self.norm]
+        kwargs = self.library_kwargs()
+        apgd = dict(norm=norm, eps=self.eps, eps_step=kwargs.get("eps_step"), max_iter=self.steps,
+                    targeted=False, nb_random_init=self.restarts, verbose=False)
+        attacks = [
+            AutoProjectedGradientDescent(estimator, loss_type="cross_entropy", **apgd),
+            AutoProjectedGradientDescent(estimator, loss_type="difference_logits_ratio", **apgd),
+            DeepFool(estimator, max_iter=self.steps, epsilon=1e-3, nb_grads=10, verbose=False),
+        ]
+        if self.norm in ("linf", "l2"):
+            attacks.append(SquareAttack(estimator, norm=norm, max_iter=self.queries, eps=self.eps,
+                                        p_init=0.8, nb_restarts=self.restarts, verbose=False))
+        return attacks
+
+
+def _registered(spec: AttackSpec) -> bool:
+    return all(is_available(module) for module in spec.requires)
+
+
+ATTACKS: tuple[type[ArtAttack], ...] = tuple(
+    make_attack_class(spec, ArtAttack, LIBRARY, __name__) for spec in TABLE
+)
+globals().update({cls.__name__: cls for cls in ATTACKS})
+
+
+@hookimpl
+def register_attacks(register):
+    require(LIBRARY, "art", "the art backend")
+    for attack in ATTACKS:
+        if _registered(attack.spec):
+            register(attack)
+        else:
+            logger.debug("art: %s not registered (needs %s)", attack.family, ", ".join(attack.spec.requires))
