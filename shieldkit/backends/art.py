@@ -739,6 +739,12 @@ ATTACKS: tuple[type[ArtAttack], ...] = tuple(
 globals().update({cls.__name__: cls for cls in ATTACKS})
 
 
+def _defenses() -> tuple[type, ...]:
+    from shieldkit.backends._art_defenses import DEFENSES
+
+    return DEFENSES
+
+
 @hookimpl
 def register_attacks(register):
     require(LIBRARY, "art", "the art backend")
@@ -747,3 +753,18 @@ def register_attacks(register):
             register(attack)
         else:
             logger.debug("art: %s not registered (needs %s)", attack.family, ", ".join(attack.spec.requires))
+
+
+@hookimpl
+def register_defenses(register):
+    require(LIBRARY, "art", "the art backend")
+    for defense in _defenses():
+        register(defense)
+
+
+def __getattr__(name: str) -> Any:
+    # The defence classes live in _art_defenses but are named shieldkit.backends.art.<Class> (like the attacks).
+    for defense in _defenses():
+        if defense.__name__ == name:
+            return defense
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,489 @@
+"""ART's defences as shieldkit defences of the right kind (used by the ``art`` plugin).
+
+One table (:data:`DEFENSES_TABLE`) maps each ART defence to a shieldkit kind:
+
+- preprocessors become :class:`~shieldkit.TransformDefense`; their ``surrogate``
+  (``attack_view(gradient="surrogate")``) backpropagates through ART's own
+  ``estimate_gradient`` (the identity for most, the soft thermometer for
+  thermometer encoding), so BPDA behaves as in ART;
+- postprocessors become :class:`~shieldkit.PostprocessDefense`: the model's
+  softmax goes through ART's postprocessor and comes back as logits whose softmax
+  is ART's output (renormalised);
+- trainers become :class:`~shieldkit.TrainerDefense`: ``fit`` trains a copy of the
+  model with ART (adversarial training, Madry PGD, fast adversarial training,
+  TRADES, AWP, and training-time augmentations).
+
+Families match native ones where the algorithm is the same (``jpeg``,
+``bit_depth``, ``median_smoothing``, ``gaussian_noise``, ``adversarial_training``)
+and take the same parameter names and defaults.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import importlib
+import io
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from shieldkit.backends import (
+    Derived,
+    Param,
+    build_component_class,
+    class_name_for,
+    component_docstring,
+    library_rng,
+)
+from shieldkit.defense import PostprocessDefense, TrainerDefense, TransformDefense
+from shieldkit.errors import InvalidParameterError
+from shieldkit.guard import check_int, check_number
+from shieldkit.threat import DEFAULT_EPS
+
+COMMON = ("bounds", "seed")
+
+
+@dataclass(frozen=True)
+class DefenseSpec:
+    """One row of the defence table: a family, its kind and the ART class behind it.
+
+    Attributes:
+        family, kind: shieldkit's family and kind (``transform``, ``postprocess``, ``trainer``).
+        cls: the ART class (in ``module``).
+        params: shieldkit name -> :class:`~shieldkit.backends.Param`.
+        trainer: how a trainer is built (``adversarial``, ``madry``, ``fbf``, ``trades``, ``awp``,
+            ``augment``: train with the preprocessor applied to the training data).
+        fixed: ART keywords always passed.
+        smoke, smoke_fit: quick conformance parameters and ``fit`` options.
+    """
+
+    family: str
+    kind: str
+    cls: str
+    module: str
+    params: Mapping[str, Param] = field(default_factory=dict)
+    summary: str = ""
+    reference: str = ""
+    differentiable: bool = False
+    randomized: bool = False
+    trainer: str = ""
+    fixed: Mapping[str, Any] = field(default_factory=dict)
+    smoke: Mapping[str, Any] = field(default_factory=dict)
+    smoke_fit: Mapping[str, Any] = field(default_factory=dict)
+
+
+_PRE = "art.defences.preprocessor"
+_POST = "art.defences.postprocessor"
+_TRAIN = "art.defences.trainer"
+_EPS = Param(None, DEFAULT_EPS["linf"], "nonneg", "L-inf budget of the training attack")
+_ATTACK_STEPS = Param(None, 7, "int", "PGD steps of the training attack")
+_ATTACK_STEP = Param(None, None, "pos", "PGD step size", derived=Derived(0.25))
+_SMOKE_FIT = {"epochs": 1, "batch_size": 4}
+
+#: The defence table: one row per family.
+DEFENSES_TABLE: tuple[DefenseSpec, ...] = (
+    DefenseSpec(
+        "jpeg", "transform", "JpegCompression", _PRE,
+        {"quality": Param("quality", 75, "int", "JPEG quality, 1 to 95")},
+        summary="JPEG compression of the input (ART).",
+        reference="Dziugaite et al. A Study of the Effect of JPG Compression on Adversarial Images. 2016.",
+    ),
+    DefenseSpec(
+        "bit_depth", "transform", "FeatureSqueezing", _PRE,
+        {"bits": Param("bit_depth", 4, "int", "bits kept per pixel")},
+        summary="Bit-depth reduction (ART's feature squeezing).",
+        reference="Xu et al. Feature Squeezing: Detecting Adversarial Examples in Deep Neural Networks. NDSS 2018.",
+    ),
+    DefenseSpec(
+        "median_smoothing", "transform", "SpatialSmoothing", _PRE,
+        {"window": Param("window_size", 3, "int", "side of the median filter window")},
+        summary="Median filter over a sliding window (ART's spatial smoothing).",
+        reference="Xu et al. NDSS 2018.",
+    ),
+    DefenseSpec(
+        "total_variation", "transform", "TotalVarMin", _PRE,
+        {"prob": Param("prob", 0.3, "unit", "share of pixels kept by the random mask"),
+         "norm": Param("norm", 2, "int", "norm of the reconstruction error"),
+         "lamb": Param("lamb", 0.5, "nonneg", "total-variation weight"),
+         "steps": Param("max_iter", 10, "int", "optimiser iterations")},
+        summary="Total-variation minimisation from a random subset of pixels.",
+        reference="Guo et al. Countering Adversarial Images using Input Transformations. ICLR 2018.",
+        randomized=True, fixed={"solver": "L-BFGS-B"}, smoke={"steps": 2},
+    ),
+    DefenseSpec(
+        "gaussian_noise", "transform", "GaussianAugmentation", _PRE,
+        {"sigma": Param("sigma", 0.1, "nonneg", "standard deviation of the noise")},
+        summary="Gaussian noise added to the input at inference (ART's Gaussian augmentation, no copies).",
+        reference="Zantedeschi et al. Efficient Defenses Against Adversarial Attacks. AISec 2017.",
+        randomized=True, fixed={"augmentation": False, "apply_fit": False, "apply_predict": True},
+    ),
+    DefenseSpec(
+        "thermometer_encoding", "transform", "ThermometerEncoding", _PRE,
+        {"num_space": Param("num_space", 10, "int", "levels; the output has C * num_space channels")},
+        summary="Thermometer encoding: each pixel becomes num_space binary channels (the model must take them).",
+        reference="Buckman et al. Thermometer Encoding: One Hot Way to Resist Adversarial Examples. ICLR 2018.",
+        smoke={"num_space": 1},
+    ),
+    DefenseSpec(
+        "reverse_sigmoid", "postprocess", "ReverseSigmoid", _POST,
+        {"beta": Param("beta", 1.0, "pos", "perturbation magnitude"),
+         "gamma": Param("gamma", 0.1, "pos", "perturbation convergence")},
+        summary="Reverse sigmoid: perturbs the probabilities to poison model extraction.",
+        reference="Lee et al. Defending Against Model Stealing Attacks Using Deceptive Perturbations. 2018.",
+    ),
+    DefenseSpec(
+        "high_confidence", "postprocess", "HighConfidence", _POST,
+        {"cutoff": Param("cutoff", 0.25, "unit", "probabilities below this are zeroed")},
+        summary="Only high-confidence probabilities are released.",
+        reference="Tramèr et al. Stealing Machine Learning Models via Prediction APIs. USENIX Security 2016.",
+    ),
+    DefenseSpec(
+        "rounding", "postprocess", "Rounded", _POST,
+        {"decimals": Param("decimals", 3, "int", "decimals kept")},
+        summary="Probabilities rounded to a few decimals.",
+        reference="Tramèr et al. USENIX Security 2016.",
+    ),
+    DefenseSpec(
+        "class_labels", "postprocess", "ClassLabels", _POST,
+        summary="Only the predicted label is released (one-hot output).",
+        reference="Tramèr et al. USENIX Security 2016.",
+    ),
+    DefenseSpec(
+        "gaussian_noise_post", "postprocess", "GaussianNoise", _POST,
+        {"scale": Param("scale", 0.2, "nonneg", "standard deviation of the noise on the probabilities")},
+        summary="Gaussian noise added to the output probabilities.",
+        reference="Chandrasekaran et al. Exploring Connections Between Active Learning and Model Extraction. "
+                  "USENIX Security 2020.",
+        randomized=True,
+    ),
+    DefenseSpec(
+        "adversarial_training", "trainer", "AdversarialTrainer", _TRAIN,
+        {"eps": _EPS, "steps": _ATTACK_STEPS, "step_size": _ATTACK_STEP,
+         "ratio": Param("ratio", 0.5, "unit", "share of each batch replaced by adversarial examples")},
+        summary="Adversarial training (ART): a share of each batch replaced by PGD examples.",
+        reference="Goodfellow et al. ICLR 2015; Madry et al. ICLR 2018.",
+        trainer="adversarial", smoke={"steps": 1}, smoke_fit=_SMOKE_FIT,
+    ),
+    DefenseSpec(
+        "madry_pgd", "trainer", "AdversarialTrainerMadryPGD", _TRAIN,
+        {"eps": _EPS, "steps": Param("max_iter", 7, "int", "PGD steps of the training attack"),
+         "step_size": Param("eps_step", None, "pos", "PGD step size", derived=Derived(0.25)),
+         "random_start": Param("num_random_init", True, "bool", "PGD starts from a random point",
+                               values={True: 1, False: 0})},
+        summary="Madry et al.'s PGD adversarial training (only adversarial examples).",
+        reference="Madry et al. Towards Deep Learning Models Resistant to Adversarial Attacks. ICLR 2018.",
+        trainer="madry", smoke={"steps": 1}, smoke_fit=_SMOKE_FIT,
+    ),
+    DefenseSpec(
+        "fast_adversarial_training", "trainer", "AdversarialTrainerFBFPyTorch", _TRAIN,
+        {"eps": _EPS},
+        summary="Fast adversarial training: FGSM from a random start with a cyclic learning rate.",
+        reference="Wong et al. Fast is Better than Free: Revisiting Adversarial Training. ICLR 2020.",
+        trainer="fbf", smoke_fit=_SMOKE_FIT,
+    ),
+    DefenseSpec(
+        "trades", "trainer", "AdversarialTrainerTRADESPyTorch", _TRAIN,
+        {"eps": _EPS, "steps": _ATTACK_STEPS, "step_size": _ATTACK_STEP,
+         "beta": Param("beta", 6.0, "nonneg", "weight of the robustness (KL) term")},
+        summary="TRADES: cross-entropy plus beta times the KL divergence to adversarial predictions.",
+        reference="Zhang et al. Theoretically Principled Trade-off between Robustness and Accuracy. ICML 2019.",
+        trainer="trades", smoke={"steps": 1}, smoke_fit=_SMOKE_FIT,
+    ),
+    DefenseSpec(
+        "awp", "trainer", "AdversarialTrainerAWPPyTorch", _TRAIN,
+        {"eps": _EPS, "steps": _ATTACK_STEPS, "step_size": _ATTACK_STEP,
+         "mode": Param("mode", "pgd", ("pgd", "trades"), "base adversarial training", values={"pgd": "PGD",
+                                                                                          "trades": "TRADES"}),
+         "gamma": Param("gamma", 0.01, "pos", "size of the weight perturbation relative to the weights"),
+         "beta": Param("beta", 6.0, "nonneg", "TRADES weight (mode='trades')"),
+         "warmup": Param("warmup", 0, "int0", "epochs before weights are perturbed")},
+        summary="Adversarial Weight Perturbation on top of PGD or TRADES adversarial training.",
+        reference="Wu et al. Adversarial Weight Perturbation Helps Robust Generalization. NeurIPS 2020.",
+        trainer="awp", smoke={"steps": 1}, smoke_fit=_SMOKE_FIT,
+    ),
+    DefenseSpec(
+        "gaussian_augmentation", "trainer", "GaussianAugmentation", _PRE,
+        {"sigma": Param("sigma", 0.1, "nonneg", "standard deviation of the noise"),
+         "ratio": Param("ratio", 1.0, "pos", "noisy copies added, as a share of the data")},
+        summary="Training on the data plus Gaussian-noise copies.",
+        reference="Zantedeschi et al. Efficient Defenses Against Adversarial Attacks. AISec 2017.",
+        trainer="augment", randomized=True, fixed={"augmentation": True, "apply_fit": True, "apply_predict": False},
+        smoke_fit=_SMOKE_FIT,
+    ),
+    DefenseSpec(
+        "label_smoothing", "trainer", "LabelSmoothing", _PRE,
+        {"max_value": Param("max_value", 0.9, "unit", "probability given to the true class")},
+        summary="Training on smoothed labels.",
+        reference="Warde-Farley and Goodfellow. Adversarial Perturbations of Deep Neural Networks. 2016.",
+        trainer="augment", fixed={"apply_fit": True, "apply_predict": False}, smoke_fit=_SMOKE_FIT,
+    ),
+    DefenseSpec(
+        "mixup", "trainer", "Mixup", _PRE,
+        {"alpha": Param("alpha", 1.0, "pos", "Beta distribution parameter"),
+         "num_mix": Param("num_mix", 2, "int>=2", "samples mixed together")},
+        summary="Training on convex combinations of images and of their labels.",
+        reference="Zhang et al. mixup: Beyond Empirical Risk Minimization. ICLR 2018.",
+        trainer="augment", randomized=True, fixed={"apply_fit": True, "apply_predict": False}, smoke_fit=_SMOKE_FIT,
+    ),
+    DefenseSpec(
+        "cutmix", "trainer", "CutMix", _PRE,
+        {"alpha": Param("alpha", 1.0, "pos", "Beta distribution parameter"),
+         "probability": Param("probability", 0.5, "unit", "probability of mixing a batch")},
+        summary="Training on images with a patch cut from another image, labels mixed by area.",
+        reference="Yun et al. CutMix. ICCV 2019.",
+        trainer="augment", randomized=True, fixed={"apply_fit": True, "apply_predict": False}, smoke_fit=_SMOKE_FIT,
+    ),
+    DefenseSpec(
+        "cutout", "trainer", "Cutout", _PRE,
+        {"length": Param("length", 8, "int", "side of the square cut out")},
+        summary="Training on images with a random square cut out.",
+        reference="DeVries and Taylor. Improved Regularization of Convolutional Neural Networks with Cutout. 2017.",
+        trainer="augment", randomized=True, fixed={"apply_fit": True, "apply_predict": False}, smoke_fit=_SMOKE_FIT,
+    ),
+)
+
+
+# ------------------------------------------------------------------- helpers
+
+
+def _art_class(spec: DefenseSpec) -> type:
+    return getattr(importlib.import_module(spec.module), spec.cls)
+
+
+def _art_kwargs(defense: Any, cls: type, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """ART keywords: translated parameters, fixed ones, and clip values / layout where the class takes them."""
+    import inspect
+
+    import numpy as np
+
+    accepted = inspect.signature(cls.__init__).parameters
+    kwargs: dict[str, Any] = dict(defense.spec.fixed)
+    for name, param in defense.spec.params.items():
+        if param.lib is not None and param.lib in accepted:
+            value = getattr(defense, name)
+            kwargs[param.lib] = param.values[value] if param.values is not None else value
+    if "clip_values" in accepted:
+        kwargs["clip_values"] = np.array(defense.bounds, dtype=np.float32)
+    if "channels_first" in accepted:
+        kwargs["channels_first"] = True
+    kwargs.update(extra or {})
+    return kwargs
+
+
+def _seed_from(defense: Any) -> int:
+    """A seed for ART's NumPy randomness: from the defence's own generator when seeded, else torch's."""
+    generator = defense.generator(torch.device("cpu"))
+    return int(torch.randint(0, 2**31 - 1, (1,), generator=generator).item())
+
+
+class _ArtEstimatedGradient(torch.autograd.Function):
+    """Forward: the ART preprocessor. Backward: ART's ``estimate_gradient`` (its BPDA rule)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, defense: ArtTransform) -> Tensor:  # type: ignore[override]
+        ctx.defense = defense
+        ctx.save_for_backward(x)
+        return defense.transform(x)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):  # type: ignore[override]
+        import numpy as np
+
+        (x,) = ctx.saved_tensors
+        estimate = ctx.defense.art_object().estimate_gradient(
+            x.detach().cpu().numpy().astype(np.float32), grad.detach().cpu().numpy().astype(np.float32)
+        )
+        return torch.from_numpy(np.asarray(estimate, dtype=np.float32)).to(grad), None
+
+
+# ------------------------------------------------------------------- kinds
+
+
+class _ArtDefenseMixin:
+    spec: ClassVar[DefenseSpec]
+    _art: Any = None
+
+    def art_object(self) -> Any:
+        """The ART preprocessor or postprocessor for this instance's parameters (built once)."""
+        if self._art is None:
+            cls = _art_class(self.spec)
+            self._art = cls(**_art_kwargs(self, cls))
+        return self._art
+
+
+class ArtTransform(_ArtDefenseMixin, TransformDefense):
+    """An ART preprocessor applied to the input."""
+
+    def _transform(self, x: Tensor) -> Tensor:
+        import numpy as np
+
+        with library_rng(_seed_from(self)):
+            out, _ = self.art_object()(x.detach().cpu().numpy().astype(np.float32))
+        return torch.from_numpy(np.asarray(out, dtype=np.float32)).to(device=x.device, dtype=x.dtype)
+
+    def surrogate(self, x: Tensor) -> Tensor:
+        """ART's gradient estimate: the identity unless the preprocessor defines its own (thermometer)."""
+        from art.defences.preprocessor import Preprocessor
+
+        if type(self.art_object()).estimate_gradient is Preprocessor.estimate_gradient:
+            return x
+        return _ArtEstimatedGradient.apply(x, self)
+
+
+class ArtPostprocess(_ArtDefenseMixin, PostprocessDefense):
+    """An ART postprocessor applied to the model's probabilities; logits come back out."""
+
+    def _postprocess(self, logits: Tensor) -> Tensor:
+        import numpy as np
+
+        probabilities = logits.detach().float().softmax(dim=1).cpu().numpy()
+        with library_rng(_seed_from(self)):
+            out = self.art_object()(probabilities)
+        out = torch.from_numpy(np.asarray(out, dtype=np.float32)).to(device=logits.device, dtype=logits.dtype)
+        # Logits whose softmax is ART's output (renormalised); a zero probability becomes a very low logit.
+        return out.clamp_min(1e-12).log()
+
+
+class ArtTrainer(_ArtDefenseMixin, TrainerDefense):
+    """An ART trainer: ``fit`` trains a copy of the model and returns it in eval mode."""
+
+    def _fit(self, model: nn.Module, train_data: Any, *, epochs: int = 1, batch_size: int = 128, lr: float = 1e-3,
+             seed: int = 0, quiet: bool = True) -> nn.Module:
+        """Train a copy of ``model`` with Adam (learning rate ``lr``) for ``epochs`` on ``train_data``."""
+        import numpy as np
+        from art.estimators.classification import PyTorchClassifier
+
+        from shieldkit.defenses._training import as_training_data
+
+        owner = self.name
+        check_int(owner, "epochs", epochs, minimum=1)
+        check_int(owner, "batch_size", batch_size, minimum=1)
+        check_number(owner, "lr", lr, 0.0, strict=True)
+        check_int(owner, "seed", seed, minimum=0)
+        if not isinstance(quiet, bool):
+            raise InvalidParameterError(f"{owner}: quiet must be True or False, got quiet={quiet!r}")
+        x, y = as_training_data(owner, train_data, self.bounds)
+        trained = copy.deepcopy(model)
+        parameters = [p for p in trained.parameters() if p.requires_grad]
+        if not parameters:
+            raise InvalidParameterError(f"{owner}.fit: the model has no trainable parameters")
+        device = parameters[0].device
+        with torch.no_grad():
+            nb_classes = int(trained.eval()(x[:1].to(device)).shape[1])
+
+        def estimator(net: nn.Module, optimizer: torch.optim.Optimizer, **extra: Any) -> Any:
+            return PyTorchClassifier(
+                model=net, loss=nn.CrossEntropyLoss(), optimizer=optimizer, input_shape=tuple(x.shape[1:]),
+                nb_classes=nb_classes, clip_values=np.array(self.bounds, dtype=np.float32),
+                device_type="gpu" if device.type == "cuda" else "cpu", **extra,
+            )
+
+        x_np = x.cpu().numpy().astype(np.float32)
+        y_np = np.eye(nb_classes, dtype=np.float32)[y.cpu().numpy()]
+        dtype = parameters[0].dtype
+        with library_rng(seed, device), _quiet_progress_bars(quiet):
+            net = _Whole(trained, dtype).train()
+            self._trainer_fit(estimator, net, parameters, lr, x_np, y_np, epochs, batch_size)
+        return trained.eval()
+
+    def _trainer_fit(self, estimator, net, parameters, lr, x_np, y_np, epochs, batch_size) -> Any:
+        from art.attacks.evasion import ProjectedGradientDescent
+
+        kind = self.spec.trainer
+        classifier = estimator(net, torch.optim.Adam(parameters, lr=lr))
+        if kind == "augment":
+            cls = _art_class(self.spec)
+            extra = {"num_classes": classifier.nb_classes} if "num_classes" in _init_params(cls) else {}
+            augmentation = cls(**_art_kwargs(self, cls, extra))
+            classifier = estimator(net, torch.optim.Adam(parameters, lr=lr), preprocessing_defences=[augmentation])
+            classifier.fit(x_np, y_np, batch_size=batch_size, nb_epochs=epochs)
+            return classifier
+        if kind == "madry":
+            trainer = _art_class(self.spec)(classifier, nb_epochs=epochs, batch_size=batch_size, eps=self.eps,
+                                            **_art_kwargs(self, _art_class(self.spec), self._step_kwargs()))
+            trainer.fit(x_np, y_np)
+            return classifier
+        if kind == "fbf":
+            trainer = _art_class(self.spec)(classifier, eps=self.eps)
+            trainer.fit(x_np, y_np, batch_size=batch_size, nb_epochs=epochs)
+            return classifier
+        attack = ProjectedGradientDescent(classifier, norm=float("inf"), eps=self.eps, eps_step=self._step(),
+                                          max_iter=self.steps, num_random_init=1, batch_size=batch_size,
+                                          verbose=False)
+        cls = _art_class(self.spec)
+        if kind == "adversarial":
+            trainer = cls(classifier, attacks=attack, ratio=self.ratio)
+        elif kind == "trades":
+            trainer = cls(classifier, attack=attack, beta=self.beta)
+        elif kind == "awp":
+            proxy = copy.deepcopy(net)
+            proxy_classifier = estimator(proxy, torch.optim.SGD(proxy.parameters(), lr=0.01))
+            trainer = cls(classifier, proxy_classifier, attack=attack, mode=self.spec.params["mode"].values[self.mode],
+                          gamma=self.gamma, beta=self.beta, warmup=self.warmup)
+        else:  # pragma: no cover - the table only uses the kinds above
+            raise ValueError(f"unknown trainer kind {kind!r}")
+        trainer.fit(x_np, y_np, batch_size=batch_size, nb_epochs=epochs)
+        return classifier
+
+    def _step(self) -> float:
+        return self.step_size if self.step_size is not None else Derived(0.25).value(self.eps, None) or 0.0
+
+    def _step_kwargs(self) -> dict[str, Any]:
+        return {"eps_step": self._step()}
+
+
+class _Whole(nn.Module):
+    """The trained network as ART should see it: one module (ART splits an ``nn.Sequential`` into its layers
+    and some of its trainers then read the first layer's output as logits), inputs cast to the model's dtype
+    (ART's augmentations return float64 arrays)."""
+
+    def __init__(self, net: nn.Module, dtype: torch.dtype):
+        super().__init__()
+        self.net, self.dtype = net, dtype
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x.to(self.dtype))
+
+
+def _quiet_progress_bars(quiet: bool) -> contextlib.AbstractContextManager:
+    """Silence ART's (unconditional) tqdm progress bars while it trains, unless ``quiet=False``.
+
+    The bars write to ``sys.stderr``; logging handlers keep their own stream and still work.
+    """
+    return contextlib.redirect_stderr(io.StringIO()) if quiet else contextlib.nullcontext()
+
+
+def _init_params(cls: type) -> Mapping:
+    import inspect
+
+    return inspect.signature(cls.__init__).parameters
+
+
+_KIND_BASES = {"transform": ArtTransform, "postprocess": ArtPostprocess, "trainer": ArtTrainer}
+
+
+def make_defense_class(spec: DefenseSpec, module: str) -> type:
+    """A shieldkit defence class for one row of :data:`DEFENSES_TABLE`."""
+    base = _KIND_BASES[spec.kind]
+    common = "``bounds``, ``seed``"
+    if spec.kind == "trainer":
+        common += (". ``fit(model, train_data, *, epochs=1, batch_size=128, lr=1e-3, seed=0, quiet=True)`` trains a copy "
+                   "of ``model`` with Adam and returns it in eval mode")
+    doc = component_docstring(spec.summary, [spec.cls], spec.module, spec.params, common, spec.reference)
+    attributes = {
+        "__doc__": doc,
+        "family": spec.family,
+        "differentiable": spec.differentiable,
+        "randomized": spec.randomized,
+        "smoke_params": dict(spec.smoke),
+        "smoke_fit_options": dict(spec.smoke_fit),
+        "spec": spec,
+    }
+    return build_component_class(class_name_for(spec.family, "art"), base, spec.params, COMMON, module, attributes)
+
+
+DEFENSES: tuple[type, ...] = tuple(make_defense_class(spec, "shieldkit.backends.art") for spec in DEFENSES_TABLE)
