@@ -109,10 +109,17 @@ class EvalConfig:
         """The settings that change results (``out`` does not), as JSON-able data."""
         record = asdict(self)
         record.pop("out")
-        record["attacks"] = [s.to_dict() for s in self.attacks]
-        record["defenses"] = [s.to_dict() for s in self.defenses]
+        record["attacks"] = [_spec_record(s, "attacks") for s in self.attacks]
+        record["defenses"] = [_spec_record(s, "defenses") for s in self.defenses]
         record["bounds"] = list(self.bounds)
         return _jsonable(record)
+
+
+def _spec_record(entry: Any, what: str) -> Any:
+    try:
+        return parse_spec(entry, what).to_dict()
+    except InvalidParameterError:
+        return f"<{type(entry).__name__}>"  # an Attack/Defense object: the runner records it
 
 
 # ------------------------------------------------------------------ parsing

@@ -1,0 +1,270 @@
+"""`shieldkit evaluate` and `shieldkit.evaluate.evaluate`: grids, adaptive attacks, masking flags, resume, reports."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from shieldkit.cli import main
+from shieldkit.errors import InvalidParameterError
+from shieldkit.evaluate import Report, Runner, evaluate
+from shieldkit.evaluate.config import EvalConfig
+from shieldkit.evaluate.results import read_rows
+
+REPO = Path(__file__).resolve().parents[1]
+VOLATILE = ("seconds",)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    from shieldkit.data import load
+
+    return load("digits", split="test"), load("digits", split="train")
+
+
+@pytest.fixture(scope="module")
+def digits_mlp(digits, tmp_path_factory):
+    """A small MLP trained on the 1,437 digits training images (about 95% test accuracy, seconds to train)."""
+    from shieldkit.models import fit_classifier, mlp
+
+    torch.manual_seed(0)
+    model = fit_classifier(mlp(hidden=(64,)), digits[1], epochs=8, seed=0).eval()
+    path = tmp_path_factory.mktemp("model") / "mlp.pt"
+    torch.save(model, path)
+    model.saved_path = str(path)
+    return model
+
+
+def stable(rows):
+    """Rows without wall-clock fields, keyed by unit."""
+    return {row["key"]: {k: v for k, v in row.items() if k not in VOLATILE} for row in rows}
+
+
+def cli(capsys, *argv):
+    code = main(["evaluate", *argv])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+# ------------------------------------------------------------ bad input, exit 2
+
+
+def _l2_only_attack():
+    import shieldkit as sk
+
+    return next(a for a in sk.list_attacks(norm="l2") if "linf" not in sk.attack_info(a)["norms"])
+
+
+@pytest.mark.parametrize(
+    "argv, expected",
+    [
+        (["--attacks", "pgdd"], "did you mean 'pgd'"),
+        (["--defenses", "jpg"], "did you mean 'jpeg'"),
+        (["--attacks", "pgd:stepz=3"], "unknown parameter 'stepz'"),
+        (["--attacks", "L2_ONLY"], "supports only l2"),
+        (["--eps", "1.5"], "out of range"),
+        (["--eps", "0"], "must be finite and > 0"),
+        (["--model", "missing-model.pt"], "no such file"),
+        (["--model", "resnet_9000"], "unknown model"),
+        (["--data", "mnist", "--data-root-empty"], "mnist"),
+        (["--out", "FILE/sub"], "cannot write"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2_before_any_compute(argv, expected, capsys, tmp_path, monkeypatch):
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("SHIELDKIT_CACHE", str(cache))
+    argv = list(argv)
+    if "--data-root-empty" in argv:
+        argv.remove("--data-root-empty")
+        empty = tmp_path / "no-data"
+        empty.mkdir()
+        monkeypatch.setenv("SHIELDKIT_DATA", str(empty))
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    argv = [str(blocker / "sub") if a == "FILE/sub" else _l2_only_attack() if a == "L2_ONLY" else a for a in argv]
+    base = {"--model": "mlp", "--data": "digits", "--attacks": "fgsm", "--out": str(tmp_path / "out")}
+    for flag, value in base.items():
+        if flag not in argv:
+            argv += [flag, value]
+    started = time.perf_counter()
+    code, out, err = cli(capsys, *argv, "--quiet")
+    assert code == 2, (out, err)
+    assert err.startswith("shieldkit evaluate: error:") and err.strip().count("\n") == 0, err
+    assert expected in err
+    assert not cache.exists() or not any(cache.rglob("*.pt")), "a model was trained before the input was checked"
+    assert time.perf_counter() - started < 30
+
+
+def test_l2_attack_in_linf_grid_rejected_by_the_api(digits_mlp, digits, tmp_path):
+    with pytest.raises(InvalidParameterError, match="supports only l2 but the grid's norm is linf"):
+        evaluate(digits_mlp, digits[0], attacks=[_l2_only_attack()], eps=[0.1], out_dir=tmp_path, quiet=True)
+
+
+# ------------------------------------------------------------ MNIST acceptance
+
+
+def test_mnist_adaptive_breaks_jpeg_and_bit_depth_and_masking_is_flagged(mnist_model, mnist_test, tmp_path):
+    """Done-means: naive far above adaptive for JPEG and bit depth at eps=0.3, adaptive within 10 points
+    of undefended, the gradient-masking defence flagged, an adversarially trained model not flagged."""
+    from shieldkit.data import load
+
+    train = load("mnist", split="train").subset(2000, seed=1)
+    trainer = {"name": "adversarial_training", "attack": "pgd", "eps": 0.3, "alpha": 0.0,
+               "attack_params": {"steps": 3}, "fit": {"epochs": 1, "batch_size": 50}}
+    report = evaluate(
+        mnist_model, mnist_test, attacks=["fgsm", ("pgd", {"steps": 10}), "noise"],
+        defenses=["none", "jpeg", "bit_depth", "gradient_masking", trainer],
+        eps=[0.1, 0.3], n=100, batch_size=100, out_dir=tmp_path / "mnist", train_data=train, quiet=True)
+    undefended = report.robust_accuracy("none", 0.3)
+    for defense in ("jpeg", "bit_depth"):
+        naive = report.robust_accuracy(defense, 0.3, mode="naive")
+        adaptive = report.robust_accuracy(defense, 0.3, mode="adaptive")
+        assert naive > adaptive + 0.5, (defense, naive, adaptive)
+        assert adaptive <= undefended + 0.10, (defense, adaptive, undefended)
+    masking = {flag["check"] for flag in report.flags("gradient_masking", "naive")}
+    assert {"zero_gradients", "large_eps"} <= masking
+    assert report.flags("gradient_masking", "adaptive") == []
+    assert report.flags("adversarial_training") == []
+    assert report.robust_accuracy("adversarial_training", 0.1) > report.robust_accuracy("none", 0.1)
+    table = report.table()
+    assert "gradient_masking" in table and "zero_gradients" in table
+
+
+# ------------------------------------------------------------ resume
+
+
+def _cli_args(model_path: str, out: Path) -> list[str]:
+    return ["--model", model_path, "--data", "digits", "--attacks", "fgsm", "pgd:steps=5", "noise",
+            "--defenses", "none", "bit_depth", "--eps", "0.1", "0.2", "0.3", "--n", "240",
+            "--batch-size", "10", "--out", str(out), "--quiet"]
+
+
+def _run_cli(args: list[str]) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, "-m", "shieldkit", "evaluate", *args], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _count_rows(path: Path) -> int:
+    try:
+        return path.read_bytes().count(b"\n")
+    except FileNotFoundError:
+        return 0
+
+
+def test_sigkill_half_way_then_resume_equals_an_uninterrupted_run(digits_mlp, tmp_path):
+    reference = _run_cli(_cli_args(digits_mlp.saved_path, tmp_path / "reference"))
+    out, err = reference.communicate(timeout=300)
+    assert reference.returncode == 0, err
+    expected = stable(read_rows(tmp_path / "reference"))
+
+    killed = _run_cli(_cli_args(digits_mlp.saved_path, tmp_path / "run"))
+    results = tmp_path / "run" / "results.jsonl"
+    deadline = time.time() + 300
+    while _count_rows(results) < len(expected) // 2 and killed.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    assert killed.poll() is None, "the run finished before it could be killed"
+    killed.send_signal(signal.SIGKILL)
+    killed.wait()
+    done = _count_rows(results)
+    assert 0 < done < len(expected)
+
+    resumed = _run_cli(_cli_args(digits_mlp.saved_path, tmp_path / "run") + ["--resume"])
+    out, err = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, err
+    rows = read_rows(tmp_path / "run")
+    assert len(rows) == len({row["key"] for row in rows}) == len(expected), "duplicated or lost rows"
+    assert stable(rows) == expected
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    reference_summary = json.loads((tmp_path / "reference" / "summary.json").read_text())
+    accuracies = lambda s: [(d["label"], d["eps"]) for d in s["defenses"]]  # noqa: E731
+    strip = lambda s: json.loads(json.dumps(accuracies(s)), object_hook=lambda o: {k: v for k, v in o.items()  # noqa: E731
+                                                                                   if k not in VOLATILE})
+    assert strip(summary) == strip(reference_summary)
+    assert "bit_depth" in out
+
+
+def test_resume_drops_a_truncated_last_row_and_refuses_a_changed_config(digits_mlp, digits, tmp_path):
+    options = dict(attacks=["fgsm", "noise"], defenses=["none"], eps=[0.1, 0.3], n=60, batch_size=20,
+                   out_dir=tmp_path, quiet=True, checks=False)
+    evaluate(digits_mlp, digits[0], **options)
+    complete = stable(read_rows(tmp_path))
+    results = tmp_path / "results.jsonl"
+    lines = results.read_bytes().splitlines(keepends=True)
+    results.write_bytes(b"".join(lines[: len(lines) // 2]) + lines[len(lines) // 2][:25])  # a kill mid-write
+    evaluate(digits_mlp, digits[0], resume=True, **options)
+    assert stable(read_rows(tmp_path)) == complete
+    assert results.read_bytes().count(b"\n") == len(complete)
+    with pytest.raises(InvalidParameterError, match=r"configuration differs.*changed: eps"):
+        evaluate(digits_mlp, digits[0], resume=True, **{**options, "eps": [0.2]})
+
+
+# ------------------------------------------------------------ cascade, reports
+
+
+def test_cascade_matches_the_full_grid_and_reports_time_saved(digits_mlp, digits, tmp_path):
+    options = dict(attacks=["fgsm", ("pgd", {"steps": 5, "random_start": False}), ("deepfool", {"steps": 5}),
+                            "semantic"],
+                   defenses=["none", "bit_depth"], eps=[0.05, 0.1, 0.2], n=60, batch_size=30, quiet=True)
+    cascade = evaluate(digits_mlp, digits[0], out_dir=tmp_path / "cascade", **options)
+    full = evaluate(digits_mlp, digits[0], out_dir=tmp_path / "full", cascade=False, **options)
+    for defense in ("none", "bit_depth"):
+        for eps in (0.05, 0.1, 0.2):
+            for mode in ("naive", "adaptive"):
+                assert cascade.robust_accuracy(defense, eps, mode) == full.robust_accuracy(defense, eps, mode)
+    attacked = lambda r: sum(a["attacked"] for d in r.summary["defenses"] for e in d["eps"].values()  # noqa: E731
+                             for a in e["attacks"])
+    assert attacked(cascade) < 0.8 * attacked(full)
+    saved = cascade.summary["time"]
+    assert saved["saved_seconds"] > 0 and 0 < saved["saved_share"] < 1
+    assert "Cascade:" in cascade.table() and "saved" in cascade.table()
+
+    out = tmp_path / "cascade"
+    for name in ("results.jsonl", "summary.json", "report.md", "report.html", "config.json", "environment.json"):
+        assert (out / name).is_file(), name
+    environment = json.loads((out / "environment.json").read_text())
+    assert environment["torch"] == torch.__version__ and environment["seed"] == 0
+    page = (out / "report.html").read_text()
+    assert '<table id="summary">' in page and page.count('src="data:image/png;base64,') >= 3
+    assert "<script" not in page and 'src="http' not in page and "href=\"http" not in page
+    markdown = (out / "report.md").read_text()
+    for link in ("plots/robust_vs_eps.png", "plots/naive_vs_adaptive.png", "plots/examples.png"):
+        assert link in markdown and (out / link).is_file()
+    assert Report.load(out).robust_accuracy("none", 0.2) == cascade.robust_accuracy("none", 0.2)
+
+
+def test_randomised_defence_gets_eot_and_detector_gets_detection_rate(digits_mlp, digits, tmp_path):
+    report = evaluate(digits_mlp, digits[0], attacks=["fgsm", ("pgd", {"steps": 5})], eps=[0.1, 0.3],
+                      defenses=["randomization", "feature_squeezing"], n=60, batch_size=60, eot=4,
+                      train_data=digits[1], out_dir=tmp_path, quiet=True)
+    randomized = report.summary["defenses"][0]
+    assert "EOT (4 draws)" in randomized["view"]
+    assert any(f["check"] == "randomness" for f in report.flags("randomization", "naive"))
+    assert not any(f["check"] == "randomness" for f in report.flags("randomization", "adaptive"))
+    detector = report.summary["defenses"][1]
+    assert detector["detector"]["fpr_fitted"] == pytest.approx(0.05)
+    for entry in detector["eps"].values():
+        assert 0 <= entry["detection_rate"] <= 1
+        assert entry["correct_or_detected"] >= entry["classifier_only"]
+    assert "detection rate at FPR 0.05" in report.table()
+
+
+def test_units_do_not_depend_on_how_chunks_are_split_across_processes(digits_mlp, digits, tmp_path):
+    config = EvalConfig(attacks=["fgsm", "pgd:steps=3", "noise"], defenses=["none", "randomization"], eps=[0.2],
+                        n=40, batch_size=10, eot=2, checks=False, out=str(tmp_path / "whole"))
+    whole = Runner(config, digits_mlp, digits[0], quiet=True)
+    whole.run()
+    shards = {}
+    for rank in range(2):
+        config.out = str(tmp_path / f"rank{rank}")
+        Runner(config, digits_mlp, digits[0], quiet=True, shard=(rank, 2)).run()
+        shards.update(stable(read_rows(config.out)))
+    assert shards == stable(read_rows(tmp_path / "whole"))
