@@ -122,7 +122,7 @@ def test_mnist_adaptive_breaks_jpeg_and_bit_depth_and_masking_is_flagged(mnist_m
     report = evaluate(
         mnist_model, mnist_test, attacks=["fgsm", ("pgd", {"steps": 10}), "noise"],
         defenses=["none", "jpeg", "bit_depth", "gradient_masking", trainer],
-        eps=[0.1, 0.3], n=100, batch_size=100, out_dir=tmp_path / "mnist", train_data=train, quiet=True)
+        eps=[0.3], n=100, batch_size=100, out_dir=tmp_path / "mnist", train_data=train, quiet=True)
     undefended = report.robust_accuracy("none", 0.3)
     for defense in ("jpeg", "bit_depth"):
         naive = report.robust_accuracy(defense, 0.3, mode="naive")
@@ -133,7 +133,7 @@ def test_mnist_adaptive_breaks_jpeg_and_bit_depth_and_masking_is_flagged(mnist_m
     assert {"zero_gradients", "large_eps"} <= masking
     assert report.flags("gradient_masking", "adaptive") == []
     assert report.flags("adversarial_training") == []
-    assert report.robust_accuracy("adversarial_training", 0.1) > report.robust_accuracy("none", 0.1)
+    assert report.robust_accuracy("adversarial_training", 0.3) > undefended
     table = report.table()
     assert "gradient_masking" in table and "zero_gradients" in table
 

@@ -35,7 +35,7 @@ BLACK_BOX_MAX_SHARE = 0.02
 BLACK_BOX_MIN_SAMPLES = 2
 ZERO_GRADIENT_MAX_SHARE = 0.10
 MONOTONE_TOLERANCE = 0.01
-CHECK_SAMPLES = 64
+CHECK_SAMPLES = 32
 
 
 # ---------------------------------------------------------------- measurements
