@@ -29,7 +29,7 @@ test: install plugin
 	$(BIN)/mkdocs build --strict --quiet --site-dir $(VENV)/site
 
 demo: install plugin
-	$(BIN)/shieldkit demo
+	$(BIN)/shieldkit evaluate
 
 docs: install
 	$(BIN)/mkdocs build --strict --site-dir site
