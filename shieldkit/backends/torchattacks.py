@@ -348,11 +348,13 @@ TABLE: tuple[AttackSpec, ...] = (
     ),
     AttackSpec(
         "autoattack", "AutoAttack", ("linf", "l2"),
-        {"version": Param("version", "standard", ("standard", "plus", "rand"), "attack ensemble")},
+        {"version": Param("version", "standard", ("standard", "plus", "rand"), "attack ensemble"),
+         "queries": Param(None, 5000, "int", "query budget of the Square attack in the ensemble")},
         summary="AutoAttack: APGD-CE, APGD-T, FAB-T and Square; a sample counts as robust only if all fail.",
         reference="Croce and Hein. ICML 2020.",
         targeted=False, randomized=True, norm_arg="norm", seed_arg="seed",
-        fixed={"verbose": False}, options={"n_classes": "n_classes"}, smoke={"eps": 2.0},
+        fixed={"verbose": False}, options={"n_classes": "n_classes", "square_queries": True},
+        smoke={"eps": 2.0, "queries": 20},
     ),
     AttackSpec(
         "square", "Square", ("linf", "l2"),
@@ -432,6 +434,11 @@ class TorchattacksAttack(BackendAttack):
                 target = (y + 1) % num_classes
 
         attack = getattr(torchattacks, spec.class_for(self))(net, **kwargs)
+        if spec.options.get("square_queries"):
+            # AutoAttack builds its Square attack with 5000 queries; give it this instance's budget.
+            for member in attack._autoattack.attacks:
+                if isinstance(member, torchattacks.Square):
+                    member.n_queries = self.queries
         labels = y
         if target is not None:
             attack.set_mode_targeted_by_label(quiet=True)
