@@ -13,6 +13,8 @@ from shieldkit.errors import InvalidInputError
 from shieldkit.guard import check_choice, check_int
 
 SEARCHES = ("random", "grid")
+#: pixels evaluated per forward pass at most (several queries per sample are batched together).
+_CHUNK_ELEMENTS = 1 << 22
 
 
 def rgb_to_hsv(rgb: Tensor) -> Tensor:
@@ -88,6 +90,11 @@ class HueSaturation(Attack):
     ``search="grid"`` walks a fixed grid with the smallest saturation changes
     first. A sample that no query fools is returned unchanged.
 
+    Queries are batched: several consecutive queries of each sample go through
+    the model in one forward pass, and the first that fools is kept
+    (``info["queries_used"]`` counts up to it). No sample ever gets more than
+    ``queries``; ``AttackResult.queries`` counts every image forwarded.
+
     Args:
         queries: model queries per sample at most (the paper uses 1000).
         search: ``"random"`` or ``"grid"``.
@@ -131,21 +138,29 @@ class HueSaturation(Attack):
         x_adv = x.clone()
         used = torch.full((x.shape[0],), self.queries, dtype=torch.long, device=x.device)
         pending = torch.arange(x.shape[0], device=x.device)
-        for query in range(self.queries):
+        query = 0
+        while query < self.queries and pending.numel():
             count = pending.numel()
+            # Several queries per sample in one forward: tiny batches are dominated by call overhead.
+            chunk = max(1, min(self.queries - query, _CHUNK_ELEMENTS // (count * x[0].numel())))
+            index = torch.arange(query, query + chunk, device=x.device)
             if self.search == "random":
-                hue_shift = torch.rand(count, dtype=x.dtype, device=x.device)
-                reach = (query + 1) / self.queries
-                saturation_shift = (2 * torch.rand(count, dtype=x.dtype, device=x.device) - 1) * reach
+                hue_shift = torch.rand(count, chunk, dtype=x.dtype, device=x.device)
+                reach = (index + 1).to(x.dtype) / self.queries
+                saturation_shift = (2 * torch.rand(count, chunk, dtype=x.dtype, device=x.device) - 1) * reach
             else:
-                hue_shift = grid_hue[query].expand(count)
-                saturation_shift = grid_saturation[query].expand(count)
-            rgb = hsv_to_rgb(shift_hue_saturation(hsv[pending], hue_shift, saturation_shift))
-            candidate = self.project(low + (high - low) * rgb, x[pending])
-            done = fooled(model(candidate), labels[pending], targeted)
-            x_adv[pending[done]] = candidate[done]
-            used[pending[done]] = query + 1
-            pending = pending[~done]
-            if pending.numel() == 0:
-                break
+                hue_shift = grid_hue[index].expand(count, chunk)
+                saturation_shift = grid_saturation[index].expand(count, chunk)
+            repeated = hsv[pending].unsqueeze(1).expand(count, chunk, *x.shape[1:]).reshape(-1, *x.shape[1:])
+            rgb = hsv_to_rgb(shift_hue_saturation(repeated, hue_shift.reshape(-1), saturation_shift.reshape(-1)))
+            origin = x[pending].unsqueeze(1).expand(count, chunk, *x.shape[1:]).reshape(-1, *x.shape[1:])
+            candidates = self.project(low + (high - low) * rgb, origin)
+            done = fooled(model(candidates), labels[pending].repeat_interleave(chunk), targeted).view(count, chunk)
+            hit = done.any(dim=1)
+            first = done.to(torch.uint8).argmax(dim=1)  # the first query of the chunk that fooled
+            chosen = candidates.view(count, chunk, *x.shape[1:])[torch.arange(count, device=x.device), first]
+            x_adv[pending[hit]] = chosen[hit]
+            used[pending[hit]] = query + first[hit] + 1
+            pending = pending[~hit]
+            query += chunk
         return x_adv, {"queries_used": used.cpu()}

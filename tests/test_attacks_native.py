@@ -1,0 +1,309 @@
+"""The native attacks on a real MNIST CNN, their properties under hypothesis, and the conformance kit.
+
+Uses the session fixtures ``mnist_model`` (a CNN trained one epoch on 20,000 real
+MNIST images) and ``mnist_test`` from tests/conftest.py.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import shieldkit as sk
+from shieldkit.attacks import FGSM, PGD, DeepFool, HueSaturation, Noise, Semantic
+from shieldkit.attacks.hue_saturation import grid_shifts, hsv_to_rgb, rgb_to_hsv
+from shieldkit.attacks.semantic import negative_image
+from shieldkit.errors import InvalidInputError, InvalidParameterError
+from shieldkit.guard import norm_of
+from shieldkit.testing import check_attack, tiny_model
+
+NATIVE = (FGSM, Noise, Semantic, HueSaturation, PGD, DeepFool)
+
+
+@pytest.fixture(scope="module")
+def mnist_batch(mnist_model, mnist_test):
+    """200 test images the model classifies correctly."""
+    x, y = mnist_test.x[:400], mnist_test.y[:400]
+    with torch.no_grad():
+        correct = mnist_model(x).argmax(1) == y
+    assert correct.sum() >= 200
+    return x[correct][:200], y[correct][:200]
+
+
+@pytest.fixture(scope="module")
+def mnist_first(mnist_test):
+    """The first 200 test images, correct or not (for accuracy curves)."""
+    return mnist_test.x[:200], mnist_test.y[:200]
+
+
+def _accuracy(model, x, y):
+    with torch.no_grad():
+        return (model(x).argmax(1) == y).float().mean().item()
+
+
+# ------------------------------------------------------------------ DeepFool
+
+
+def test_deepfool_fools_mnist_in_few_iterations_with_small_perturbations(mnist_model, mnist_batch):
+    x, y = mnist_batch
+    result = DeepFool().run(mnist_model, x, y)
+    iterations = result.info["iterations"]
+    rho = (result.l2 / x.flatten(1).norm(dim=1)).mean().item()
+    assert result.success_rate >= 0.99
+    assert iterations.shape == (200,) and iterations.dtype == torch.int64
+    assert iterations.float().mean().item() <= 3.0
+    assert 0.12 <= rho <= 0.35
+    assert result.backwards >= 1 and result.forwards >= 2
+
+
+def test_deepfool_linf_and_given_eps(mnist_model, mnist_batch):
+    x, y = mnist_batch[0][:32], mnist_batch[1][:32]
+    free = DeepFool(norm="linf").run(mnist_model, x, y)
+    assert free.success_rate >= 0.95
+    capped = DeepFool(norm="linf", eps=0.05).run(mnist_model, x, y)
+    assert capped.linf.max().item() <= 0.05 + 1e-6
+    assert capped.success_rate < free.success_rate
+
+
+def test_deepfool_leaves_misclassified_samples_alone(mnist_model, mnist_batch):
+    x, y = mnist_batch[0][:8], mnist_batch[1][:8]
+    wrong = (y + 1) % 10
+    result = DeepFool().run(mnist_model, x, wrong)
+    assert torch.equal(result.info["iterations"], torch.zeros(8, dtype=torch.int64))
+    assert torch.equal(result.x_adv, x)
+
+
+# --------------------------------------------------------------- FGSM and PGD
+
+
+def test_fgsm_and_pgd_40_accuracy_falls_with_eps_and_pgd_beats_fgsm(mnist_model, mnist_first):
+    x, y = mnist_first
+    curves = {"fgsm": [_accuracy(mnist_model, x, y)], "pgd": [_accuracy(mnist_model, x, y)]}
+    for eps in (0.1, 0.2, 0.3):
+        curves["fgsm"].append(_accuracy(mnist_model, FGSM(eps=eps)(mnist_model, x, y), y))
+        # Early stopping only adds successes (tested below); the headline eps=0.3 run is plain PGD-40.
+        pgd = PGD(eps=eps, steps=40, step_size=0.01, early_stop=eps < 0.3, seed=0)
+        curves["pgd"].append(_accuracy(mnist_model, pgd(mnist_model, x, y), y))
+    fgsm, pgd = curves["fgsm"], curves["pgd"]
+    assert fgsm[-1] <= 0.15
+    assert pgd[-1] <= 0.02
+    for curve in (fgsm, pgd):
+        assert all(later <= earlier for earlier, later in zip(curve, curve[1:])), curves
+    assert all(p <= f for p, f in zip(pgd, fgsm)), curves
+    assert pgd[2] < fgsm[2]  # strictly stronger where it matters
+
+
+@pytest.mark.parametrize("norm, eps", [("linf", 0.1), ("l2", 1.5)])
+def test_targeted_fgsm_lowers_the_target_class_loss(mnist_model, mnist_batch, norm, eps):
+    x, y = mnist_batch[0][:100], mnist_batch[1][:100]
+    target = (y + 3) % 10
+    x_adv = FGSM(eps=eps, norm=norm).run(mnist_model, x, y, target=target).x_adv
+    with torch.no_grad():
+        before = F.cross_entropy(mnist_model(x), target, reduction="none")
+        after = F.cross_entropy(mnist_model(x_adv), target, reduction="none")
+    assert after.mean() < before.mean()
+    assert (after < before).float().mean().item() >= 0.95
+
+
+@pytest.mark.parametrize("loss", ["ce", "margin", "dlr"])
+def test_targeted_pgd_reaches_the_target_with_every_loss(mnist_model, mnist_batch, loss):
+    x, y = mnist_batch[0][:32], mnist_batch[1][:32]
+    target = (y + 1) % 10
+    result = PGD(eps=0.3, steps=20, step_size=0.03, loss=loss, seed=0).run(mnist_model, x, y, target=target)
+    assert result.success_rate >= 0.9
+    untargeted = PGD(eps=0.3, steps=20, step_size=0.03, loss=loss, seed=0).run(mnist_model, x, y)
+    assert untargeted.success_rate >= 0.95
+
+
+def test_pgd_restarts_and_early_stop_only_add_successes(mnist_model, mnist_batch):
+    x, y = mnist_batch[0][:64], mnist_batch[1][:64]
+    common = dict(eps=0.1, steps=10, step_size=0.02, seed=3)
+    single = PGD(**common).run(mnist_model, x, y)
+    restarted = PGD(restarts=3, **common).run(mnist_model, x, y)
+    early = PGD(early_stop=True, **common).run(mnist_model, x, y)
+    assert bool((restarted.success | ~single.success).all())
+    assert bool((early.success | ~single.success).all())
+    assert restarted.success.sum() > single.success.sum()
+    assert restarted.backwards > single.backwards
+    stopped = early.success
+    assert early.l2[stopped].mean() < single.l2[stopped].mean()  # stopped as soon as fooled
+
+
+def test_pgd_eot_averages_gradients(mnist_model, mnist_batch):
+    x, y = mnist_batch[0][:16], mnist_batch[1][:16]
+    one = PGD(eps=0.2, steps=3, seed=1).run(mnist_model, x, y)
+    three = PGD(eps=0.2, steps=3, eot=3, seed=1).run(mnist_model, x, y)
+    assert three.backwards == 3 * one.backwards == 9
+    # a deterministic model gives the same gradient every pass, so the same steps
+    assert (one.x_adv - three.x_adv).abs().max().item() <= 1e-5
+
+
+def test_pgd_default_step_size_is_a_quarter_of_eps(mnist_model, mnist_batch):
+    x, y = mnist_batch[0][:4], mnist_batch[1][:4]
+    x_adv = PGD(eps=0.2, steps=1, random_start=False)(mnist_model, x, y)
+    moved = (x_adv - x).abs()
+    assert moved.max().item() == pytest.approx(0.05, abs=1e-6)
+
+
+# ------------------------------------------------------- noise and semantic
+
+
+def test_noise_restarts_keep_a_fooling_draw(mnist_model, mnist_first):
+    x, y = mnist_first
+    once = Noise(eps=0.4, seed=0).run(mnist_model, x, y)
+    many = Noise(eps=0.4, restarts=10, seed=0).run(mnist_model, x, y)
+    assert bool((many.success | ~once.success).all())
+    assert many.success.sum() >= once.success.sum()
+    assert many.backwards == 0
+    gaussian = Noise(eps=0.4, distribution="gaussian", seed=0).run(mnist_model, x, y)
+    assert gaussian.linf.max().item() <= 0.4 + 1e-6
+    assert gaussian.l2.min().item() > 0
+
+
+def test_uniform_l2_noise_fills_the_ball(mnist_model, mnist_first):
+    x, y = mnist_first[0][:50] * 0 + 0.5, mnist_first[1][:50]  # mid-grey: no clipping
+    result = Noise(eps=2.0, norm="l2", seed=0).run(mnist_model, x, y)
+    assert result.l2.max().item() <= 2.0 + 1e-5
+    assert result.l2.min().item() > 1.9  # uniform in a 784-d ball lies near its surface
+
+
+@given(
+    x=st.integers(1, 4).map(lambda b: torch.rand(b, 2, 3, 3)),
+    bounds=st.sampled_from([(0.0, 1.0), (-1.0, 1.0), (0.0, 255.0)]),
+)
+@settings(max_examples=20, deadline=None)
+def test_negative_of_negative_is_the_image(x, bounds):
+    low, high = bounds
+    x = low + (high - low) * x
+    twice = negative_image(negative_image(x, bounds), bounds)
+    assert torch.allclose(twice, x, atol=1e-5 * (high - low))
+
+
+def test_semantic_attack_negates_and_fools_mnist(mnist_model, mnist_batch):
+    x, y = mnist_batch[0][:100], mnist_batch[1][:100]
+    result = Semantic().run(mnist_model, x, y)
+    assert torch.allclose(result.x_adv, 1 - x)
+    assert torch.allclose(Semantic()(mnist_model, result.x_adv), x, atol=1e-6)
+    assert torch.equal(result.info["fooled"], result.success)
+    assert result.success_rate >= 0.5  # MNIST CNNs do not recognise negative digits
+    centred = Semantic(variant="centred")(mnist_model, x, y)
+    mean = x.mean(dim=(2, 3), keepdim=True)
+    assert torch.allclose(centred, (2 * mean - x).clamp(0, 1))
+
+
+def test_hsv_round_trip_and_hue_saturation_keeps_value():
+    torch.manual_seed(0)
+    rgb = torch.rand(5, 3, 6, 6)
+    assert torch.allclose(hsv_to_rgb(rgb_to_hsv(rgb)), rgb, atol=1e-5)
+    model = tiny_model(3, 8).eval()
+    x = torch.rand(8, 3, 8, 8)
+    result = HueSaturation(queries=200, seed=0).run(model, x)
+    assert result.success_rate > 0
+    value_before, value_after = rgb_to_hsv(x)[:, 2], rgb_to_hsv(result.x_adv)[:, 2]
+    assert torch.allclose(value_before, value_after, atol=1e-5)
+    untouched = ~result.success
+    assert torch.equal(result.x_adv[untouched], x[untouched])
+    assert result.info["queries_used"].max().item() <= 200
+    grid = HueSaturation(queries=50, search="grid")
+    assert torch.equal(grid(model, x), grid(model, x))
+    hue, saturation = grid_shifts(50)
+    assert len(hue) == 50 and not bool(((hue == 0) & (saturation == 0)).any())
+    assert saturation.abs().tolist() == sorted(saturation.abs().tolist())
+
+
+def test_hue_saturation_needs_colour_images():
+    with pytest.raises(InvalidInputError, match="3, H, W"):
+        HueSaturation(queries=5)(tiny_model(1, 8).eval(), torch.rand(2, 1, 8, 8))
+
+
+@pytest.mark.parametrize(
+    "cls, params, culprit",
+    [
+        (PGD, {"loss": "hinge"}, "loss"),
+        (PGD, {"steps": 0}, "steps"),
+        (PGD, {"step_size": -0.1}, "step_size"),
+        (PGD, {"random_start": "yes"}, "random_start"),
+        (PGD, {"eot": 0}, "eot"),
+        (DeepFool, {"candidates": 1}, "candidates"),
+        (DeepFool, {"overshoot": -1.0}, "overshoot"),
+        (Noise, {"distribution": "laplace"}, "distribution"),
+        (Noise, {"sigma": -1.0}, "sigma"),
+        (Semantic, {"variant": "inverted"}, "variant"),
+        (HueSaturation, {"search": "bayes"}, "search"),
+        (HueSaturation, {"queries": 0}, "queries"),
+    ],
+)
+def test_bad_parameters_name_the_culprit(cls, params, culprit):
+    with pytest.raises(InvalidParameterError, match=culprit):
+        cls(**params)
+
+
+def test_dlr_needs_enough_classes():
+    model = tiny_model(1, 8, num_classes=3).eval()
+    x = torch.rand(2, 1, 8, 8)
+    with pytest.raises(InvalidInputError, match="dlr"):
+        PGD(loss="dlr", steps=1)(model, x, target=torch.tensor([0, 1]))
+
+
+# ------------------------------------------------------------ properties
+
+_PROPERTY_MODELS = {1: tiny_model(1, 8).eval(), 3: tiny_model(3, 8).eval()}
+_SMALL = {
+    FGSM: {},
+    Noise: {"restarts": 2},
+    Semantic: {},
+    HueSaturation: {"queries": 10},
+    PGD: {"steps": 3},
+    DeepFool: {"steps": 5},
+}
+
+
+@pytest.mark.parametrize("cls", NATIVE, ids=lambda c: c.family)
+@given(data=st.data())
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_budget_bounds_input_and_seed_hold(cls, data):
+    norm = data.draw(st.sampled_from(cls.norms), label="norm")
+    batch = data.draw(st.integers(1, 5), label="batch")
+    if cls.bounded:
+        eps = data.draw(st.floats(0.0, 1.0 if norm == "linf" else 4.0), label="eps")
+    else:
+        eps = data.draw(st.one_of(st.none(), st.floats(0.0, 2.0)), label="eps")
+    targeted = cls.targeted and data.draw(st.booleans(), label="targeted")
+    seed = data.draw(st.integers(0, 2**16), label="seed")
+    channels = 3 if cls is HueSaturation else 1
+    model = _PROPERTY_MODELS[channels]
+    x = torch.rand(batch, channels, 8, 8, generator=torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    target = (y + 1 + seed % 9) % 10 if targeted else None
+    x_before = x.clone()
+
+    attack = cls(eps=eps, norm=norm, seed=seed, **_SMALL[cls])
+    result = attack.run(model, x, y, target=target)
+
+    assert torch.equal(x, x_before)
+    assert result.x_adv.min().item() >= 0.0 and result.x_adv.max().item() <= 1.0
+    if eps is not None:
+        assert norm_of(result.x_adv - x, norm).max().item() <= eps * (1 + 1e-5) + 1e-6
+    again = cls(eps=eps, norm=norm, seed=seed, **_SMALL[cls]).run(model, x, y, target=target)
+    assert torch.equal(result.x_adv, again.x_adv)
+
+
+# ---------------------------------------------------------- conformance kit
+
+
+@pytest.mark.parametrize("cls", NATIVE, ids=lambda c: c.family)
+def test_conformance_with_default_parameters(cls):
+    shape = (6, 3, 16, 16) if cls is HueSaturation else (6, 1, 16, 16)
+    report = check_attack(cls, shape=shape)
+    assert set(report["norms"]) == set(cls.norms)
+
+
+def test_registered_under_their_families():
+    for cls in NATIVE:
+        info = sk.attack_info(cls.family)
+        assert info["name"] == f"{cls.family}.native"
+        assert info["bounded"] == cls.bounded and info["access"] == cls.access
