@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import shieldkit as sk
 from shieldkit.cli import main
 from shieldkit.errors import InvalidParameterError
 from shieldkit.evaluate import Report, Runner, evaluate
@@ -195,7 +196,7 @@ def test_sigkill_half_way_then_resume_equals_an_uninterrupted_run(digits_mlp, tm
 def test_resume_drops_a_truncated_last_row_and_refuses_a_changed_config(digits_mlp, digits, tmp_path):
     options = dict(attacks=["fgsm", "noise"], defenses=["none"], eps=[0.1, 0.3], n=60, batch_size=20,
                    out_dir=tmp_path, quiet=True, checks=False)
-    evaluate(digits_mlp, digits[0], **options)
+    sk.evaluate(digits_mlp, digits[0], **options)  # the package itself is callable
     complete = stable(read_rows(tmp_path))
     results = tmp_path / "results.jsonl"
     lines = results.read_bytes().splitlines(keepends=True)
@@ -268,3 +269,29 @@ def test_units_do_not_depend_on_how_chunks_are_split_across_processes(digits_mlp
         Runner(config, digits_mlp, digits[0], quiet=True, shard=(rank, 2)).run()
         shards.update(stable(read_rows(config.out)))
     assert shards == stable(read_rows(tmp_path / "whole"))
+
+
+# ------------------------------------------------------------ the demo (`make demo`)
+
+
+def test_demo_with_no_suite_arguments_prints_the_table_and_writes_the_report(tmp_path):
+    """`shieldkit evaluate` with no suite arguments is the demo (`make demo`); here on 20 samples, one eps."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "SHIELDKIT_CACHE": str(tmp_path / "cache")}
+    out = tmp_path / "demo"
+    done = subprocess.run([sys.executable, "-m", "shieldkit", "evaluate", "--n", "20", "--eps", "0.3", "--quiet",
+                           "--out", str(out)], cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr
+    table = done.stdout
+    assert "Robust accuracy (%)" in table and "eps=0.3 naive/adaptive" in table
+    defenses = ["none", "jpeg", "bit_depth", "randomization", "gradient_masking", "defense_gan", "adversarial_training"]
+    for defense in defenses:
+        assert f"\n{defense} " in table, defense
+    assert "Cascade:" in table and str(out / "report.html") in table
+    summary = json.loads((out / "summary.json").read_text())
+    sources = {attack["name"].split(".")[1] for attack in summary["attacks"]}
+    assert {"native", "torchattacks", "art"} <= sources
+    assert {"noise", "semantic", "fgsm", "pgd", "deepfool"} <= {a["name"].split(".")[0] for a in summary["attacks"]}
+    page = (out / "report.html").read_text()
+    assert page.count('src="data:image/png;base64,') == 3 and '<table id="summary">' in page
+    assert all((out / "plots" / f"{name}.png").stat().st_size > 5000
+               for name in ("robust_vs_eps", "naive_vs_adaptive", "examples"))

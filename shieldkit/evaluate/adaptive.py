@@ -37,7 +37,6 @@ import torch
 from torch import Tensor, nn
 
 from shieldkit.defense import (
-    DefendedModel,
     Defense,
     DetectorDefense,
     PostprocessDefense,
@@ -115,8 +114,18 @@ class DefensePlan:
         return Judgement(predictions, misclassified, detected, misclassified & ~detected)
 
 
+#: What suits defence families that do not (yet) say so themselves through the hooks above:
+#: the gradient of their view and defence-specific attacks (used where registered and supporting the grid's norm).
+KNOWN_ADAPTIVE: dict[str, dict[str, Any]] = {
+    # Backpropagating through the unrolled projection is costly and its gradient weak; BPDA through
+    # the projection (Athalye et al.) and the latent-space attack (Ilyas et al., L2 only) are the known breaks.
+    "defense_gan": {"gradient": "bpda", "attacks": (("overpowered", {}),)},
+    "inc": {"gradient": "bpda", "attacks": (("overpowered", {}),)},
+}
+
+
 def plan_defense(label: str, defense: Defense | None, model: nn.Module, *, eot: int = 8,
-                 adaptive: bool = True) -> DefensePlan:
+                 adaptive: bool = True, norm: str = "linf") -> DefensePlan:
     """Choose the deployed model and the adaptive attack target for one defence.
 
     Args:
@@ -136,7 +145,7 @@ def plan_defense(label: str, defense: Defense | None, model: nn.Module, *, eot: 
     elif isinstance(defense, (TransformDefense, PostprocessDefense)):
         deployed = defense.wrap(model)
         plan = DefensePlan(label, defense.kind, defense, model, deployed, randomized=bool(defense.randomized))
-        gradient = choose_gradient(defense)
+        gradient = KNOWN_ADAPTIVE.get(defense.family, {}).get("gradient") or choose_gradient(defense)
         plan.eot = eot if defense.randomized else 1
         if gradient != "exact" or plan.eot > 1:
             plan.view = deployed.attack_view(gradient=gradient, eot=plan.eot)
@@ -150,7 +159,7 @@ def plan_defense(label: str, defense: Defense | None, model: nn.Module, *, eot: 
     if callable(custom_view):
         plan.view = custom_view(plan.deployed)
         plan.view_description = f"{type(defense).__name__}.adaptive_view()"
-    plan.extra_attacks = defense_attacks(defense)
+    plan.extra_attacks = defense_attacks(defense, norm)
     return plan
 
 
@@ -169,19 +178,17 @@ def describe_view(gradient: str, eot: int) -> str:
     return f"{text} + EOT ({eot} draws)" if eot > 1 else text
 
 
-def defense_attacks(defense: Defense) -> list[Any]:
-    """The defence's own adaptive attacks from its optional ``adaptive_attack()`` hook."""
+def defense_attacks(defense: Defense, norm: str = "linf") -> list[Any]:
+    """The defence's own adaptive attacks: its ``adaptive_attack()`` hook, else :data:`KNOWN_ADAPTIVE`."""
     hook = getattr(defense, "adaptive_attack", None)
-    if not callable(hook):
-        return []
-    found = hook()
-    if found is None:
-        return []
-    if isinstance(found, list):
-        return list(found)
-    return [found]
+    if callable(hook):
+        found = hook()
+        if found is None:
+            return []
+        return list(found) if isinstance(found, list) else [found]
+    from shieldkit.registry import list_attacks
 
-
-def wrap_as_deployed(plan: DefensePlan) -> nn.Module:
-    """The model an extra (defence-supplied) attack runs against."""
-    return plan.deployed if isinstance(plan.deployed, DefendedModel) else plan.classifier
+    available = set(list_attacks(norm=norm))
+    known = KNOWN_ADAPTIVE.get(defense.family, {}).get("attacks", ())
+    return [(name, dict(params)) for name, params in known
+            if any(entry.split(".")[0] == name for entry in available)]

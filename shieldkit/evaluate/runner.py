@@ -42,6 +42,7 @@ from shieldkit.evaluate.results import ResultsStore, check_writable, environment
 from shieldkit.evaluate.suite import (
     AttackEntry,
     DefenseEntry,
+    fit_options,
     order_suite,
     resolve_attacks,
     resolve_defenses,
@@ -208,7 +209,8 @@ class Runner:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(unit_seed(self.config.seed, "fit", entry.label))
                 defense.fit(self.model, clean, fpr=fpr)
-        return plan_defense(entry.label, defense, model, eot=self.config.eot, adaptive=self.config.adaptive)
+        return plan_defense(entry.label, defense, model, eot=self.config.eot, adaptive=self.config.adaptive,
+                            norm=self.config.norm)
 
     def _fit_trainer(self, entry: DefenseEntry, defense: TrainerDefense) -> nn.Module:
         key = digest({"name": entry.name, "params": entry.params, "fit": entry.fit, "seed": self.config.seed,
@@ -226,9 +228,16 @@ class Runner:
         student = copy.deepcopy(self.model)
         for parameter in student.parameters():
             parameter.requires_grad_(True)
+        options = dict(entry.fit)
+        accepted = fit_options(defense)
+        if "quiet" in accepted:
+            options.setdefault("quiet", self.quiet)
+        if {"checkpoint_dir", "resume"} <= accepted:  # a long fit killed half way resumes from its last epoch
+            options.setdefault("checkpoint_dir", str(cache.with_suffix("")) + "-checkpoints")
+            options.setdefault("resume", True)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(unit_seed(self.config.seed, "fit", entry.label))
-            fitted = defense.fit(student, self.train_data, **entry.fit)
+            fitted = defense.fit(student, self.train_data, **options)
         fitted.eval()
         cache.parent.mkdir(parents=True, exist_ok=True)
         temporary = cache.with_name(cache.name + ".tmp")

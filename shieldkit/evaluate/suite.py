@@ -153,9 +153,25 @@ def resolve_defenses(entries: list[Any], seed: int) -> list[DefenseEntry]:
         entry.build(seed)  # raises on unknown or bad parameters, before any compute
         if spec.fit and entry.kind not in ("trainer", "detector"):
             raise InvalidParameterError(f"defenses: {found.name} is a {entry.kind} defence; 'fit' options apply to trainers and detectors only")
+        allowed = fit_options(found.obj) if entry.kind == "trainer" else {"fpr"}
+        unknown = sorted(set(spec.fit) - allowed) if allowed else []
+        if unknown:
+            raise InvalidParameterError(
+                f"defenses: {found.name}: unknown fit option{'s' if len(unknown) > 1 else ''} "
+                f"{', '.join(map(repr, unknown))}; valid: {', '.join(sorted(allowed))}"
+            )
         resolved.append(entry)
     _make_unique(resolved)
     return resolved
+
+
+def fit_options(defense: Any) -> set[str]:
+    """The ``fit`` options a trainer declares (``FIT_OPTIONS`` beside its ``_fit``); empty when unknown."""
+    import inspect
+
+    cls = defense if isinstance(defense, type) else type(defense)
+    module = inspect.getmodule(cls._fit)
+    return set(getattr(module, "FIT_OPTIONS", ()) or ())
 
 
 def _make_unique(entries: list[Any]) -> None:
