@@ -109,6 +109,51 @@ def test_l2_attack_in_linf_grid_rejected_by_the_api(digits_mlp, digits, tmp_path
         evaluate(digits_mlp, digits[0], attacks=[_l2_only_attack()], eps=[0.1], out_dir=tmp_path, quiet=True)
 
 
+def test_toml_config_with_flags_overriding_it(digits_mlp, capsys, tmp_path):
+    config = tmp_path / "run.toml"
+    config.write_text(f"""
+eps = [0.1, 0.3]
+n = 30
+batch_size = 15
+seed = 3
+out = "{(tmp_path / 'from-toml').as_posix()}"
+
+[model]
+path = "{Path(digits_mlp.saved_path).as_posix()}"
+
+[data]
+name = "digits"
+
+[[attacks]]
+name = "pgd"
+steps = 3
+
+[[attacks]]
+name = "noise"
+
+[[defenses]]
+name = "none"
+
+[[defenses]]
+name = "bit_depth"
+bits = 3
+""")
+    code, out, err = cli(capsys, "--config", str(config), "--eps", "0.2", "--quiet")
+    assert code == 0, err
+    assert "eps=0.2 naive/adaptive" in out and "eps=0.1" not in out and "bit_depth" in out
+    recorded = json.loads((tmp_path / "from-toml" / "config.json").read_text())["config"]
+    assert recorded["eps"] == [0.2] and recorded["seed"] == 3 and recorded["n"] == 30
+    assert recorded["attacks"][0] == {"label": "pgd", "name": "pgd.native", "params": {"steps": 3}}
+    assert recorded["defenses"][1]["params"] == {"bits": 3}
+
+    config.write_text("epsilon = 0.3\n" + config.read_text())
+    code, out, err = cli(capsys, "--config", str(config), "--quiet")
+    assert code == 2 and "unknown key 'epsilon'" in err and err.count("\n") == 1
+    config.write_text(config.read_text().replace("epsilon = 0.3\n", "") + "colours = 3\n")
+    code, out, err = cli(capsys, "--config", str(config), "--quiet")
+    assert code == 2 and "bit_depth.native: unknown parameter 'colours'; valid: bits" in err
+
+
 # ------------------------------------------------------------ MNIST acceptance
 
 

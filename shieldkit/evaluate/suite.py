@@ -150,6 +150,13 @@ def resolve_defenses(entries: list[Any], seed: int) -> list[DefenseEntry]:
             continue
         found = registry.resolve("defense", spec.name)
         entry = DefenseEntry(spec.label or spec.name, found.name, found.obj, dict(spec.params), dict(spec.fit), found.source)
+        valid = [p for p in component_params(found.obj) if p not in ("bounds", "seed")]
+        unknown = sorted(set(spec.params) - set(valid) - {"bounds", "seed"})
+        if unknown:
+            raise InvalidParameterError(
+                f"defenses: {found.name}: unknown parameter{'s' if len(unknown) > 1 else ''} "
+                f"{', '.join(map(repr, unknown))}; valid: {', '.join(valid) or '(none)'}"
+            )
         entry.build(seed)  # raises on unknown or bad parameters, before any compute
         if spec.fit and entry.kind not in ("trainer", "detector"):
             raise InvalidParameterError(f"defenses: {found.name} is a {entry.kind} defence; 'fit' options apply to trainers and detectors only")
