@@ -38,6 +38,7 @@ __all__ = [
     "is_available",
     "library_rng",
     "make_attack_class",
+    "seeded_call",
     "require",
 ]
 
@@ -315,6 +316,19 @@ def draw_seed(seed: int | None) -> int:
     if seed is not None:
         return seed
     return int(torch.randint(0, 2**31 - 1, (1,)).item())
+
+
+def seeded_call(attack: Attack, device: torch.device) -> tuple[int | None, contextlib.AbstractContextManager]:
+    """The seed for a library call and the context that applies it (nothing for deterministic attacks).
+
+    A deterministic attack (``randomized=False``, no library seed) draws no random
+    numbers, so it neither consumes the caller's RNG nor pays for seeding.
+    """
+    spec = attack.spec
+    if not spec.randomized and spec.seed_arg is None:
+        return None, contextlib.nullcontext()
+    seed = draw_seed(attack.seed)
+    return seed, library_rng(seed, device)
 
 
 @contextlib.contextmanager

@@ -36,11 +36,10 @@ from shieldkit.backends import (
     BackendAttack,
     Derived,
     Param,
-    draw_seed,
     is_available,
-    library_rng,
     make_attack_class,
     require,
+    seeded_call,
 )
 from shieldkit.errors import MissingDependencyError
 from shieldkit.plugins import hookimpl
@@ -662,7 +661,7 @@ class ArtAttack(BackendAttack):
         y_np = labels if options.get("labels") == "index" else np.eye(num_classes, dtype=np.float32)[labels]
 
         with contextlib.ExitStack() as stack:
-            stack.enter_context(library_rng(draw_seed(self.seed), x.device))
+            stack.enter_context(seeded_call(self, x.device)[1])
             if options.get("shim"):
                 stack.enter_context(_placeholder_module(options["shim"]))
             if options.get("seed_random_state"):

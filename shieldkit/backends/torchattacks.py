@@ -29,10 +29,9 @@ from shieldkit.backends import (
     BackendAttack,
     Derived,
     Param,
-    draw_seed,
-    library_rng,
     make_attack_class,
     require,
+    seeded_call,
 )
 from shieldkit.plugins import hookimpl
 
@@ -421,7 +420,7 @@ class TorchattacksAttack(BackendAttack):
         kwargs = self.library_kwargs(scale)
         if spec.norm_arg is not None:
             kwargs[spec.norm_arg] = NORM_NAMES[self.norm]
-        seed = draw_seed(self.seed)
+        seed, seeding = seeded_call(self, x.device)
         if spec.seed_arg is not None:
             kwargs[spec.seed_arg] = seed
         needs_classes = "n_classes" in spec.options or spec.options.get("untargeted_target")
@@ -443,7 +442,7 @@ class TorchattacksAttack(BackendAttack):
         if target is not None:
             attack.set_mode_targeted_by_label(quiet=True)
             labels = target
-        with library_rng(seed, x.device):
+        with seeding:
             z_adv = attack(z, labels)
         if grey:
             z_adv = z_adv.mean(dim=1, keepdim=True)
