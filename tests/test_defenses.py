@@ -115,7 +115,7 @@ def test_jpeg_handles_colour_and_sizes_that_are_not_multiples_of_8():
         defense = JPEG(quality=90, chroma_subsampling=subsampling)
         out = defense(smooth)
         assert out.shape == smooth.shape
-        assert (out - smooth).abs().mean().item() < 0.02
+        assert (out - smooth).abs().mean().item() < 0.04  # libjpeg (Pillow) loses 0.025 on such images
         errors[subsampling] = (defense(noise) - noise).abs().mean().item()
     assert errors[True] > errors[False]  # 4:2:0 throws away the noise's colour detail
     flat = torch.full((1, 3, 16, 16), 0.5)
@@ -201,12 +201,20 @@ def test_mahalanobis_uses_penultimate_features_or_a_named_layer(mnist_model, mni
         sk.create_defense("mahalanobis", layer="nope").fit(mnist_model, x)
 
 
-def test_detectors_score_noise_above_clean_digits(mnist_model, mnist_test):
-    clean = mnist_test.x[:300]
-    noise = torch.rand(100, 1, 28, 28)
-    for name in ("feature_squeezing", "confidence_threshold", "mahalanobis"):
-        detector = sk.create_defense(name).fit(mnist_model, clean, fpr=0.05)
-        assert detector.detect(mnist_model, noise).float().mean().item() > 0.5, name
+@pytest.mark.parametrize("name", ["confidence_threshold", "mahalanobis"])
+def test_outlier_detectors_flag_noise_but_not_new_clean_digits(name, mnist_model, splits):
+    # (Feature squeezing is not an outlier detector: uniform noise barely moves under squeezing.)
+    noise = torch.rand(100, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    detector = sk.create_defense(name).fit(mnist_model, splits["fit"].x, fpr=0.05)
+    assert detector.detect(mnist_model, noise).float().mean().item() > 0.8
+    assert detector.detect(mnist_model, splits["eval"].x).float().mean().item() <= 0.08
+
+
+def test_mahalanobis_threshold_is_cross_fitted_so_new_clean_images_keep_the_fpr(mnist_model, splits):
+    detector = sk.create_defense("mahalanobis").fit(mnist_model, splits["fit"].x, fpr=0.05)
+    in_sample = detector.detect(mnist_model, splits["fit"].x).float().mean().item()
+    new = detector.detect(mnist_model, splits["eval"].x).float().mean().item()
+    assert in_sample < 0.05 and new <= 0.08, (in_sample, new)
 
 
 # ---------------------------------------------------------------- feature denoising
@@ -318,7 +326,7 @@ def _bad_inputs():
         (lambda: sk.create_defense("feature_squeezing", bits=None, window=None), InvalidParameterError, "squeezer"),
         (lambda: sk.create_defense("feature_squeezing", bits=0), InvalidParameterError, "bits"),
         (lambda: sk.create_defense("confidence_threshold", temperature=0.0), InvalidParameterError, "temperature"),
-        (lambda: sk.create_defense("mahalanobis", ridge=0.0), InvalidParameterError, "ridge"),
+        (lambda: sk.create_defense("mahalanobis", shrinkage=1.5), InvalidParameterError, "shrinkage"),
         (lambda: sk.create_defense("adversarial_training", alpha=1.5), InvalidParameterError, "alpha"),
         (lambda: sk.create_defense("adversarial_training", eps=-0.1), InvalidParameterError, "eps"),
         (lambda: sk.create_defense("adversarial_training", attack_params={"steps": 0}, attack="pgd"),
@@ -350,7 +358,8 @@ def _bad_inputs():
         (lambda: sk.create_defense("mahalanobis").fit(model, x[0]), InvalidInputError, "non-empty batch"),
         (lambda: sk.create_defense("confidence_threshold").fit(model, x, fpr=1.0), InvalidParameterError, "fpr"),
         (lambda: sk.create_defense("mahalanobis").detect(model, x), InvalidParameterError, "before detect"),
-        (lambda: sk.create_defense("mahalanobis").fit(model, x).score(model, x[:, :, :8]), InvalidInputError, ""),
+        (lambda: sk.create_defense("mahalanobis").fit(model, x).score(model, x[0]), InvalidInputError, "4 dimensions"),
+        (lambda: sk.create_defense("feature_squeezing").fit(model, x).detect(model, x * 2), InvalidInputError, "bounds"),
         # trainers: bad data and options, all before any training
         (lambda: sk.create_defense("adversarial_training").fit(model, (x[:0], y[:0])), InvalidInputError, "empty"),
         (lambda: sk.create_defense("adversarial_training").fit(model, (x, y[:3])), InvalidInputError, "labels"),

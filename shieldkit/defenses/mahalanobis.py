@@ -28,26 +28,32 @@ class Mahalanobis(DetectorDefense):
         layer: name (as in ``model.named_modules()``) of the module whose output
             are the features; ``None`` takes the input of the last ``nn.Linear``
             (the penultimate features of most classifiers).
-        ridge: added to the covariance's diagonal, relative to its mean variance,
-            so that few samples in many dimensions still give a usable inverse.
+        shrinkage: weight of the scaled identity mixed into the covariance, in
+            ``[0, 1]``; ``None`` picks it from the data (Ledoit and Wolf 2004), which
+            keeps the inverse sane when there are few clean samples per dimension.
         **common: ``bounds``, ``seed``.
 
     Reference:
         Lee, Lee, Lee, Shin. A Simple Unified Framework for Detecting Out-of-Distribution
         Samples and Adversarial Attacks. NeurIPS 2018.
+        Ledoit, Wolf. A well-conditioned estimator for large-dimensional covariance
+        matrices. Journal of Multivariate Analysis, 2004.
     """
 
     family = "mahalanobis"
     smoke_params: ClassVar[dict[str, Any]] = {}
 
-    def __init__(self, *, layer: str | None = None, ridge: float = 1e-3, **common):
+    def __init__(self, *, layer: str | None = None, shrinkage: float | None = None, **common):
         super().__init__(**common)
         if layer is not None and not isinstance(layer, str):
             raise InvalidParameterError(f"{self.name}: layer must be a module name or None, got {layer!r}")
         self.layer = layer
-        self.ridge = check_number(self.name, "ridge", ridge, 0.0, strict=True)
+        if shrinkage is not None:
+            check_number(self.name, "shrinkage", shrinkage, 0.0, 1.0)
+        self.shrinkage = shrinkage
         self.means: Tensor | None = None
         self.precision: Tensor | None = None
+        self._held_out: Tensor | None = None
 
     def features(self, model: nn.Module, x: Tensor) -> tuple[Tensor, Tensor]:
         """Flattened features ``[B, D]`` and logits ``[B, K]`` of one batch."""
@@ -78,21 +84,43 @@ class Mahalanobis(DetectorDefense):
             raise InvalidModelError(f"{self.name}: the model has no nn.Linear layer; name the feature layer with layer=")
         return linears[-1], True
 
+    def fit(self, model: nn.Module, x_clean: Tensor, fpr: float = 0.05) -> Mahalanobis:
+        """Fit the class Gaussians on ``x_clean`` and the threshold at false-positive rate ``fpr``.
+
+        The threshold comes from cross-fitting: each half of ``x_clean`` is scored
+        by Gaussians fitted on the other half. In-sample distances are too small
+        (each image pulls the means and covariance towards itself), so a threshold
+        fitted on them flags far more than ``fpr`` of new clean images.
+        """
+        super().fit(model, x_clean, fpr)
+        if self._held_out is not None:
+            self.threshold = torch.quantile(self._held_out.float(), 1.0 - fpr).item()
+        return self
+
     def _fit(self, model: nn.Module, x_clean: Tensor) -> None:
         device = model_device(model)
         with ModelStateGuard(model), torch.no_grad():
             parts = [self.features(model, part.to(device)) for part in x_clean.split(BATCH)]
         features = torch.cat([f for f, _ in parts]).cpu()
         labels = torch.cat([logits.argmax(dim=1) for _, logits in parts]).cpu()
+        self.means, self.precision = self._gaussians(features, labels)
+        self._held_out = None
+        count = features.shape[0]
+        if count >= 4:
+            order = torch.randperm(count, generator=torch.Generator().manual_seed(self.seed or 0))
+            halves = (order[: count // 2], order[count // 2:])
+            held_out = torch.empty(count, dtype=features.dtype)
+            for fitted, scored in (halves, halves[::-1]):
+                means, precision = self._gaussians(features[fitted], labels[fitted])
+                held_out[scored] = _distances(features[scored], means, precision)
+            self._held_out = held_out
+
+    def _gaussians(self, features: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+        """Class means ``[classes, D]`` and the precision of the shared covariance ``[D, D]``."""
         classes = labels.unique()
         means = torch.stack([features[labels == c].mean(dim=0) for c in classes])
         centred = features - means[torch.searchsorted(classes, labels)]
-        covariance = centred.T @ centred / features.shape[0]
-        dims = covariance.shape[0]
-        scale = covariance.diagonal().mean().clamp_min(1e-12)
-        covariance = covariance + (self.ridge * scale) * torch.eye(dims, dtype=covariance.dtype)
-        self.means = means
-        self.precision = torch.linalg.inv(covariance)
+        return means, torch.linalg.inv(shrunk_covariance(centred, self.shrinkage))
 
     def _score(self, model: nn.Module, x: Tensor) -> Tensor:
         if self.means is None:
@@ -106,6 +134,25 @@ class Mahalanobis(DetectorDefense):
             raise InvalidModelError(
                 f"{self.name}: features have {features.shape[1]} dimensions, the fitted model {means.shape[1]}"
             )
-        differences = features[:, None, :] - means[None, :, :]  # [B, classes, D]
-        distances = torch.einsum("bkd,de,bke->bk", differences, precision, differences)
-        return distances.amin(dim=1)
+        return _distances(features, means, precision)
+
+
+def _distances(features: Tensor, means: Tensor, precision: Tensor) -> Tensor:
+    """The smallest squared Mahalanobis distance of each feature vector to a class mean ``[B]``."""
+    differences = features[:, None, :] - means[None, :, :]  # [B, classes, D]
+    return torch.einsum("bkd,de,bke->bk", differences, precision, differences).amin(dim=1)
+
+
+def shrunk_covariance(centred: Tensor, shrinkage: float | None = None) -> Tensor:
+    """``(1 - a) * S + a * mean(diag(S)) * I`` for centred samples ``[N, D]``; ``a`` by Ledoit-Wolf when ``None``."""
+    count, dims = centred.shape
+    sample = centred.T @ centred / count
+    scale = sample.diagonal().mean().clamp_min(1e-12)
+    identity = torch.eye(dims, dtype=sample.dtype, device=sample.device)
+    if shrinkage is None:
+        spread = (sample - scale * identity).square().sum() / dims
+        # Mean squared distance of the one-sample estimates x x^T from S, divided by N.
+        noise = (centred.square().sum(dim=1).square().sum() / count - sample.square().sum()) / (count * dims)
+        shrinkage = 1.0 if spread <= 0 else float((noise / spread).clamp(0.0, 1.0))
+    shrinkage = max(shrinkage, 1e-6)  # always invertible
+    return (1 - shrinkage) * sample + shrinkage * scale * identity
