@@ -160,6 +160,9 @@ def plan_defense(label: str, defense: Defense | None, model: nn.Module, *, eot: 
         plan.view = custom_view(plan.deployed)
         plan.view_description = f"{type(defense).__name__}.adaptive_view()"
     plan.extra_attacks = defense_attacks(defense, norm)
+    if plan.extra_attacks:
+        names = [getattr(a, "name", None) or (a if isinstance(a, str) else a[0]) for a in plan.extra_attacks]
+        plan.view_description += f"; defence-specific: {', '.join(map(str, names))}"
     return plan
 
 
