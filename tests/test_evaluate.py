@@ -319,14 +319,20 @@ def test_units_do_not_depend_on_how_chunks_are_split_across_processes(digits_mlp
 # ------------------------------------------------------------ the demo (`make demo`)
 
 
-def test_demo_with_no_suite_arguments_prints_the_table_and_writes_the_report(tmp_path):
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
     """`shieldkit evaluate` with no suite arguments is the demo (`make demo`); here on 20 samples, one eps."""
+    tmp_path = tmp_path_factory.mktemp("demo")
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "SHIELDKIT_CACHE": str(tmp_path / "cache")}
     out = tmp_path / "demo"
     done = subprocess.run([sys.executable, "-m", "shieldkit", "evaluate", "--n", "20", "--eps", "0.3", "--quiet",
                            "--out", str(out)], cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr
-    table = done.stdout
+    return out, done.stdout
+
+
+def test_demo_with_no_suite_arguments_prints_the_table_and_writes_the_report(demo_run):
+    out, table = demo_run
     assert "Robust accuracy (%)" in table and "eps=0.3 naive/adaptive" in table
     defenses = ["none", "jpeg", "bit_depth", "randomization", "gradient_masking", "defense_gan", "adversarial_training"]
     for defense in defenses:
@@ -340,3 +346,57 @@ def test_demo_with_no_suite_arguments_prints_the_table_and_writes_the_report(tmp
     assert page.count('src="data:image/png;base64,') == 3 and '<table id="summary">' in page
     assert all((out / "plots" / f"{name}.png").stat().st_size > 5000
                for name in ("robust_vs_eps", "naive_vs_adaptive", "examples"))
+
+
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+def _chromium() -> str:
+    """The Chromium to drive: $SHIELDKIT_CHROMIUM, else the system's (Debian package ``chromium``)."""
+    import shutil
+
+    found = os.environ.get("SHIELDKIT_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+    if found is None:
+        message = "no Chromium: install Debian's `chromium` (`.ci/run` does) or set SHIELDKIT_CHROMIUM"
+        if os.environ.get("SHIELDKIT_REQUIRE_BROWSER"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return found
+
+
+def test_demo_report_renders_in_headless_chromium(demo_run, tmp_path):
+    """report.html, served on localhost, shows its table and every plot, with no console errors."""
+    import functools
+    import http.server
+    import threading
+
+    playwright = pytest.importorskip("playwright.sync_api", reason="pip install shieldkit[dev] (playwright)")
+    out, _ = demo_run
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(out))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    problems: list[str] = []
+    try:
+        with playwright.sync_playwright() as driver:
+            browser = driver.chromium.launch(executable_path=_chromium(), args=CHROMIUM_FLAGS)
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.on("console", lambda message: message.type == "error" and problems.append(message.text))
+            page.on("pageerror", lambda error: problems.append(str(error)))
+            page.on("requestfailed", lambda request: problems.append(f"failed to load {request.url}"))
+            response = page.goto(f"http://127.0.0.1:{server.server_address[1]}/report.html", wait_until="load")
+            assert response is not None and response.ok
+            rows = page.locator("table#summary tbody tr")
+            assert rows.count() >= 7  # one row per defence of the demo
+            assert "defense_gan" in page.locator("table#summary").inner_text()
+            images = page.locator("img")
+            assert images.count() == 3
+            sizes = page.eval_on_selector_all("img", "els => els.map(e => [e.naturalWidth, e.naturalHeight])")
+            assert all(width > 100 and height > 100 for width, height in sizes), sizes
+            screenshot = tmp_path / "report.png"
+            page.screenshot(path=str(screenshot), full_page=True)
+            browser.close()
+    finally:
+        server.shutdown()
+    assert problems == []
+    assert screenshot.stat().st_size > 20_000  # a blank page compresses to a few kB
