@@ -6,6 +6,12 @@ distillation and feature denoising behave the same way: they train a deep copy o
 the caller's model, are reproducible under ``seed`` (shuffling, dropout and any
 random start of the attack), save ``<checkpoint_dir>/<name>.pt`` after every epoch
 and, with ``resume=True``, continue from it exactly where they stopped.
+
+Under ``torchrun`` (an initialised process group of more than one process) the
+same loop is data-parallel: the training forwards go through
+DistributedDataParallel (gradients averaged across ranks), each rank draws its
+share of every epoch from a DistributedSampler, and only rank 0 writes
+checkpoints (a resume reads rank 0's and hands it to every rank).
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from shieldkit import distributed
 from shieldkit.attack import Attack
 from shieldkit.defense import TrainerDefense
 from shieldkit.errors import InvalidInputError, InvalidModelError, InvalidParameterError
@@ -142,6 +149,8 @@ def train(
         stage: the checkpoint's name (distillation trains a ``teacher`` then a ``student``).
         config: the defence's parameters, stored in the checkpoint; resuming with other ones is refused.
 
+    Under DDP ``batch_size`` is per process (the global batch is ``world_size`` times larger).
+
     Returns:
         The trained model, in eval mode, on ``device``.
     """
@@ -163,24 +172,25 @@ def train(
     with torch.random.fork_rng(devices=forked):
         torch.manual_seed(seed)
         first_epoch = 1
-        if resume and path is not None and path.is_file():
+        if resume and path is not None and distributed.broadcast_object(path.is_file()):
             first_epoch = _load_checkpoint(path, trained, optimizer, config, owner) + 1
             logger.info("%s: resuming %s from epoch %d (%s)", owner, stage, first_epoch, path)
         elif resume:
             logger.info("%s: no checkpoint at %s, training %s from the start", owner, path, stage)
-        count = x.shape[0]
+        network = distributed.training_network(trained)
         for epoch in range(first_epoch, epochs + 1):
             trained.train()
             started = time.perf_counter()
-            order = torch.randperm(count, generator=torch.Generator().manual_seed(seed * 100003 + epoch))
+            order = distributed.epoch_order(x.shape[0], seed * 100003, epoch)
+            count = order.numel()
             total = 0.0
             batches = range(0, count, batch_size)
             progress = tqdm(batches, total=math.ceil(count / batch_size), desc=f"{owner} {stage} {epoch}/{epochs}",
-                            disable=quiet, leave=False)
+                            disable=quiet or not distributed.is_main(), leave=False)
             for start in progress:
                 index = order[start:start + batch_size]
                 xb, yb = x[index].to(device), y[index].to(device)
-                loss = step(trained, xb, yb)
+                loss = step(network, xb, yb)
                 if not torch.isfinite(loss):
                     raise FloatingPointError(f"{owner}.fit: the {stage}'s loss became {loss.item()} in epoch {epoch}; "
                                              "lower lr")
@@ -191,8 +201,9 @@ def train(
                 progress.set_postfix(loss=f"{loss.item():.4f}")
             logger.info("%s %s epoch %d/%d: loss %.4f, %.1f s", owner, stage, epoch, epochs, total / count,
                         time.perf_counter() - started)
-            if path is not None:
+            if path is not None and distributed.is_main():
                 _save_checkpoint(path, trained, optimizer, config, epoch)
+    distributed.broadcast_buffers(trained)
     trained.eval()
     return trained
 
@@ -213,7 +224,9 @@ def _save_checkpoint(path: Path, model: nn.Module, optimizer, config: dict, epoc
 
 
 def _load_checkpoint(path: Path, model: nn.Module, optimizer, config: dict, owner: str) -> int:
-    state = torch.load(path, map_location="cpu", weights_only=False)
+    # Under DDP only rank 0 reads the file (other nodes need not share the disk) and hands the state on.
+    state = distributed.broadcast_object(torch.load(path, map_location="cpu", weights_only=False)
+                                         if distributed.is_main() else None)
     if state.get("format") != _CHECKPOINT_FORMAT:
         raise InvalidParameterError(f"{owner}.fit: {path} is not a checkpoint this version of shieldkit wrote")
     saved, wanted = state["config"], _plain(config)

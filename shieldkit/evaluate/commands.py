@@ -4,6 +4,9 @@ With no arguments it runs the demo (:mod:`shieldkit.evaluate.demo`) on the bundl
 digits data. Otherwise it reads ``--config run.toml`` and lets flags override it.
 Every check on the input (names, norms, epsilons, data files, the output folder)
 runs before any compute; a failure prints one line and exits with status 2.
+Under ``torchrun`` every process joins the process group, rank 0 prepares (and
+caches) the model first, the ranks share the chunks and rank 0 writes the run
+(see docs/distributed.md).
 """
 
 from __future__ import annotations
@@ -38,7 +41,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="defence names ('none' = undefended), parameters as jpeg:quality=50")
     parser.add_argument("--eps", nargs="+", metavar="EPS", help="budgets, e.g. 0.1,0.2,0.3")
     parser.add_argument("--norm", help="the grid's norm: linf (default), l2, l1, l0")
-    parser.add_argument("--n", type=int, help="evaluate a seeded random subset of this many samples")
+    parser.add_argument("--n", "--samples", dest="n", type=int,
+                        help="evaluate a seeded random subset of this many samples (--samples under torchrun)")
     parser.add_argument("--batch-size", type=int, help="samples per unit of work (default 100)")
     parser.add_argument("--seed", type=int, help="the run's seed (default 0)")
     parser.add_argument("--eot", type=int, help="random draws averaged against randomised defences (default 8)")
@@ -52,10 +56,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``shieldkit evaluate``; returns the exit status."""
+    from shieldkit import distributed
     from shieldkit.evaluate.runner import Runner
 
+    distributed.init_from_env()  # under torchrun: join the process group (nothing otherwise)
     try:
-        setup = prepare(args)
+        with distributed.rank_zero_first():  # a model trained and cached once, then loaded by the others
+            setup = prepare(args)
+        if distributed.active():
+            setup.model = setup.model.to(distributed.device())
         runner = Runner(setup.config, setup.model, setup.data, train_data=setup.train_data, quiet=args.quiet,
                         resume=args.resume, attacks=setup.attacks, defenses=setup.defenses)
     except (ShieldkitError, ValueError, TypeError, KeyError, OSError) as error:
@@ -63,8 +72,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"shieldkit evaluate: error: {message}", file=sys.stderr)
         return EXIT_USAGE
     report = runner.run()
-    print(report.table())
-    print(f"\nreport: {report.html_path}  (also report.md, summary.json, results.jsonl in {report.out_dir})")
+    if distributed.is_main():
+        print(report.table())
+        print(f"\nreport: {report.html_path}  (also report.md, summary.json, results.jsonl in {report.out_dir})")
     return EXIT_OK
 
 

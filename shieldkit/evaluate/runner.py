@@ -32,6 +32,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from shieldkit import distributed
 from shieldkit.data.imagedata import ImageData
 from shieldkit.defense import DetectorDefense, TrainerDefense
 from shieldkit.errors import InvalidInputError, InvalidModelError, InvalidParameterError
@@ -108,17 +109,21 @@ class Runner:
         resume: continue the run in ``config.out``.
         attacks, defenses: override ``config.attacks``/``config.defenses`` with
             objects (``Attack``/``Defense`` instances) as well as names.
-        shard: ``(rank, world)``: attack only this rank's chunks.
+        shard: ``(rank, world)``: attack only this rank's chunks. ``None`` (the default):
+            under an initialised process group of several processes, this process's
+            rank and the world size, and :meth:`run` gathers every rank's rows on rank 0
+            (:mod:`~shieldkit.evaluate.sharded`); otherwise the whole data set.
     """
 
     def __init__(self, config: EvalConfig, model: nn.Module, data: Any, *, train_data: Any = None,
                  quiet: bool = False, resume: bool = False, attacks: list | None = None,
-                 defenses: list | None = None, shard: tuple[int, int] = (0, 1)):
+                 defenses: list | None = None, shard: tuple[int, int] | None = None):
         check_scalars(config)
         self.config = config
         self.quiet = quiet
         self.resume = resume
-        self.shard = shard
+        self.sharded = shard is None and distributed.active()
+        self.shard = distributed.shard() if self.sharded else (shard or (0, 1))
         if not isinstance(model, nn.Module):
             raise InvalidModelError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         self.model = model
@@ -143,7 +148,7 @@ class Runner:
         self._check_model_output()
         self.out_dir = check_writable(config.out)
         self.white, self.black = order_suite(self.attacks)
-        self.chunks = chunk_ranges(len(self.data), config.batch_size, *shard)
+        self.chunks = chunk_ranges(len(self.data), config.batch_size, *self.shard)
         self._adaptive_cache: dict[str, list[AttackEntry]] = {}
 
     # ------------------------------------------------------------- setup
@@ -177,6 +182,10 @@ class Runner:
 
     def run(self):
         """Compute every missing unit, then write summary.json and the reports; returns a Report."""
+        if self.sharded:
+            from shieldkit.evaluate.sharded import run_sharded
+
+            return run_sharded(self)
         from shieldkit.evaluate.report import Report, write_reports
         from shieldkit.evaluate.summary import summarize
 
@@ -365,6 +374,8 @@ class Runner:
     # ------------------------------------------------------------ checks
 
     def _checks(self, plan: DefensePlan) -> None:
+        if self.shard[0] != 0:
+            return  # the checks run on the first chunk, which rank 0 owns
         clean = self._clean(plan, *self.chunks[0]) if self.chunks else None
         if clean is None:
             return

@@ -1,0 +1,184 @@
+"""One evaluation across the ranks of a process group: each attacks its chunks, rank 0 writes the run.
+
+Under ``torchrun`` (or any initialised process group of more than one process)
+:meth:`Runner.run <shieldkit.evaluate.runner.Runner.run>` comes here. The
+chunks of ``batch_size`` samples are fixed by the data alone and rank ``r`` of
+``w`` takes every ``w``-th one; every unit is seeded from its own identity
+(defence, stage, attack, epsilon, chunk start), never from the rank, so the
+per-sample outcomes are exactly those of a single-process run.
+
+Each rank writes its rows durably to ``out/shards/rank-<r>/results.jsonl`` as
+they finish. ``--resume`` continues each shard where it stopped, and also takes
+the rows every other shard (or an earlier merged run) already finished, so a
+resume with another number of processes recomputes nothing that is done. At the
+end the rows are gathered on rank 0, which writes the one ``results.jsonl`` (in
+the order a single process writes it), ``summary.json`` and the reports; every
+rank returns the same :class:`~shieldkit.evaluate.report.Report`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from shieldkit import distributed
+from shieldkit.evaluate.config import digest
+from shieldkit.evaluate.results import (
+    _RUN_OUTPUTS,
+    CONFIG,
+    RESULTS,
+    ResultsStore,
+    environment_record,
+    write_json,
+)
+
+logger = logging.getLogger(__name__)
+
+SHARDS = "shards"
+
+
+def shard_dir(out_dir: Path, rank: int) -> Path:
+    """Where rank ``rank`` keeps its own rows."""
+    return Path(out_dir) / SHARDS / f"rank-{rank}"
+
+
+def run_sharded(runner):
+    """Run ``runner``'s evaluation on this rank's chunks; rank 0 merges; returns the Report on every rank."""
+    from shieldkit.evaluate.report import Report, write_reports
+    from shieldkit.evaluate.summary import summarize
+
+    rank, world = runner.shard
+    out = runner.out_dir
+    identity = runner.identity()
+    config_hash = digest(identity)
+    runner.quiet = runner.quiet or rank != 0
+    if rank == 0 and not runner.resume:
+        _clear(out)
+    distributed.barrier()  # nobody writes its shard before a fresh run's old outputs are gone
+    shard_dir(out, rank).mkdir(parents=True, exist_ok=True)
+    store = ResultsStore(shard_dir(out, rank), identity, config_hash, resume=runner.resume)
+    if runner.resume:
+        taken = _absorb_finished_rows(store, out, config_hash)
+        if store.resumed or taken:
+            logger.info("rank %d resuming: %d rows of its own, %d from other shards", rank, store.resumed, taken)
+    runner.store = store
+    if rank == 0:
+        write_json(out / "environment.json", {**environment_record(runner.config.seed, runner.device),
+                                              "world_size": world, "backend": _backend()})
+    try:
+        # Trainer defences are fitted (and cached in out/cache) by rank 0 alone; the others then load them.
+        with distributed.rank_zero_first(), distributed.local():
+            runner.plans = [runner._prepare(entry) for entry in runner.defenses]
+        for plan in runner.plans:
+            runner._evaluate_defense(plan)
+    finally:
+        store.close()
+    rows = list(store)
+    gathered = distributed.gather_objects((rows, _example_files(out, rows) if rank != 0 else {}))
+    summary = None
+    if rank == 0:
+        merged = merge_rows([part[0] for part in gathered], runner)
+        for part in gathered[1:]:
+            _write_examples(out, part[1])
+        _write_results(out, merged, identity, config_hash)
+        summary = summarize(merged, runner, config_hash)
+        write_json(out / "summary.json", summary)
+        write_reports(out, summary, runner.data, quiet=True)
+    summary = distributed.broadcast_object(summary)
+    return Report(out, summary)
+
+
+def merge_rows(parts: list[list[dict[str, Any]]], runner) -> list[dict[str, Any]]:
+    """The rows of every rank, one per unit, in the order a single process writes them.
+
+    A single process goes defence by defence, epsilon by epsilon, chunk by chunk
+    (a chunk's clean row first), then the defence's checks; within a chunk the
+    order is the cascade's, which the rank that ran the chunk kept.
+    """
+    defense_index = {entry.label: i for i, entry in enumerate(runner.defenses)}
+    eps_index = {float(eps): i for i, eps in enumerate(runner.config.eps)}
+    unique: dict[str, tuple] = {}
+    for part in parts:
+        for position, row in enumerate(part):
+            if row["key"] in unique:
+                continue
+            is_check = row["type"] == "check"
+            chunk_start = row["chunk"][0] if "chunk" in row else 0
+            eps = eps_index.get(float(row["eps"]), 0) if row["type"] == "attack" else 0
+            order = (defense_index.get(row["defense"], len(defense_index)), is_check, eps, chunk_start, position)
+            unique[row["key"]] = (order, row)
+    return [row for _, row in sorted(unique.values(), key=lambda item: item[0])]
+
+
+def _clear(out: Path) -> None:
+    for name in (*_RUN_OUTPUTS, SHARDS):
+        target = out / name
+        if target.is_dir():
+            shutil.rmtree(target)
+        elif target.exists():
+            target.unlink()
+
+
+def _absorb_finished_rows(store: ResultsStore, out: Path, config_hash: str) -> int:
+    """Take the rows other shards (or a merged earlier run) finished under the same configuration."""
+    sources = [out] + sorted(p for p in (out / SHARDS).glob("rank-*") if p != store.out_dir)
+    taken = 0
+    for folder in sources:
+        try:
+            if json.loads((folder / CONFIG).read_text()).get("hash") != config_hash:
+                continue
+            lines = (folder / RESULTS).read_text(encoding="utf-8").splitlines(keepends=True)
+        except (OSError, ValueError):
+            continue
+        for line in lines:
+            if not line.endswith("\n"):
+                break  # a row cut short by a kill
+            try:
+                row = json.loads(line)
+            except ValueError:
+                break
+            if row["key"] not in store.rows:
+                store.rows[row["key"]] = row
+                taken += 1
+    return taken
+
+
+def _example_files(out: Path, rows: list[dict[str, Any]]) -> dict[str, bytes]:
+    """The example images this rank saved (rank 0's disk need not be shared with other nodes)."""
+    files = {}
+    for row in rows:
+        name = row.get("examples")
+        if name and (out / "examples" / name).is_file():
+            files[name] = (out / "examples" / name).read_bytes()
+    return files
+
+
+def _write_examples(out: Path, files: dict[str, bytes]) -> None:
+    folder = out / "examples"
+    for name, content in files.items():
+        if not (folder / name).is_file():
+            folder.mkdir(exist_ok=True)
+            temporary = folder / (name + ".tmp")
+            temporary.write_bytes(content)
+            os.replace(temporary, folder / name)
+
+
+def _write_results(out: Path, rows: list[dict[str, Any]], identity: dict[str, Any], config_hash: str) -> None:
+    write_json(out / CONFIG, {"hash": config_hash, "config": identity})
+    temporary = out / (RESULTS + ".tmp")
+    with temporary.open("w", encoding="utf-8") as handle:
+        for row in rows:
+            handle.write(json.dumps(row, separators=(",", ":")) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, out / RESULTS)
+
+
+def _backend() -> str | None:
+    import torch.distributed as dist
+
+    return dist.get_backend() if distributed.initialized() else None
