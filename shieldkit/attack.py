@@ -8,6 +8,8 @@ counting and the final bounds and epsilon-ball check. An algorithm implements
 
 from __future__ import annotations
 
+import math
+
 import inspect
 import time
 from dataclasses import dataclass, field
@@ -284,10 +286,11 @@ class Attack:
             found = tuple(x_adv.shape) if isinstance(x_adv, Tensor) else type(x_adv).__name__
             raise AttackContractError(f"{name} returned {found}, expected a tensor of shape {tuple(x.shape)}")
         x_adv = x_adv.detach().to(dtype=x.dtype, device=x.device)
-        if not torch.isfinite(x_adv).all():
+        found_low, found_high = (value.item() for value in torch.aminmax(x_adv))
+        if not (math.isfinite(found_low) and math.isfinite(found_high)):  # NaN and inf reach the extrema
             raise AttackContractError(f"{name} returned non-finite values")
         low, high = self.bounds
-        overshoot = max(low - x_adv.min().item(), x_adv.max().item() - high)
+        overshoot = max(low - found_low, found_high - high)
         if overshoot > BOUNDS_TOLERANCE:
             raise AttackContractError(f"{name} left the bounds {self.bounds} by {overshoot:.3g}")
         eps = self.eps

@@ -22,6 +22,7 @@ KINDS = {"attacks": "attack", "defenses": "defense", "models": "model", "dataset
 EXTERNAL_COMMANDS = {
     "evaluate": ("shieldkit.evaluate.commands", "Evaluate robustness: attack x defence grids and a report"),
     "train-generator": ("shieldkit.gan.commands", "Train a generator (VAE, WGAN-GP, DCGAN) for GAN-inversion"),
+    "train": ("shieldkit.train_command", "Fit a trainer defence; data-parallel (DDP) under torchrun"),
 }
 
 

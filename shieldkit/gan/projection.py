@@ -85,6 +85,7 @@ def project(
     init_std: float | None = None,
     batch_size: int | None = None,
     rng: torch.Generator | None = None,
+    z_init: Tensor | None = None,
     differentiable: bool = False,
 ) -> Projection:
     """Project images onto the range of ``generator`` by batched gradient descent in latent space.
@@ -102,6 +103,8 @@ def project(
         batch_size: project this many images at a time (``B x R`` latents are
             optimised together within a batch); ``None`` projects all at once.
         rng: draws ``z0`` (``None``: torch's global RNG).
+        z_init: the starting latents ``[B, R, latent_dim]`` instead of random ones
+            (warm starts, reproducible comparisons).
         differentiable: keep the graph of the unrolled optimisation so that the
             result can be differentiated with respect to ``x`` (memory grows with
             ``steps``: use small ``L``).
@@ -119,24 +122,32 @@ def project(
     """
     check_generator("project", generator, x)
     check_projection_params("project", steps, restarts, lr, momentum, decay_at, decay, init_std, batch_size)
+    wanted = (x.shape[0], restarts, generator.latent_dim)
+    if z_init is not None and (not isinstance(z_init, Tensor) or tuple(z_init.shape) != wanted):
+        found = tuple(z_init.shape) if isinstance(z_init, Tensor) else type(z_init).__name__
+        raise InvalidInputError(f"project: z_init must have shape [B, R, latent_dim] = {list(wanted)}, got {found}")
+    settings = (steps, restarts, lr, momentum, decay_at, decay, init_std, rng, differentiable)
     if batch_size is None or batch_size >= x.shape[0]:
-        return _project(generator, x, steps, restarts, lr, momentum, decay_at, decay, init_std, rng, differentiable)
+        return _project(generator, x, z_init, *settings)
     parts = [
-        _project(generator, x[i:i + batch_size], steps, restarts, lr, momentum, decay_at, decay, init_std, rng,
-                 differentiable)
+        _project(generator, x[i:i + batch_size], None if z_init is None else z_init[i:i + batch_size], *settings)
         for i in range(0, x.shape[0], batch_size)
     ]
     return Projection(*(torch.cat([getattr(p, f) for p in parts]) for f in ("images", "error", "z", "restart_errors")))
 
 
-def _project(generator, x, steps, restarts, lr, momentum, decay_at, decay, init_std, rng, differentiable) -> Projection:
+def _project(generator, x, z_init, steps, restarts, lr, momentum, decay_at, decay, init_std, rng,
+             differentiable) -> Projection:
     batch = x.shape[0]
     latent_dim = generator.latent_dim
     std = math.sqrt(1.0 / latent_dim) if init_std is None else init_std
     target = x if differentiable else x.detach()
     # Restart r of image b sits at row b * R + r: one tensor, one generator call per step.
     target = target.repeat_interleave(restarts, dim=0).flatten(1)
-    z = std * torch.randn(batch * restarts, latent_dim, generator=rng, device=x.device, dtype=x.dtype)
+    if z_init is None:
+        z = std * torch.randn(batch * restarts, latent_dim, generator=rng, device=x.device, dtype=x.dtype)
+    else:
+        z = z_init.detach().reshape(batch * restarts, latent_dim).to(device=x.device, dtype=x.dtype)
     velocity = torch.zeros_like(z)
     decay_step = int(decay_at * steps)
     with ModelStateGuard(generator), torch.enable_grad():
