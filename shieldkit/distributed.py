@@ -220,13 +220,3 @@ def training_network(module: nn.Module) -> nn.Module:
     where = tensors[0].device if tensors else torch.device("cpu")
     ddp = DistributedDataParallel(module, device_ids=[where.index] if where.type == "cuda" else None)
     return _TrainingView(module, ddp)
-
-
-def all_mean(value: float) -> float:
-    """The mean of a number over ranks (for logging a loss)."""
-    if not active():
-        return value
-    tensor = torch.tensor([float(value)], dtype=torch.float64,
-                          device=device() if dist.get_backend() == "nccl" else "cpu")
-    dist.all_reduce(tensor)
-    return tensor.item() / world_size()
