@@ -67,6 +67,9 @@ def run(args: argparse.Namespace) -> int:
         message = str(error.args[0]) if isinstance(error, KeyError) and error.args else str(error)
         print(f"shieldkit train: error: {message}", file=sys.stderr)
         return EXIT_USAGE
+    if distributed.active() and not _uses_shared_loop(defense):
+        logger.warning("%s does not use shieldkit's training loop: every process trains it alone (no DDP); "
+                       "rank 0's model is saved", defense.name)
     device = distributed.device()
     options = {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
                "checkpoint_dir": str(out / "checkpoints"), "resume": args.resume, "quiet": args.quiet,
@@ -105,6 +108,12 @@ def _defense(text: str):
         raise ValueError(f"--defense: {defense.name} is not a trainer defence (it is a {defense.kind}); "
                          "trainers: adversarial_training, logit_pairing, distillation, ...")
     return defense, fit_options
+
+
+def _uses_shared_loop(defense) -> bool:
+    from shieldkit.defenses._training import LoopTrainer
+
+    return isinstance(defense, LoopTrainer)
 
 
 def _out_dir(out: str | os.PathLike) -> Path:

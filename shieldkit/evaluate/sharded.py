@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from shieldkit import distributed
+from shieldkit.errors import InvalidParameterError
 from shieldkit.evaluate.config import digest
 from shieldkit.evaluate.results import (
     _RUN_OUTPUTS,
@@ -130,6 +131,10 @@ def _absorb_finished_rows(store: ResultsStore, out: Path, config_hash: str) -> i
     for folder in sources:
         try:
             if json.loads((folder / CONFIG).read_text()).get("hash") != config_hash:
+                if folder == out:
+                    raise InvalidParameterError(
+                        f"--resume: the configuration differs from the run in {str(out)!r}; "
+                        "use another --out or run without --resume")
                 continue
             lines = (folder / RESULTS).read_text(encoding="utf-8").splitlines(keepends=True)
         except (OSError, ValueError):
