@@ -42,6 +42,7 @@ from shieldkit.backends import (
     seeded_call,
 )
 from shieldkit.errors import MissingDependencyError
+from shieldkit.guard import model_device
 from shieldkit.plugins import hookimpl
 
 logger = logging.getLogger("shieldkit.backends.art")
@@ -77,7 +78,8 @@ _CROCE_HEIN = ("Croce and Hein. Reliable Evaluation of Adversarial Robustness wi
 #: attack runs untargeted towards class y+1), ``per_sample`` (ART takes one image at a time), ``rgb``
 #: (three-channel only: grey images go through a channel-mean adapter), ``layout`` ("nhwc"),
 #: ``net_size`` (pass the image size), ``eps_255`` (eps as an integer threshold in 0..255),
-#: ``patch`` (generate a patch, then apply it), ``class`` (a module path for classes ART does not export).
+#: ``patch`` (generate a patch, then apply it), ``class`` (a module path for classes ART does not export),
+#: ``eps_interval`` (ART takes eps as the interval ``(-eps, eps)``).
 TABLE: tuple[AttackSpec, ...] = (
     AttackSpec(
         "fgsm", "FastGradientMethod", ("linf", "l2", "l1"),
@@ -432,6 +434,21 @@ TABLE: tuple[AttackSpec, ...] = (
         smoke={"steps": 1, "first_steps": 2, "num_xforms": 2},
     ),
     AttackSpec(
+        "composite", "CompositeAdversarialAttackPyTorch", ("linf",),
+        {"steps": _steps(5, "max_iter", "rounds over the component attacks"),
+         "inner_steps": Param("max_inner_iter", 10, "int", "iterations of each component attack"),
+         "early_stop": Param("early_stop", True, "bool", "stop a sample as soon as it is fooled"),
+         "order": Param("attack_order", "scheduled", ("scheduled", "fixed", "random"),
+                        "order of the components: scheduled (learned), fixed or random")},
+        summary="Composite adversarial attack: hue, saturation, rotation, brightness, contrast and an L-inf "
+                "PGD component (eps) optimised together; colour images (grey ones through a channel-mean adapter).",
+        reference="Hsiung et al. Towards Compositional Adversarial Robustness: Generalizing Adversarial Training "
+                  "to Composite Semantic Perturbations. CVPR 2023.",
+        targeted=False, bounded=False, randomized=True, eps_arg="pgd_epsilon", fixed={"batch_size": 32},
+        options={"rgb": True, "eps_interval": True}, requires=("kornia",),
+        smoke={"steps": 1, "inner_steps": 2},
+    ),
+    AttackSpec(
         "lowprofool", "LowProFool", ("l2", "linf", "l1"),
         {"steps": _steps(100, "n_steps"),
          "threshold": Param("threshold", 0.5, "unit", "target probability that counts as success"),
@@ -448,7 +465,7 @@ TABLE: tuple[AttackSpec, ...] = (
     ),
     AttackSpec(
         "brendel_bethge", "BrendelBethgeAttack", ("l2", "linf", "l1", "l0"),
-        {"steps": _steps(1000),
+        {"steps": _steps(1000, "steps"),
          "overshoot": Param("overshoot", 1.1, "pos", "overshoot of the starting point"),
          "step_size": Param("lr", 1e-3, "pos", "trust-region learning rate"),
          "lr_decay": Param("lr_decay", 0.5, "unit", "learning-rate decay"),
@@ -481,6 +498,9 @@ class _ModelRef(nn.Module):
         self.__dict__["_model"] = weakref.ref(model)
         self.dtype, self.probabilities, self.layout, self.grey = dtype, probabilities, layout, grey
         self.image_shape = image_shape
+        # Some ART attacks read the device from ``next(model.parameters())``: an empty one says where.
+        self.device_marker = nn.Parameter(torch.empty(0, device=model_device(model), dtype=dtype),
+                                          requires_grad=False)
 
     def forward(self, x: Tensor) -> Tensor:
         model = self.__dict__["_model"]()
@@ -691,6 +711,8 @@ class ArtAttack(BackendAttack):
         kwargs = self.library_kwargs()
         if spec.norm_arg is not None:
             kwargs[spec.norm_arg] = NORM_VALUES[self.norm]
+        if options.get("eps_interval") and self.eps is not None:
+            kwargs[spec.eps_arg] = (-kwargs[spec.eps_arg], kwargs[spec.eps_arg])
         if options.get("eps_255") and self.eps is not None:
             low, high = self.bounds
             kwargs[spec.eps_arg] = max(1, int(self.eps / (high - low) * 255 + 1e-6))
