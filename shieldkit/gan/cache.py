@@ -20,7 +20,7 @@ logger = logging.getLogger(__name__)
 __all__ = ["DEFAULT_STEPS", "pretrained_generator", "resolve_generator", "smoke_generator"]
 
 # Bump when training or the file layout changes, so stale weights are never reused.
-_CACHE_FORMAT = 1
+_CACHE_FORMAT = 2
 #: generator updates of a cached generator when not given (VAE: about 10 epochs of MNIST).
 DEFAULT_STEPS = {"vae": 5000, "wgan_gp": 20000, "dcgan": 10000}
 

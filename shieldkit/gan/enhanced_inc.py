@@ -32,7 +32,7 @@ class EnhancedINC(LoopTrainer):
             cached MNIST VAE).
         eps: L2 budget of the on-manifold examples.
         alpha: weight of the projected clean images in the loss, in ``[0, 1]``.
-        attack_steps, attack_lr, c, kappa: the latent-space attack (see ``overpowered``).
+        attack_steps, attack_lr, c, c_rate, kappa: the latent-space attack (see ``overpowered``).
         projection_steps, projection_restarts: the inversion of each batch.
         **common: ``bounds``, ``seed``.
 
@@ -60,6 +60,7 @@ class EnhancedINC(LoopTrainer):
         attack_steps: int = 20,
         attack_lr: float = 0.05,
         c: float = 1.0,
+        c_rate: float = 0.1,
         kappa: float = 2.0,
         projection_steps: int = 200,
         projection_restarts: int = 10,
@@ -73,6 +74,7 @@ class EnhancedINC(LoopTrainer):
         self.attack_steps = check_int(owner, "attack_steps", attack_steps, minimum=1)
         self.attack_lr = check_number(owner, "attack_lr", attack_lr, 0.0, strict=True)
         self.c = check_number(owner, "c", c, 0.0, strict=True)
+        self.c_rate = check_number(owner, "c_rate", c_rate, 0.0)
         self.kappa = check_number(owner, "kappa", kappa, 0.0)
         self.projection_steps = check_int(owner, "projection_steps", projection_steps, minimum=1)
         self.projection_restarts = check_int(owner, "projection_restarts", projection_restarts, minimum=1)
@@ -92,7 +94,7 @@ class EnhancedINC(LoopTrainer):
                 with ModelStateGuard(net):
                     adversarial, _ = latent_attack(
                         net, gen, xb, yb, inverted.z, eps=self.eps, steps=self.attack_steps, lr=self.attack_lr,
-                        c=self.c, kappa=self.kappa,
+                        c=self.c, c_rate=self.c_rate, kappa=self.kappa,
                     )
             loss = xb.new_zeros(())
             if self.alpha > 0:

@@ -55,6 +55,12 @@ def _set_trainable(module: nn.Module, trainable: bool) -> None:
         p.requires_grad_(trainable)
 
 
+def _adam(module: nn.Module, device, lr: float, betas=(0.9, 0.999)) -> torch.optim.Adam:
+    """Adam, fused where torch has a fused kernel (about 3x faster per step than the Python loop on a CPU)."""
+    fused = torch.device(device).type in ("cpu", "cuda")
+    return torch.optim.Adam(module.parameters(), lr=lr, betas=tuple(betas), fused=fused or None)
+
+
 def gradient_penalty(critic: nn.Module, real: Tensor, fake: Tensor) -> Tensor:
     """``E[(||grad critic(x_hat)||_2 - 1)^2]`` on random interpolates of real and fake (Gulrajani et al.)."""
     alpha = torch.rand(real.shape[0], 1, 1, 1, device=real.device, dtype=real.dtype)
@@ -70,7 +76,7 @@ class VAEObjective:
         params = _params("vae", generator_params, ("hidden", "latent_dim"))
         self.generator = VAE(tuple(image_shape), **params).to(device).train()
         self.modules = {"generator": self.generator}
-        self.optimizers = {"generator": torch.optim.Adam(self.generator.parameters(), lr=hyper["lr"])}
+        self.optimizers = {"generator": _adam(self.generator, device, hyper["lr"])}
 
     def step(self, next_batch: Batches) -> dict[str, float]:
         loss = self.generator.loss(next_batch())
@@ -91,10 +97,7 @@ class WGANGPObjective:
         self.generator = DefenseGANGenerator(in_channels=channels, image_size=size, **params).to(device).train()
         self.critic = WGANCritic(channels, size, params.get("width", 64)).to(device).train()
         self.modules = {"generator": self.generator, "critic": self.critic}
-        self.optimizers = {
-            name: torch.optim.Adam(module.parameters(), lr=hyper["lr"], betas=tuple(hyper["betas"]))
-            for name, module in self.modules.items()
-        }
+        self.optimizers = {name: _adam(module, device, hyper["lr"], hyper["betas"]) for name, module in self.modules.items()}
 
     def step(self, next_batch: Batches) -> dict[str, float]:
         generator, critic = self.generator, self.critic
@@ -127,10 +130,7 @@ class DCGANObjective:
         self.generator = DCGANGenerator(in_channels=channels, image_size=size, **params).to(device).train()
         self.discriminator = DCGANDiscriminator(channels, size, params.get("width", 64)).to(device).train()
         self.modules = {"generator": self.generator, "discriminator": self.discriminator}
-        self.optimizers = {
-            name: torch.optim.Adam(module.parameters(), lr=hyper["lr"], betas=tuple(hyper["betas"]))
-            for name, module in self.modules.items()
-        }
+        self.optimizers = {name: _adam(module, device, hyper["lr"], hyper["betas"]) for name, module in self.modules.items()}
 
     def step(self, next_batch: Batches) -> dict[str, float]:
         generator, discriminator = self.generator, self.discriminator

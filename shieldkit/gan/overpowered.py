@@ -35,6 +35,7 @@ def latent_attack(
     steps: int = 100,
     lr: float = 0.05,
     c: float = 1.0,
+    c_rate: float = 0.1,
     kappa: float = 2.0,
     targeted: bool = False,
 ) -> tuple[Tensor, Tensor]:
@@ -44,6 +45,13 @@ def latent_attack(
     lowest margin (the most confidently misclassified one); the margin ``kappa`` is
     what lets the example survive a fresh projection. Both networks must already be
     in eval mode with frozen parameters.
+
+    No single ``c`` suits every image: too small and the search never leaves the
+    clean reconstruction, too large and it leaves the ball. So each image has its
+    own ``c``, multiplied by ``1 + c_rate`` after a step that ends inside the ball
+    short of the margin ``kappa`` and divided by it after a step that ends outside
+    (a one-run stand-in for Carlini and Wagner's binary search over ``c``);
+    ``c_rate=0`` keeps ``c`` fixed, the plain objective of Ilyas et al.
 
     Returns:
         ``(images, margins)``: ``[B, C, H, W]`` the kept ``G(z)`` (``G(z0)`` pulled into
@@ -57,20 +65,25 @@ def latent_attack(
         best = (flat_x + shrink[:, None] * delta).view_as(x)
         best_margin = _margin(classifier(best), labels, targeted)
     z = z0.detach().clone().requires_grad_(True)
+    weight = torch.full_like(best_margin, c)
     optimizer = torch.optim.Adam([z], lr=lr)
     with torch.enable_grad():
         for _ in range(steps):
             images = generator(z)
             distance = (images.flatten(1) - flat_x).square().sum(dim=1)
             margin = _margin(classifier(images), labels, targeted)
-            loss = (distance + c * margin.clamp(min=-kappa)).sum()
+            loss = (distance + weight * margin.clamp(min=-kappa)).sum()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             with torch.no_grad():
-                better = (distance <= eps * eps) & (margin < best_margin)
+                inside = distance <= eps * eps
+                better = inside & (margin < best_margin)
                 best[better] = images[better].detach()
                 best_margin = torch.where(better, margin.detach(), best_margin)
+                if c_rate > 0:
+                    grow = inside & (margin > -kappa)
+                    weight = torch.where(grow, weight * (1 + c_rate), torch.where(inside, weight, weight / (1 + c_rate)))
     return best, best_margin
 
 
@@ -80,7 +93,8 @@ class Overpowered(Attack):
     Because the result lies (up to the ball's edge) in the generator's range, the
     projection of Defense-GAN / INC returns it almost unchanged, so the classifier
     behind the projection sees an on-manifold adversarial example. Starting from
-    INC's own inversion ``z0``, Adam minimises ``||G(z) - x||^2 + c * max(margin, -kappa)``.
+    INC's own inversion ``z0``, Adam minimises ``||G(z) - x||^2 + c * max(margin, -kappa)``,
+    adapting ``c`` per image so that the search uses the whole budget (see :func:`latent_attack`).
 
     Give it the deployed INC model (``sk.create_defense("inc", generator=G).wrap(clf)``):
     its classifier and generator are used and success is measured on the whole
@@ -91,7 +105,8 @@ class Overpowered(Attack):
             defence's generator for an INC model; else the cached MNIST VAE).
         steps: Adam steps in latent space.
         lr: Adam's learning rate.
-        c: weight of the margin loss against the squared distance.
+        c: starting weight of the margin loss against the squared distance.
+        c_rate: per-step relative change of each image's ``c`` (0: fixed ``c``).
         kappa: the margin the attack aims for (robustness to re-projection).
         projection_steps, projection_restarts: the inversion that finds ``z0``.
         eps: L2 budget (default 3.9, about 0.005 squared error per MNIST pixel, Athalye et al.'s budget).
@@ -116,6 +131,7 @@ class Overpowered(Attack):
         steps: int = 100,
         lr: float = 0.05,
         c: float = 1.0,
+        c_rate: float = 0.1,
         kappa: float = 2.0,
         projection_steps: int = 200,
         projection_restarts: int = 10,
@@ -128,6 +144,7 @@ class Overpowered(Attack):
         self.steps = check_int(owner, "steps", steps, minimum=1)
         self.lr = check_number(owner, "lr", lr, 0.0, strict=True)
         self.c = check_number(owner, "c", c, 0.0, strict=True)
+        self.c_rate = check_number(owner, "c_rate", c_rate, 0.0)
         self.kappa = check_number(owner, "kappa", kappa, 0.0)
         self.projection_steps = check_int(owner, "projection_steps", projection_steps, minimum=1)
         self.projection_restarts = check_int(owner, "projection_restarts", projection_restarts, minimum=1)
@@ -149,6 +166,6 @@ class Overpowered(Attack):
             labels = y if target is None else target
             images, margins = latent_attack(
                 classifier, generator, x, labels, z0, eps=self.eps, steps=self.steps, lr=self.lr, c=self.c,
-                kappa=self.kappa, targeted=target is not None,
+                c_rate=self.c_rate, kappa=self.kappa, targeted=target is not None,
             )
         return self.project(images.to(x.dtype), x), {"margin": margins.cpu()}
