@@ -43,8 +43,8 @@ def latent_attack(
 
     Keeps, per image, the iterate inside the L2 ball of radius ``eps`` with the
     lowest margin (the most confidently misclassified one); the margin ``kappa`` is
-    what lets the example survive a fresh projection. Both networks must already be
-    in eval mode with frozen parameters.
+    what lets the example survive a fresh projection. Both networks should be in
+    eval mode; their parameters and gradients are left untouched.
 
     No single ``c`` suits every image: too small and the search never leaves the
     clean reconstruction, too large and it leaves the ball. So each image has its
@@ -73,8 +73,8 @@ def latent_attack(
             distance = (images.flatten(1) - flat_x).square().sum(dim=1)
             margin = _margin(classifier(images), labels, targeted)
             loss = (distance + weight * margin.clamp(min=-kappa)).sum()
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            # Gradients for z only: the networks' parameters (and their .grad) are never touched.
+            (z.grad,) = torch.autograd.grad(loss, z)
             optimizer.step()
             with torch.no_grad():
                 inside = distance <= eps * eps
