@@ -342,7 +342,7 @@ def test_bpda_pgd_beats_transferred_pgd_on_inc(vae_generator, classifier, test_i
 
 @pytest.fixture(scope="module")
 def narrow_classifier():
-    """A narrow CNN (width 8, 10,000 training images, about 94%): cheap enough to retrain here with Enhanced INC."""
+    """A narrow CNN (width 8, 10,000 training images, about 93%): cheap enough to retrain here with Enhanced INC."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         network = mnist_cnn(width=8)
