@@ -222,9 +222,11 @@ def test_ddp_adversarial_training_keeps_ranks_identical_and_matches_one_process(
     assert ranks[0]["accuracy"] > 0.8
     assert abs(ranks[0]["accuracy"] - alone["accuracy"]) < 0.02
     # The ranks' halves of each epoch's permutation make up the single process's batch of 32 exactly,
-    # so the averaged gradients, and the weights, agree up to float rounding.
+    # so the averaged gradients agree up to float rounding (all-reduce sums in another order). Adam
+    # amplifies that rounding over 256 steps (seen: up to 5e-3 per weight); another seed or batch
+    # order would move the weights by about their own size (~0.1).
     largest = max((ranks[0]["state"][k] - alone["state"][k]).abs().max().item() for k in alone["state"])
-    assert largest < 1e-3
+    assert largest < 2e-2
 
 
 def test_train_command_under_torchrun_writes_one_model_and_resumes(tmp_path):
