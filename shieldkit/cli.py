@@ -13,7 +13,12 @@ import sys
 from collections.abc import Sequence
 
 from shieldkit import registry
-from shieldkit.errors import InvalidInputError, InvalidParameterError, ShieldkitError, UnknownNameError
+from shieldkit.errors import (
+    InvalidInputError,
+    InvalidParameterError,
+    ShieldkitError,
+    UnknownNameError,
+)
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 KINDS = {"attacks": "attack", "defenses": "defense", "models": "model", "datasets": "dataset"}
@@ -136,7 +141,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _external(module: str):
     def handler(args: argparse.Namespace) -> int:
-        return importlib.import_module(module).run(args)
+        finished = False
+        try:
+            status = importlib.import_module(module).run(args)
+            finished = True
+            return status
+        finally:
+            # A command run under torchrun leaves the process group before the interpreter
+            # exits: gloo's threads torn down at exit can abort the process (SIGABRT). A rank
+            # that failed leaves at once (no barrier), so that torchrun stops the others.
+            if "shieldkit.distributed" in sys.modules:
+                sys.modules["shieldkit.distributed"].shutdown(wait=finished)
 
     return handler
 

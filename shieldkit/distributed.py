@@ -95,10 +95,14 @@ def init_from_env(timeout_s: float = 1800.0) -> bool:
     return world_size() > 1
 
 
-def shutdown() -> None:
-    """Leave the process group (if this process joined one)."""
+def shutdown(wait: bool = True) -> None:
+    """Leave the process group (if this process joined one); ``wait``: after every rank is done with it."""
     if initialized():
-        dist.destroy_process_group()
+        try:
+            if wait:
+                barrier()
+        finally:
+            dist.destroy_process_group()
 
 
 def barrier() -> None:
