@@ -21,7 +21,8 @@ class DeepFool(Attack):
 
     The whole batch is processed at once: one forward and ``candidates - 1``
     backward passes per iteration for all samples still active, and a sample
-    leaves the active set as soon as it is misclassified. ``info["iterations"]``
+    leaves the active set as soon as it is misclassified, or as soon as all its
+    gradients are zero (it cannot move). ``info["iterations"]``
     (``[B]`` int64) says how many linearisation steps each sample took.
 
     Unbounded (``eps`` is ``None`` unless given; then the result is projected onto
@@ -79,8 +80,16 @@ class DeepFool(Attack):
                     point = point.detach()[still].requires_grad_(True)
                     logits = model(point)
                     rows, still = active, torch.ones(active.numel(), dtype=torch.bool, device=x.device)
-                total[active] += self._step(point, logits, y[rows], runners_up[rows], still)
+                step = self._step(point, logits, y[rows], runners_up[rows], still)
+                total[active] += step
                 iterations[active] += 1
+                # A sample whose gradients are all zero (masked, quantised) cannot move: it leaves now
+                # instead of spending every remaining iteration on backward passes.
+                moving = step.flatten(1).abs().amax(dim=1) > 0
+                if not moving.all():
+                    active = active[moving]
+                    if active.numel() == 0:
+                        break
         x_adv = (x + scale * total).clamp_(low, high)
         return x_adv, {"iterations": iterations.cpu()}
 
