@@ -139,6 +139,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: What a command's set-up may raise for bad input: reported by :func:`usage_error`, exit status 2.
+SETUP_ERRORS = (ShieldkitError, ValueError, TypeError, KeyError, OSError)
+
+
+def usage_error(command: str, error: BaseException) -> int:
+    """Print a bad-input error as one line (a KeyError's message unquoted); returns exit status 2."""
+    message = str(error.args[0]) if isinstance(error, KeyError) and error.args else str(error)
+    print(f"shieldkit {command}: error: {message}", file=sys.stderr)
+    return EXIT_USAGE
+
+
 def _external(module: str):
     def handler(args: argparse.Namespace) -> int:
         finished = False

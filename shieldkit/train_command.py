@@ -20,14 +20,14 @@ import argparse
 import json
 import logging
 import os
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
+from shieldkit.cli import EXIT_OK, SETUP_ERRORS, usage_error
+
 logger = logging.getLogger(__name__)
 
-EXIT_OK, EXIT_USAGE = 0, 2
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -54,7 +54,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Run ``shieldkit train``; returns the exit status."""
     from shieldkit import distributed
-    from shieldkit.errors import ShieldkitError
 
     distributed.init_from_env()  # under torchrun: join the process group (nothing otherwise)
     try:
@@ -63,10 +62,8 @@ def run(args: argparse.Namespace) -> int:
         with distributed.rank_zero_first():
             train_data, test_data = _data(args)
         model = _model(args.model, train_data, args.seed)
-    except (ShieldkitError, ValueError, TypeError, KeyError, OSError) as error:
-        message = str(error.args[0]) if isinstance(error, KeyError) and error.args else str(error)
-        print(f"shieldkit train: error: {message}", file=sys.stderr)
-        return EXIT_USAGE
+    except SETUP_ERRORS as error:
+        return usage_error("train", error)
     if distributed.active() and not _uses_shared_loop(defense):
         logger.warning("%s does not use shieldkit's training loop: every process trains it alone (no DDP); "
                        "rank 0's model is saved", defense.name)
@@ -91,8 +88,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"{defense.name}: {len(train_data)} samples x {args.epochs} epoch(s) on {distributed.world_size()} "
               f"process(es) in {seconds:.1f} s; clean test accuracy {100 * test_accuracy:.1f}%")
         print(f"model: {out / 'model.pt'}  (shieldkit evaluate --model {out / 'model.pt'} ...)")
-    distributed.barrier()
-    return EXIT_OK
+    return EXIT_OK  # the CLI waits for every rank before leaving the process group
 
 
 def _defense(text: str):

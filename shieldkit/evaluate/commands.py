@@ -13,15 +13,13 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 from pathlib import Path
 from typing import Any
 
-from shieldkit.errors import ShieldkitError
+from shieldkit.cli import EXIT_OK, SETUP_ERRORS, usage_error
 
 logger = logging.getLogger(__name__)
 
-EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 _SUITE_FLAGS = ("config", "model", "data", "attacks", "defenses")
 
 
@@ -67,10 +65,8 @@ def run(args: argparse.Namespace) -> int:
             setup.model = setup.model.to(distributed.device())
         runner = Runner(setup.config, setup.model, setup.data, train_data=setup.train_data, quiet=args.quiet,
                         resume=args.resume, attacks=setup.attacks, defenses=setup.defenses)
-    except (ShieldkitError, ValueError, TypeError, KeyError, OSError) as error:
-        message = str(error.args[0]) if isinstance(error, KeyError) and error.args else str(error)
-        print(f"shieldkit evaluate: error: {message}", file=sys.stderr)
-        return EXIT_USAGE
+    except SETUP_ERRORS as error:
+        return usage_error("evaluate", error)
     report = runner.run()
     if distributed.is_main():
         print(report.table())
