@@ -12,13 +12,14 @@ import math
 
 import inspect
 import time
+import weakref
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
-from shieldkit.errors import AttackContractError, InvalidModelError, InvalidParameterError
+from shieldkit.errors import AttackContractError, InvalidInputError, InvalidModelError, InvalidParameterError
 from shieldkit.guard import (
     BOUNDS_TOLERANCE,
     CallCounter,
@@ -28,8 +29,7 @@ from shieldkit.guard import (
     check_labels,
     check_logits,
     check_norm,
-    model_device,
-    model_dtype,
+    model_placement,
     norm_of,
 )
 from shieldkit.threat import DEFAULT_EPS, ThreatModel
@@ -142,6 +142,9 @@ class Attack:
     randomized: ClassVar[bool] = False
     #: constructor parameters for a quick run on a tiny model (the registry-wide conformance test uses them).
     smoke_params: ClassVar[dict[str, Any]] = {}
+    #: project the output onto the threat model instead of rejecting it when it leaves: set by
+    #: wrapped libraries, which do not all keep to their own budget (shieldkit's algorithms must).
+    project_output: ClassVar[bool] = False
 
     #: set by the registry when created by name (the plugin that registered it).
     source: str = ""
@@ -232,22 +235,18 @@ class Attack:
         check_images(x, self.bounds, "x")
         if target is not None and not self.targeted:
             raise InvalidParameterError(f"{name} is untargeted only; it does not accept target=")
-        device, dtype = model_device(model), model_dtype(model, x.dtype)
+        device, dtype = model_placement(model, x.dtype)
         x_in = x.detach().to(device=device, dtype=dtype)
         batch = x_in.shape[0]
         started = time.perf_counter()
-        with ModelStateGuard(model), CallCounter(model) as counter:
+        with ModelStateGuard(model, name), CallCounter(model) as counter, _ClassWatch(model, x_in) as classes:
             counter.enabled = False
-            with torch.no_grad():
-                if y is None:
-                    logits = check_logits(model(x_in), batch)
-                    y = logits.argmax(dim=1)
-                else:
-                    logits = check_logits(model(x_in[:1]), 1)
-            num_classes = logits.shape[1]
-            y = check_labels(y, batch, num_classes, "y").to(device)
+            if y is None:
+                with torch.no_grad():
+                    y = check_logits(model(x_in), batch).argmax(dim=1)
+            y = classes.checked("y", y)
             if target is not None:
-                target = check_labels(target, batch, num_classes, "target").to(device)
+                target = classes.checked("target", target)
             counter.enabled = True
             with _seeded(self.seed, device):
                 output = self._run(model, x_in.clone(), y, target)
@@ -280,7 +279,11 @@ class Attack:
         )
 
     def _enforce_contract(self, x_adv: object, x: Tensor) -> Tensor:
-        """Check the algorithm's output; project float error away, raise on real violations."""
+        """Check the algorithm's output; project float error away, raise on real violations.
+
+        An output already inside the bounds and the epsilon-ball is returned as is
+        (projecting it would only add rounding, and costs a few passes over the batch).
+        """
         name = self.name
         if not isinstance(x_adv, Tensor) or x_adv.shape != x.shape:
             found = tuple(x_adv.shape) if isinstance(x_adv, Tensor) else type(x_adv).__name__
@@ -291,18 +294,85 @@ class Attack:
             raise AttackContractError(f"{name} returned non-finite values")
         low, high = self.bounds
         overshoot = max(low - found_low, found_high - high)
-        if overshoot > BOUNDS_TOLERANCE:
+        if overshoot > BOUNDS_TOLERANCE and not self.project_output:
             raise AttackContractError(f"{name} left the bounds {self.bounds} by {overshoot:.3g}")
         eps = self.eps
-        if eps is not None:
-            distance = norm_of(x_adv - x, self.norm).max().item()
-            excess = distance - eps
-            if self.bounded and excess > 1e-4 * eps + 1e-6:
-                raise AttackContractError(
-                    f"{name} broke its {self.norm} budget: max ||x_adv - x|| = {distance:.6g} > eps = {eps:.6g} "
-                    f"(by {excess:.3g})"
-                )
+        if eps is None:
+            return x_adv if overshoot <= 0 else self.threat.project(x_adv, x)
+        distance = norm_of(x_adv - x, self.norm).max().item()
+        excess = distance - eps
+        if self.bounded and excess > 1e-4 * eps + 1e-6 and not self.project_output:
+            raise AttackContractError(
+                f"{name} broke its {self.norm} budget: max ||x_adv - x|| = {distance:.6g} > eps = {eps:.6g} "
+                f"(by {excess:.3g})"
+            )
+        if overshoot > 0:
+            return self.threat.project(x_adv, x)
+        # Compared as the tensors compare: eps rounded to their dtype.
+        eps_in_dtype = torch.tensor(eps, dtype=x.dtype).item()
+        if distance <= eps_in_dtype:
+            return x_adv
+        if self.norm == "linf" and excess <= 1e-4 * eps + 1e-6:
+            return self.threat.round_inside(x_adv, x)  # float error only: cheaper than a projection
         return self.threat.project(x_adv, x)
+
+
+class _ClassWatch:
+    """Checks labels against the model's number of classes ``K`` without a forward pass of its own.
+
+    ``K`` is remembered per model and input shape. When it is known, labels are
+    checked before the attack starts (a rejection is confirmed by a real forward
+    pass, in case the model changed). When it is not (the first call), a forward
+    hook learns it from the attack's first forward pass and checks the labels
+    there, before any loss can use them; the same hook re-checks them if a
+    model's ``K`` changes between calls (its head was replaced). A probe forward
+    pass per call cost a measurable share of a single-step attack, and on a
+    randomised defence it drew random numbers that the attack's would then depend on.
+    """
+
+    #: model -> {(C, H, W, dtype, device): K}, forgotten with the model.
+    _known: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+    def __init__(self, model: nn.Module, x: Tensor):
+        self.model = model
+        self.x = x
+        self.key = (*x.shape[1:], x.dtype, x.device)
+        self.num_classes: int | None = self._known.get(model, {}).get(self.key)
+        self._labels: dict[str, Tensor] = {}
+        self._handle = None
+
+    def __enter__(self) -> _ClassWatch:
+        self._handle = self.model.register_forward_hook(self._on_forward)
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._handle.remove()
+
+    def checked(self, name: str, labels: object) -> Tensor:
+        """``labels`` validated (fully if ``K`` is known) and on the model's device."""
+        batch = self.x.shape[0]
+        try:
+            labels = check_labels(labels, batch, self.num_classes, name)
+        except InvalidInputError:
+            if self.num_classes is None:
+                raise
+            # The remembered K may be stale (a new head): the attack's first forward pass decides.
+            self.num_classes = None
+            labels = check_labels(labels, batch, None, name)
+        labels = labels.to(self.x.device)
+        self._labels[name] = labels
+        return labels
+
+    def _on_forward(self, module, inputs, output) -> None:
+        if isinstance(output, Tensor) and output.dim() == 2 and output.shape[1] == self.num_classes:
+            return
+        given = inputs[0] if inputs and isinstance(inputs[0], Tensor) else None
+        if given is None or given.dim() != 4:  # not a batch of images (e.g. inside a torch.func transform)
+            return
+        self.num_classes = check_logits(output, given.shape[0]).shape[1]
+        self._known.setdefault(self.model, {})[self.key] = self.num_classes
+        for name, labels in self._labels.items():
+            check_labels(labels, labels.shape[0], self.num_classes, name)
 
 
 class _seeded:

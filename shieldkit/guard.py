@@ -7,13 +7,15 @@ guarantees.
 
 from __future__ import annotations
 
+import ctypes
 import math
+import sys
 from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
 
-from shieldkit.errors import InvalidInputError, InvalidModelError, InvalidParameterError
+from shieldkit.errors import AttackContractError, InvalidInputError, InvalidModelError, InvalidParameterError
 
 NORMS = ("linf", "l2", "l1", "l0")
 BOUNDS_TOLERANCE = 1e-6
@@ -128,44 +130,43 @@ def check_images(x: object, bounds: tuple[float, float], name: str = "x") -> Ten
     return x
 
 
-def check_labels(labels: object, batch: int, num_classes: int, name: str = "y") -> Tensor:
-    """Check class labels: an integer tensor ``[B]`` with values in ``[0, num_classes)``."""
+def check_labels(labels: object, batch: int, num_classes: int | None, name: str = "y") -> Tensor:
+    """Check class labels: an integer tensor ``[B]`` with values in ``[0, num_classes)``.
+
+    With ``num_classes=None`` (not known yet) only the lower end is checked.
+    """
     if not isinstance(labels, Tensor):
         raise InvalidInputError(f"{name} must be a torch.Tensor of class indices, got {type(labels).__name__}")
     if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
         raise InvalidInputError(f"{name} must hold integer class indices, got dtype {labels.dtype}")
     if labels.dim() != 1 or labels.shape[0] != batch:
         raise InvalidInputError(f"{name} must have shape [{batch}] (one label per image), got shape {tuple(labels.shape)}")
-    low, high = labels.min().item(), labels.max().item()
-    if low < 0 or high >= num_classes:
-        raise InvalidInputError(
-            f"{name} has labels in [{low}, {high}] but the model has {num_classes} classes [0, {num_classes})"
-        )
+    low, high = (value.item() for value in torch.aminmax(labels))
+    if low < 0 or (num_classes is not None and high >= num_classes):
+        classes = f"the model has {num_classes} classes [0, {num_classes})" if num_classes else "classes are numbered from 0"
+        raise InvalidInputError(f"{name} has labels in [{low}, {high}] but {classes}")
     return labels.long()
 
 
 def model_device(model: nn.Module) -> torch.device:
     """The one device a model's parameters and buffers live on (CPU for a stateless model)."""
-    devices = {t.device for t in list(model.parameters()) + list(model.buffers())}
-    if not devices:
-        return torch.device("cpu")
+    return model_placement(model)[0]
+
+
+def model_placement(model: nn.Module, fallback: torch.dtype = torch.float32) -> tuple[torch.device, torch.dtype]:
+    """The one device a model lives on and the floating dtype it computes in (``fallback`` if none)."""
+    tensors = [*model.parameters(), *model.buffers()]
+    devices = {t.device for t in tensors}
     if len(devices) > 1:
         raise InvalidModelError(
             f"model has parameters on several devices ({', '.join(sorted(map(str, devices)))}); "
             "move it to one device with model.to(device)"
         )
-    device = devices.pop()
+    device = devices.pop() if devices else torch.device("cpu")
     if device.type == "meta":
         raise InvalidModelError("model is on the 'meta' device (no data); load its weights first")
-    return device
-
-
-def model_dtype(model: nn.Module, fallback: torch.dtype = torch.float32) -> torch.dtype:
-    """The floating dtype the model computes in."""
-    for tensor in list(model.parameters()) + list(model.buffers()):
-        if tensor.is_floating_point():
-            return tensor.dtype
-    return fallback
+    dtype = next((t.dtype for t in tensors if t.is_floating_point()), fallback)
+    return device, dtype
 
 
 def check_logits(logits: object, batch: int, who: str = "model") -> Tensor:
@@ -183,62 +184,126 @@ def check_logits(logits: object, batch: int, who: str = "model") -> Tensor:
 # ----------------------------------------------------------------- state guard
 
 
+def _load_memcmp():
+    """C's ``memcmp`` through ctypes, or ``None`` where the C library cannot be loaded."""
+    try:
+        libc = ctypes.CDLL(None) if sys.platform != "win32" else ctypes.cdll.msvcrt
+        memcmp = libc.memcmp
+    except (OSError, AttributeError):
+        return None
+    memcmp.argtypes = (ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t)
+    memcmp.restype = ctypes.c_int
+    return memcmp
+
+
+_MEMCMP = _load_memcmp()
+
+
+def same_bits(a: Tensor, b: Tensor) -> bool:
+    """Whether two tensors hold bit-for-bit the same values (NaN equals NaN; 0.0 and -0.0 differ).
+
+    That is what restoring a tensor exactly needs. For dense contiguous CPU
+    tensors the bytes are compared with ``memcmp``, about five times faster than
+    ``torch.equal`` on one core, which keeps the state guard's cost per attack
+    call small next to a single-step attack.
+    """
+    if a.shape != b.shape or a.dtype != b.dtype or a.device != b.device:
+        return False
+    if (
+        _MEMCMP is not None
+        and a.device.type == "cpu"
+        and a.layout == torch.strided
+        and a.is_contiguous()
+        and b.is_contiguous()
+    ):
+        size = a.numel() * a.element_size()
+        return size == 0 or _MEMCMP(a.data_ptr(), b.data_ptr(), size) == 0
+    return torch.equal(a, b)  # other devices: NaN counts as changed, and restoring it is harmless
+
+
 class ModelStateGuard:
     """Puts a model in eval mode for an attack and restores it exactly afterwards.
 
-    Restored on exit: every module's ``training`` flag, every parameter's
-    ``requires_grad``, ``.grad`` (the same tensor object, with its old values) and
-    data, and every buffer (BatchNorm statistics included). Libraries that switch
-    modes or zero gradients without restoring them (ART's estimators do) cannot
-    leave a trace on the user's model.
+    Restored on exit: every module's ``training`` flag, every parameter object,
+    its ``requires_grad``, ``.grad`` (the same tensor object, with its old values)
+    and storage, and every buffer (BatchNorm statistics included). Libraries that
+    switch modes or zero gradients without restoring them (ART's estimators do)
+    cannot leave a trace on the user's model. Parameters are frozen during the
+    attack, so only the input gets gradients.
 
-    Parameters are frozen during the attack, so only the input gets gradients.
+    Parameter *values* are watched, not copied: a copy of every parameter per
+    call would add the model's size to peak memory and, on a small model, cost
+    more than the rest of the wrapper together. A parameter whose storage was
+    replaced (``param.data = ...``) gets its own storage back, values intact.
+    A parameter written in place moves autograd's version counter: nothing can
+    undo that without a copy, so exit raises :class:`AttackContractError` naming
+    the parameters (an attack must never change the model). A write through
+    ``param.data`` bypasses the counter; the conformance kit
+    (:func:`shieldkit.testing.check_attack`) compares every value before and
+    after, so a registered attack that writes that way fails conformance.
+
+    Args:
+        model: the model to guard.
+        owner: who runs inside (an attack's name), for the error message.
     """
 
-    def __init__(self, model: nn.Module):
+    def __init__(self, model: nn.Module, owner: str = ""):
         self.model = model
+        self.owner = owner
 
     def __enter__(self) -> nn.Module:
         model = self.model
-        self._training = [(m, m.training) for m in model.modules()]
+        modules = list(model.modules())
+        self._training = [(m, m.training) for m in modules]
         self._params = []
         self._buffers = []
-        for module in model.modules():
+        for module in modules:
             for name, p in module._parameters.items():
                 if p is not None:
                     grad = None if p.grad is None else (p.grad, p.grad.detach().clone())
-                    self._params.append((module, name, p, p.requires_grad, grad, p.detach().clone()))
+                    self._params.append((module, name, p, p.requires_grad, grad, p.data, p._version))
             for name, b in module._buffers.items():
                 if b is not None:
                     self._buffers.append((module, name, b, b.detach().clone()))
         model.eval()
-        for p in model.parameters():
-            p.requires_grad_(False)
+        for entry in self._params:
+            entry[2].requires_grad_(False)
         return model
 
-    def __exit__(self, *exc_info) -> None:
+    def __exit__(self, exc_type, exc, traceback) -> None:
+        written = []
         # Put back the very same tensor objects (optimisers and hooks hold references),
-        # then their values.
+        # then their storage and values.
         with torch.no_grad():
             for module, training in self._training:
                 module.training = training
-            for module, name, param, requires_grad, grad, values in self._params:
+            for module, name, param, requires_grad, grad, data, version in self._params:
                 module._parameters[name] = param
-                if not torch.equal(param.data, values):
-                    param.data.copy_(values)
+                if param.data_ptr() != data.data_ptr() or param.shape != data.shape or param.dtype != data.dtype:
+                    param.data = data
+                if param._version != version:
+                    written.append((module, name))
                 param.requires_grad_(requires_grad)
                 if grad is None:
                     param.grad = None
                 else:
                     grad_tensor, grad_values = grad
-                    if grad_tensor.shape != grad_values.shape or not torch.equal(grad_tensor, grad_values):
+                    if not same_bits(grad_tensor, grad_values):
                         grad_tensor.data = grad_values
                     param.grad = grad_tensor
             for module, name, buffer, values in self._buffers:
                 module._buffers[name] = buffer
-                if buffer.shape != values.shape or not torch.equal(buffer, values):
+                if not same_bits(buffer, values):
                     buffer.data = values
         self._training, self._params, self._buffers = [], [], []
+        if written and exc_type is None:  # an error already on its way out is the one to report
+            who = self.owner or "the guarded code"
+            prefixes = {id(module): prefix for prefix, module in self.model.named_modules()}
+            names = sorted({".".join(filter(None, (prefixes.get(id(m)), n))) for m, n in written})
+            raise AttackContractError(
+                f"{who} wrote to the model's parameters in place ({', '.join(names)}); "
+                "an attack must not change the model, and shieldkit does not copy parameters to undo it"
+            )
 
 
 def snapshot_state(model: nn.Module) -> dict:

@@ -56,11 +56,20 @@ class ThreatModel:
         if self.eps is None:
             return x_adv.clamp(low, high)
         x_adv = (x + project(x_adv - x, self.norm, self.eps)).clamp(low, high)
-        if self.norm == "linf":
-            # x + delta rounds; step the few coordinates that land an ulp outside back towards x.
-            for _ in range(4):
-                outside = (x_adv - x).abs() > self.eps
-                if not outside.any():
-                    break
-                x_adv = torch.where(outside, torch.nextafter(x_adv, x), x_adv)
+        return self.round_inside(x_adv, x) if self.norm == "linf" else x_adv
+
+    def round_inside(self, x_adv: Tensor, x: Tensor) -> Tensor:
+        """``x_adv`` with the coordinates an ulp outside the L-inf ball stepped back towards ``x``.
+
+        ``x + delta`` rounds, so a point projected (or computed by a library) with
+        ``|delta| <= eps`` can land an ulp outside; this fixes only that, in a few
+        passes, for points inside the bounds and within float error of the ball.
+        """
+        for _ in range(4):
+            outside = (x_adv - x).abs() > self.eps
+            if not outside.any():
+                break
+            # Adding 1 * (next - x_adv) gives next exactly, adding 0 * (...) changes nothing;
+            # several times faster than torch.where on CPU.
+            x_adv = x_adv + outside * (torch.nextafter(x_adv, x) - x_adv)
         return x_adv

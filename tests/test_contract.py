@@ -53,6 +53,18 @@ class Rogue(sk.Attack):
             for b in model.buffers():
                 b.add_(1)
             return x
+        if self.behaviour == "write_parameters":
+            with torch.no_grad():
+                model[-1].weight.add_(1)
+            model.train()
+            return x
+        if self.behaviour == "replace_storage":
+            for p in model.parameters():
+                p.data = torch.zeros_like(p)
+            return x
+        if self.behaviour == "write_through_data":
+            model[-1].bias.data.add_(1)
+            return x
         if self.behaviour == "raise":
             model.train()
             raise RuntimeError("algorithm crashed")
@@ -218,6 +230,91 @@ def test_model_state_is_restored_when_the_attack_crashes(batch):
     with pytest.raises(RuntimeError, match="algorithm crashed"):
         Rogue(eps=0.1, behaviour="raise").run(model, *batch)
     assert compare_state(before, snapshot_state(model)) == []
+
+
+def test_replaced_parameter_storage_is_put_back(batch):
+    model = _dirty_model()
+    pointers = [p.data_ptr() for p in model.parameters()]
+    before = snapshot_state(model)
+    Rogue(eps=0.1, behaviour="replace_storage").run(model, *batch)
+    assert compare_state(before, snapshot_state(model)) == []
+    assert [p.data_ptr() for p in model.parameters()] == pointers
+
+
+def test_an_attack_writing_parameters_in_place_is_named_and_the_rest_restored(batch):
+    model = _dirty_model()
+    before = snapshot_state(model)
+    with pytest.raises(sk.AttackContractError, match=r"rogue wrote to the model's parameters in place \(8\.weight\)"):
+        Rogue(eps=0.1, behaviour="write_parameters").run(model, *batch)
+    problems = compare_state(before, snapshot_state(model))
+    assert len(problems) == 1 and problems[0].startswith("params of '8.weight' changed")
+
+
+def test_conformance_kit_catches_writes_the_guard_cannot_see(batch):
+    # A write through .data bypasses autograd's version counter, which the guard watches at run time.
+    from shieldkit.testing import ConformanceError, check_attack
+
+    with pytest.raises(ConformanceError, match="model state restored.*params of '8.bias' changed"):
+        check_attack(Rogue, eps=0.1, behaviour="write_through_data")
+
+
+def test_output_inside_the_threat_model_is_returned_untouched(model, batch):
+    x, y = batch
+
+    class Exact(sk.Attack):
+        family = "exact"
+
+        def _run(self, model, x, y, target):
+            self.made = (x + self.eps * torch.randn_like(x).sign()).clamp(0, 1)
+            self.made = self.made + ((self.made - x).abs() > self.eps) * (torch.nextafter(self.made, x) - self.made)
+            return self.made
+
+    attack = Exact(eps=0.1, seed=0)
+    assert torch.equal(attack(model, x, y), attack.made)
+
+
+# ------------------------------------------------------- number of classes
+
+
+def _forward_counter(model):
+    calls = []
+    model.register_forward_hook(lambda module, inputs, output: calls.append(inputs[0].shape[0]))
+    return calls
+
+
+def test_labels_are_checked_without_a_forward_pass_of_their_own(model, batch):
+    x, y = batch
+    calls = _forward_counter(model)
+    Rogue(eps=0.1)(model, x, y)
+    Rogue(eps=0.1, behaviour="forward_backward")(model, x, y)
+    assert calls == [6, 6]  # the attack's own two forward passes, nothing else
+
+
+@pytest.mark.parametrize("known", [False, True], ids=["first call", "K remembered"])
+def test_bad_labels_are_refused_before_any_gradient(known, model, batch):
+    x, y = batch
+    if known:
+        Rogue(eps=0.1, behaviour="forward_backward")(model, x, y)
+    backwards = []
+    model.register_full_backward_hook(lambda *args: backwards.append(1))
+    with pytest.raises(sk.InvalidInputError, match=r"y has labels in \[12, 12\] but the model has 10 classes"):
+        Rogue(eps=0.1, behaviour="forward_backward").run(model, x, torch.full_like(y, 12))
+    assert backwards == []
+
+
+def test_labels_are_checked_again_when_the_model_changes_its_classes(model, batch):
+    x, y = batch
+    y = torch.full_like(y, 7)
+    Rogue(eps=0.1, behaviour="forward_backward")(model, x, y)  # K = 10 remembered
+    model[-1] = nn.Linear(32, 5)
+    with pytest.raises(sk.InvalidInputError, match=r"y has labels in \[7, 7\] but the model has 5 classes"):
+        Rogue(eps=0.1, behaviour="forward_backward")(model, x, y)
+    model[-1] = nn.Linear(32, 10)
+    Rogue(eps=0.1, behaviour="forward_backward")(model, x, y)
+    model[-1] = nn.Linear(32, 5)
+    with pytest.raises(sk.InvalidInputError, match="5 classes"):
+        Rogue(eps=0.1).run(model, x, y)  # the attack never runs the model; the evaluation forward does
+    assert Rogue(eps=0.1).run(model, x, y % 5).y.max() == 2
 
 
 def test_model_is_in_eval_mode_with_frozen_parameters_during_the_attack(batch):

@@ -191,6 +191,7 @@ class BackendAttack(Attack):
 
     spec: ClassVar[AttackSpec]
     backend: ClassVar[str] = ""
+    project_output: ClassVar[bool] = True
     #: run-time defaults shown by the catalogue (``step_size: "eps / 4"``).
     param_notes: ClassVar[dict[str, str]] = {}
 

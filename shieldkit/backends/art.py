@@ -701,7 +701,7 @@ class ArtAttack(BackendAttack):
             x_adv = x_adv.permute(0, 3, 1, 2)
         if grey:
             x_adv = x_adv.mean(dim=1, keepdim=True)
-        return self.project(x_adv.reshape(x.shape), x)
+        return x_adv.reshape(x.shape)  # the base class projects it onto the threat model
 
     def _art_kwargs(self, estimator: Any, x: Tensor, target: Tensor | None, accepted: Mapping) -> dict[str, Any]:
         """The ART constructor's keywords: the translated parameters plus what the run determines."""

@@ -413,9 +413,10 @@ class TorchattacksAttack(BackendAttack):
         grey = spec.options.get("rgb", False) and x.shape[1] == 1
         if grey:
             net, z = _GreyAsRGB(net), z.expand(-1, 3, -1, -1).contiguous()
-        # torchattacks puts its model back in train mode afterwards if it found it so; an adapter
-        # must therefore start in the wrapped model's mode (eval, under the state guard).
-        net.train(model.training)
+        if net is not model:
+            # torchattacks puts its model back in train mode afterwards if it found it so; an adapter
+            # must therefore start in the wrapped model's mode (eval, under the state guard).
+            net.train(model.training)
 
         kwargs = self.library_kwargs(scale)
         if spec.norm_arg is not None:
@@ -447,7 +448,7 @@ class TorchattacksAttack(BackendAttack):
         if grey:
             z_adv = z_adv.mean(dim=1, keepdim=True)
         x_adv = low + scale * z_adv if (low, high) != (0.0, 1.0) else z_adv
-        return self.project(x_adv.detach(), x)
+        return x_adv.detach()  # the base class projects it onto the threat model
 
 
 ATTACKS: tuple[type[TorchattacksAttack], ...] = tuple(
