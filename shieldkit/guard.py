@@ -276,16 +276,19 @@ class ModelStateGuard:
         # then their storage and values.
         with torch.no_grad():
             for module, training in self._training:
-                module.training = training
+                if module.training is not training:
+                    module.training = training
             for module, name, param, requires_grad, grad, data, version in self._params:
-                module._parameters[name] = param
+                if module._parameters.get(name) is not param:
+                    module._parameters[name] = param
                 if param.data_ptr() != data.data_ptr() or param.shape != data.shape or param.dtype != data.dtype:
                     param.data = data
                 if param._version != version:
                     written.append((module, name))
                 param.requires_grad_(requires_grad)
                 if grad is None:
-                    param.grad = None
+                    if param.grad is not None:
+                        param.grad = None
                 else:
                     grad_tensor, grad_values = grad
                     if not same_bits(grad_tensor, grad_values):

@@ -54,3 +54,17 @@ def test_normalize_layer():
         sk.Normalize(0.1, 0.0)
     with pytest.raises(ValueError, match="channels"):
         sk.Normalize([0.1, 0.2, 0.3], [1, 1, 1])(torch.rand(1, 2, 4, 4))
+
+
+@pytest.mark.parametrize("ulps", [1, 3, 1000])
+def test_round_inside_lands_in_the_linf_ball_from_float_error_and_beyond(ulps):
+    generator = torch.Generator().manual_seed(ulps)
+    x = torch.rand(4, 1, 8, 8, generator=generator)
+    threat = sk.ThreatModel("linf", 0.1)
+    x_adv = (x + 0.1 * torch.randn(4, 1, 8, 8, generator=generator).sign()).clamp(0, 1)
+    for _ in range(ulps):  # push every coordinate at the boundary further out, one ulp at a time
+        x_adv = torch.where((x_adv - x).abs() >= 0.09, torch.nextafter(x_adv, 2 * x_adv - x), x_adv).clamp(0, 1)
+    rounded = threat.round_inside(x_adv, x)
+    assert ((rounded - x).abs() <= 0.1).all() and rounded.min() >= 0 and rounded.max() <= 1
+    inside = (x_adv - x).abs() <= 0.1
+    assert torch.equal(rounded[inside], x_adv[inside])  # only the coordinates outside move
