@@ -124,6 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--budget", type=float, default=6.0, help="seconds per path for short attacks")
+    parser.add_argument("--only", default="", help="run only the cases whose label contains this text")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "backends.md")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -141,6 +142,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     try:
         for label, through, direct in _cases(model, x, y):
+            if args.only not in label:
+                continue
             started = time.perf_counter()
             through(), direct()  # warm-up (imports, estimator cache, allocator)
             # Short calls are noisy: repeat them until about --budget seconds are spent on each path.

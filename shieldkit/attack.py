@@ -312,9 +312,7 @@ class Attack:
             )
         if overshoot > 0:
             return self.threat.project(x_adv, x)
-        # Compared as the tensors compare: eps rounded to their dtype.
-        eps_in_dtype = torch.tensor(eps, dtype=x.dtype).item()
-        if distance <= eps_in_dtype:
+        if distance <= self.threat.eps_in(x.dtype):  # compared as the tensors compare
             return x_adv
         if gaps is not None:
             return self.threat.round_inside(x_adv, x, gaps)  # cheaper than a projection for float error
