@@ -7,10 +7,15 @@ through the library's own API (torchattacks: ``Attack(model, ...)(x, y)``; ART: 
 with the NumPy conversions a user would write). Calls alternate between the two
 paths and the median of each is reported, so load on the machine affects both
 alike. On a shared machine those two medians are noisy, so the overhead is also
-measured inside each call through shieldkit: the time spent in the library's
-own call (torchattacks' ``Attack.__call__``, ART's ``generate``) is subtracted
-from the call's total, which leaves shieldkit's own work, timed under the same
-load as the library's.
+measured inside each call through shieldkit: the time spent in the library
+(building its attack object, torchattacks' ``Attack.__call__``, ART's
+``generate``) is subtracted from the call's total, which leaves shieldkit's own
+work, timed under the same load as the library's.
+
+Through shieldkit the model's parameters are frozen for the attack, so a library
+that calls ``loss.backward()`` (ART's estimators, torchattacks' C&W) no longer
+computes parameter gradients it throws away: those attacks run faster through
+shieldkit than called directly on a model with trainable parameters.
 
 shieldkit's extra work per call: input and label validation, the model-state
 guard (modes, ``requires_grad``, gradients and buffers restored; parameter values
@@ -99,19 +104,38 @@ def _cases(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> list[tup
     def shieldkit_call(name: str, **params) -> Callable:
         return lambda: sk.create_attack(name, **params)(model, x, y)
 
+    def frozen(call: Callable) -> Callable:
+        """The direct call on frozen parameters, as shieldkit runs it: no parameter gradients computed."""
+        def run():
+            flags = [p.requires_grad for p in model.parameters()]
+            for p in model.parameters():
+                p.requires_grad_(False)
+            try:
+                return call()
+            finally:
+                for p, flag in zip(model.parameters(), flags):
+                    p.requires_grad_(flag)
+        return run
+
+    art_fgsm = art_direct(lambda: FastGradientMethod(estimator, eps=0.1, batch_size=batch))
+    art_pgd = art_direct(lambda: ProjectedGradientDescent(estimator, eps=0.3, eps_step=0.01, max_iter=20,
+                                                          batch_size=batch, verbose=False))
+    cw = lambda: torchattacks.CW(model, c=1.0, kappa=0, steps=20, lr=0.01)(x, y)  # noqa: E731
+
     return [
         ("FGSM (torchattacks)", shieldkit_call("fgsm.torchattacks", eps=0.1),
          lambda: torchattacks.FGSM(model, eps=0.1)(x, y)),
         ("PGD, 20 steps (torchattacks)",
          shieldkit_call("pgd.torchattacks", eps=0.3, steps=20, step_size=0.01, random_start=False),
          lambda: torchattacks.PGD(model, eps=0.3, alpha=0.01, steps=20, random_start=False)(x, y)),
-        ("CW, 20 steps (torchattacks)", shieldkit_call("cw.torchattacks", c=1.0, steps=20, step_size=0.01),
-         lambda: torchattacks.CW(model, c=1.0, kappa=0, steps=20, lr=0.01)(x, y)),
-        ("FGSM (ART)", shieldkit_call("fgsm.art", eps=0.1),
-         art_direct(lambda: FastGradientMethod(estimator, eps=0.1, batch_size=batch))),
-        ("PGD, 20 steps (ART)", shieldkit_call("pgd.art", eps=0.3, steps=20, step_size=0.01),
-         art_direct(lambda: ProjectedGradientDescent(estimator, eps=0.3, eps_step=0.01, max_iter=20,
-                                                     batch_size=batch, verbose=False))),
+        ("CW, 20 steps (torchattacks)", shieldkit_call("cw.torchattacks", c=1.0, steps=20, step_size=0.01), cw),
+        ("CW, 20 steps (torchattacks), direct on frozen parameters",
+         shieldkit_call("cw.torchattacks", c=1.0, steps=20, step_size=0.01), frozen(cw)),
+        ("FGSM (ART)", shieldkit_call("fgsm.art", eps=0.1), art_fgsm),
+        ("FGSM (ART), direct on frozen parameters", shieldkit_call("fgsm.art", eps=0.1), frozen(art_fgsm)),
+        ("PGD, 20 steps (ART)", shieldkit_call("pgd.art", eps=0.3, steps=20, step_size=0.01), art_pgd),
+        ("PGD, 20 steps (ART), direct on frozen parameters",
+         shieldkit_call("pgd.art", eps=0.3, steps=20, step_size=0.01), frozen(art_pgd)),
         ("DeepFool, 20 steps (ART)", shieldkit_call("deepfool.art", steps=20, overshoot=0.02),
          art_direct(lambda: DeepFool(estimator, max_iter=20, epsilon=0.02, nb_grads=10, batch_size=batch,
                                      verbose=False))),
@@ -136,8 +160,12 @@ def main(argv: list[str] | None = None) -> int:
     from art.attacks.evasion import DeepFool, FastGradientMethod, ProjectedGradientDescent
 
     clock = _LibraryClock()
+    # The library's own work: building its attack object (both paths do it on every call) and running it.
+    for cls in (torchattacks.FGSM, torchattacks.PGD, torchattacks.CW):
+        clock.watch(cls, "__init__")
     clock.watch(torchattacks.attack.Attack, "__call__")
     for cls in (FastGradientMethod, ProjectedGradientDescent, DeepFool):
+        clock.watch(cls, "__init__")
         clock.watch(cls, "generate")
     rows = []
     try:
@@ -193,8 +221,12 @@ def main(argv: list[str] | None = None) -> int:
         "*Difference of medians* compares the two paths' medians; *paired differences* compare each call "
         "through shieldkit with the direct call next to it; both carry the machine's noise (a percent or two "
         "between two runs of the same code). *Overhead measured in-call* is shieldkit's own time within each "
-        "call (total minus the library's attack call) over the library's time, both under the same load; it "
-        "counts building the library's attack object, which the direct path also does. shieldkit's fixed "
+        "call (total minus the library's time: building its attack object, which both paths do, and running "
+        "it) over the library's time, both under the same load. The forward hooks shieldkit puts on the model "
+        "(counting calls, checking labels) run inside the library's time, so only the medians show them. "
+        "Through shieldkit the parameters are frozen, so libraries that call `loss.backward()` (ART, "
+        "torchattacks' C&W) skip parameter gradients: hence the negative differences; the rows *direct on frozen parameters* "
+        "freeze them in the direct call too, for the overhead alone. shieldkit's fixed "
         "cost per call is input and label validation, the state guard (modes, `requires_grad`, gradients "
         "and buffers; parameter values are watched through autograd's version counter, not copied), the "
         "call counter, a fresh library object, the output check and, for ART, NumPy conversion.",

@@ -144,7 +144,11 @@ def test_bad_parameters_are_named_before_any_compute():
 
 def test_uniform_parameters_are_translated_by_the_table():
     pgd = sk.create_attack("pgd.torchattacks", eps=0.2, steps=5)
-    assert pgd.library_kwargs() == {"steps": 5, "alpha": pytest.approx(0.05), "random_start": True, "eps": 0.2}
+    # L-inf budgets go to the library one float32 rounding step smaller, so that its x + eps lands inside.
+    margin = torch.finfo(torch.float32).eps
+    assert pgd.library_kwargs() == {"steps": 5, "alpha": pytest.approx(0.05), "random_start": True,
+                                    "eps": 0.2 - margin}
+    assert sk.create_attack("pgd.torchattacks", norm="l2", eps=0.5).library_kwargs()["eps"] == 0.5
     assert sk.create_attack("pgd.torchattacks", norm="l2").spec.class_for(
         sk.create_attack("pgd.torchattacks", norm="l2")) == "PGDL2"
     apgd = sk.create_attack("apgd.art", loss="dlr", restarts=2)
@@ -392,3 +396,21 @@ def test_catalogue_lists_every_backend_component_with_its_capabilities():
     assert "| `square.art` | linf, l2 | no | score |" in text
     assert "`brendel_bethge.art` (needs `numba`)" in text
     assert "| `jpeg.art` | transform | no | no | `quality=75` |" in text
+
+
+@pytest.mark.parametrize("name", ["fgsm.torchattacks", "pgd.torchattacks", "fgsm.art", "pgd.art"])
+def test_linf_library_output_arrives_inside_the_ball(name, monkeypatch):
+    # With the budget one rounding step smaller, the library's x + eps needs no fixing by the base class.
+    moved = []
+    for method in ("round_inside", "project"):
+        original = getattr(sk.ThreatModel, method)
+        monkeypatch.setattr(sk.ThreatModel, method,
+                            lambda self, *args, _original=original, **kwargs: moved.append(1) or _original(self, *args, **kwargs))
+    if name.endswith(".art"):
+        pytest.importorskip("art")
+    model = tiny_model().eval()
+    x, y = tiny_batch(model)
+    params = {"steps": 5} if name.startswith("pgd") else {}  # 5 steps of eps / 4 reach the boundary
+    result = sk.create_attack(name, eps=0.1, seed=0, **params).run(model, x, y)
+    assert result.linf.max() <= torch.tensor(0.1) and result.linf.max() > 0.1 - 1e-6
+    assert moved == []
