@@ -540,10 +540,15 @@ def estimator_for(model: nn.Module, x: Tensor, bounds: tuple[float, float], *, p
         channels = 3
     shape = {"nchw": (channels, height, width), "nhwc": (height, width, channels),
              "flat": (channels * height * width,)}[layout]
-    key = (shape, layout, grey, probabilities, tuple(bounds), str(x.device), x.dtype)
+    # The parameters' identities and shapes are in the key: a model whose head was replaced gets a new
+    # estimator (ART keeps the number of classes it was built with).
+    layers = tuple((id(p), tuple(p.shape)) for p in model.parameters())
+    key = (shape, layout, grey, probabilities, tuple(bounds), str(x.device), x.dtype, layers)
     cached = _ESTIMATORS.setdefault(model, {})
     if key in cached:
         return cached[key]
+    for stale in [k for k in cached if k[-1] != layers]:
+        del cached[stale]
     with torch.no_grad():
         nb_classes = int(model(x[:1]).shape[1])
     ref = _ModelRef(model, dtype=x.dtype, probabilities=probabilities, layout=layout, grey=grey,
