@@ -7,9 +7,7 @@ guarantees.
 
 from __future__ import annotations
 
-import ctypes
 import math
-import sys
 from collections.abc import Sequence
 
 import torch
@@ -184,41 +182,13 @@ def check_logits(logits: object, batch: int, who: str = "model") -> Tensor:
 # ----------------------------------------------------------------- state guard
 
 
-def _load_memcmp():
-    """C's ``memcmp`` through ctypes, or ``None`` where the C library cannot be loaded."""
-    try:
-        libc = ctypes.CDLL(None) if sys.platform != "win32" else ctypes.cdll.msvcrt
-        memcmp = libc.memcmp
-    except (OSError, AttributeError):
-        return None
-    memcmp.argtypes = (ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t)
-    memcmp.restype = ctypes.c_int
-    return memcmp
+def _unchanged(tensor: Tensor, saved: Tensor) -> bool:
+    """Whether ``tensor`` still holds ``saved``'s shape, dtype, device and values.
 
-
-_MEMCMP = _load_memcmp()
-
-
-def same_bits(a: Tensor, b: Tensor) -> bool:
-    """Whether two tensors hold bit-for-bit the same values (NaN equals NaN; 0.0 and -0.0 differ).
-
-    That is what restoring a tensor exactly needs. For dense contiguous CPU
-    tensors the bytes are compared with ``memcmp``, about five times faster than
-    ``torch.equal`` on one core, which keeps the state guard's cost per attack
-    call small next to a single-step attack.
+    NaN counts as changed; restoring it is harmless.
     """
-    if a.shape != b.shape or a.dtype != b.dtype or a.device != b.device:
-        return False
-    if (
-        _MEMCMP is not None
-        and a.device.type == "cpu"
-        and a.layout == torch.strided
-        and a.is_contiguous()
-        and b.is_contiguous()
-    ):
-        size = a.numel() * a.element_size()
-        return size == 0 or _MEMCMP(a.data_ptr(), b.data_ptr(), size) == 0
-    return torch.equal(a, b)  # other devices: NaN counts as changed, and restoring it is harmless
+    same_kind = tensor.shape == saved.shape and tensor.dtype == saved.dtype and tensor.device == saved.device
+    return same_kind and torch.equal(tensor, saved)
 
 
 class ModelStateGuard:
@@ -266,8 +236,8 @@ class ModelStateGuard:
                 if b is not None:
                     self._buffers.append((module, name, b, b.detach().clone()))
         model.eval()
-        for entry in self._params:
-            entry[2].requires_grad_(False)
+        for _, _, param, *_ in self._params:
+            param.requires_grad_(False)
         return model
 
     def __exit__(self, exc_type, exc, traceback) -> None:
@@ -291,12 +261,12 @@ class ModelStateGuard:
                         param.grad = None
                 else:
                     grad_tensor, grad_values = grad
-                    if not same_bits(grad_tensor, grad_values):
+                    if not _unchanged(grad_tensor, grad_values):
                         grad_tensor.data = grad_values
                     param.grad = grad_tensor
             for module, name, buffer, values in self._buffers:
                 module._buffers[name] = buffer
-                if not same_bits(buffer, values):
+                if not _unchanged(buffer, values):
                     buffer.data = values
         self._training, self._params, self._buffers = [], [], []
         if written and exc_type is None:  # an error already on its way out is the one to report

@@ -71,15 +71,16 @@ class ThreatModel:
         return x_adv if inside else self.project(x_adv, x)
 
     def _step_back_ulps(self, x_adv: Tensor, x: Tensor, gaps: Tensor | None = None) -> tuple[Tensor, bool]:
+        eps = self.eps_in(x_adv.dtype)
         gaps = (x_adv - x).abs_() if gaps is None else gaps
         for _ in range(4):
-            if gaps.amax().item() <= self.eps_in(x_adv.dtype):
+            if gaps.amax().item() <= eps:
                 return x_adv, True
             # Adding 1 * (next - x_adv) gives next exactly, adding 0 * (...) changes nothing;
             # several times faster than torch.where on CPU.
             x_adv = x_adv + torch.nextafter(x_adv, x).sub_(x_adv).mul_(gaps > self.eps)
             gaps = (x_adv - x).abs_()
-        return x_adv, False
+        return x_adv, gaps.amax().item() <= eps
 
     def eps_in(self, dtype: torch.dtype) -> float:
         """``eps`` rounded to ``dtype``: what a comparison of ``dtype`` tensors with ``eps`` compares against."""

@@ -215,21 +215,21 @@ class BackendAttack(Attack):
                 value = param.values[value]
             kwargs[param.lib] = value
         if spec.eps_arg is not None and eps is not None:
-            kwargs[spec.eps_arg] = eps - self._linf_margin(scale) if self.norm == "linf" else eps
+            kwargs[spec.eps_arg] = self._inside_linf(eps, scale) if self.norm == "linf" else eps
         return kwargs
 
-    def _linf_margin(self, scale: float) -> float:
-        """How much less L-inf budget the library gets: one float32 rounding step at the largest pixel value.
+    def _inside_linf(self, eps: float, scale: float) -> float:
+        """The L-inf budget the library gets (in its units): ``eps`` less one float32 rounding step.
 
         Libraries compute ``x + eps * sign(g)`` in float32, which rounds up to an
         ulp past ``eps`` on about half the pixels; the base class would then move
-        each of them back after every call. With ``eps`` this much smaller the sum
-        lands inside (any pixel that still does not is moved back as before).
+        each of them back after every call. With ``eps`` one rounding step at the
+        largest pixel value smaller, the sum lands inside (any pixel that still
+        does not is moved back as before).
         """
         low, high = self.bounds
         margin = torch.finfo(torch.float32).eps * max(1.0, abs(low) / scale, abs(high) / scale)
-        eps = self.eps / scale
-        return margin if eps > 4 * margin else 0.0
+        return eps - margin if eps > 4 * margin else eps
 
 
 def _param_doc(name: str, param: Param) -> str:
