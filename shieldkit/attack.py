@@ -9,8 +9,6 @@ counting and the final bounds and epsilon-ball check. An algorithm implements
 from __future__ import annotations
 
 import math
-
-import inspect
 import time
 import weakref
 from dataclasses import dataclass, field
@@ -19,20 +17,23 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from shieldkit.errors import AttackContractError, InvalidInputError, InvalidModelError, InvalidParameterError
-from shieldkit.guard import (
+from shieldkit.component import Component
+from shieldkit.errors import (
+    AttackContractError,
+    InvalidInputError,
+    InvalidModelError,
+    InvalidParameterError,
+)
+from shieldkit.guard import CallCounter, ModelStateGuard
+from shieldkit.threat import DEFAULT_EPS, ThreatModel, check_norm, norm_of
+from shieldkit.validation import (
     BOUNDS_TOLERANCE,
-    CallCounter,
-    ModelStateGuard,
     check_images,
     check_int,
     check_labels,
     check_logits,
-    check_norm,
     model_placement,
-    norm_of,
 )
-from shieldkit.threat import DEFAULT_EPS, ThreatModel
 
 ACCESS_LEVELS = ("gradient", "score", "decision")
 
@@ -81,34 +82,7 @@ class AttackResult:
         )
 
 
-def component_params(cls: type) -> dict[str, Any]:
-    """Keyword parameters a component's constructor accepts, with their defaults.
-
-    Walks the MRO while constructors pass ``**kwargs`` up, so an attack that
-    declares ``def __init__(self, *, steps=10, **common)`` also lists the base
-    class's ``eps``, ``norm``, ``bounds`` and ``seed``.
-    """
-    params: dict[str, Any] = {}
-    for klass in cls.__mro__:
-        init = klass.__dict__.get("__init__")
-        if init is None:
-            continue
-        signature = inspect.signature(init)
-        passes_on = False
-        for name, parameter in signature.parameters.items():
-            if name == "self" or parameter.kind is parameter.VAR_POSITIONAL:
-                continue
-            if parameter.kind is parameter.VAR_KEYWORD:
-                passes_on = True
-                continue
-            default = None if parameter.default is parameter.empty else parameter.default
-            params.setdefault(name, default)
-        if not passes_on:
-            break
-    return params
-
-
-class Attack:
+class Attack(Component):
     """Base class of every attack: native, wrapped from a backend, or from a plugin.
 
     Subclasses set the class attributes below and implement ``_run``; they take
@@ -134,20 +108,14 @@ class Attack:
         smoke_params: parameters that make a run on a 6x1x16x16 batch take well under a second.
     """
 
-    family: ClassVar[str] = ""
     norms: ClassVar[tuple[str, ...]] = ("linf",)
     bounded: ClassVar[bool] = True
     targeted: ClassVar[bool] = True
     access: ClassVar[str] = "gradient"
     randomized: ClassVar[bool] = False
-    #: constructor parameters for a quick run on a tiny model (the registry-wide conformance test uses them).
-    smoke_params: ClassVar[dict[str, Any]] = {}
     #: project the output onto the threat model instead of rejecting it when it leaves: set by
     #: wrapped libraries, which do not all keep to their own budget (shieldkit's algorithms must).
     project_output: ClassVar[bool] = False
-
-    #: set by the registry when created by name (the plugin that registered it).
-    source: str = ""
 
     def __init__(
         self,
@@ -182,23 +150,9 @@ class Attack:
     def bounds(self) -> tuple[float, float]:
         return self.threat.bounds
 
-    @property
-    def name(self) -> str:
-        """``family.source``, e.g. ``pgd.native`` (just the family when not created by name)."""
-        family = self.family or type(self).__name__.lower()
-        return f"{family}.{self.source}" if self.source else family
-
     def project(self, x_adv: Tensor, x: Tensor) -> Tensor:
         """``x_adv`` moved into the epsilon-ball around ``x`` (when ``eps`` is set) and the bounds."""
         return self.threat.project(x_adv, x)
-
-    def get_params(self) -> dict[str, Any]:
-        """The constructor parameters of this instance."""
-        return {name: getattr(self, name, default) for name, default in component_params(type(self)).items()}
-
-    def __repr__(self) -> str:
-        params = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
-        return f"{type(self).__name__}({params})"
 
     # ----------------------------------------------------------------- API
 

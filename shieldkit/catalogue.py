@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from shieldkit.attack import component_params
+from shieldkit.component import component_params
 from shieldkit.threat import DEFAULT_EPS
 
 COMMON_ATTACK = ("eps", "norm", "bounds", "seed")

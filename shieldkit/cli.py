@@ -14,13 +14,15 @@ from collections.abc import Sequence
 
 from shieldkit import registry
 from shieldkit.errors import (
+    EXIT_FAILURE,
+    EXIT_OK,
+    EXIT_USAGE,
     InvalidInputError,
     InvalidParameterError,
     ShieldkitError,
     UnknownNameError,
 )
 
-EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 KINDS = {"attacks": "attack", "defenses": "defense", "models": "model", "datasets": "dataset"}
 
 #: Subcommands that live with the code they run: name -> module with add_arguments(parser) and run(args).
@@ -137,17 +139,6 @@ def build_parser() -> argparse.ArgumentParser:
         except ImportError:
             pass  # that part of shieldkit is not there yet; running it says so
     return parser
-
-
-#: What a command's set-up may raise for bad input: reported by :func:`usage_error`, exit status 2.
-SETUP_ERRORS = (ShieldkitError, ValueError, TypeError, KeyError, OSError)
-
-
-def usage_error(command: str, error: BaseException) -> int:
-    """Print a bad-input error as one line (a KeyError's message unquoted); returns exit status 2."""
-    message = str(error.args[0]) if isinstance(error, KeyError) and error.args else str(error)
-    print(f"shieldkit {command}: error: {message}", file=sys.stderr)
-    return EXIT_USAGE
 
 
 def _external(module: str):

@@ -21,10 +21,10 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from shieldkit.attack import component_params
+from shieldkit.component import Component
 from shieldkit.errors import InvalidInputError, InvalidParameterError
-from shieldkit.guard import (
-    ModelStateGuard,
+from shieldkit.guard import ModelStateGuard
+from shieldkit.validation import (
     check_bounds,
     check_choice,
     check_images,
@@ -38,7 +38,7 @@ KINDS = ("transform", "postprocess", "detector", "trainer")
 GRADIENTS = ("exact", "bpda", "surrogate")
 
 
-class Defense:
+class Defense(Component):
     """Base class of every defence.
 
     Capabilities (class attributes):
@@ -47,48 +47,74 @@ class Defense:
         differentiable: autograd through the defence gives useful gradients.
         randomized: two calls on the same input may differ.
 
+    What its adaptive evaluation needs (read by :mod:`shieldkit.evaluate.adaptive`;
+    the defaults suit most defences):
+        adaptive_gradient: the backward pass adaptive gradient attacks use on a
+            transform or postprocess defence: ``"exact"``, ``"bpda"`` or
+            ``"surrogate"``; ``None`` chooses from ``differentiable`` and whether
+            the class gives a ``surrogate``.
+        adaptive_attacks: the defence's own adaptive attacks, names or
+            ``(name, params)`` pairs, run against the deployed model with the
+            grid's ``eps`` and ``norm``; those not registered, or not supporting
+            the grid's norm, are left out. Override :meth:`adaptive_attack` for
+            a choice that depends on the instance.
+
     Args:
         bounds: valid pixel range ``(low, high)``.
         seed: makes a randomised defence reproducible; ``None`` uses torch's global RNG.
     """
 
-    family: ClassVar[str] = ""
     kind: ClassVar[str] = ""
     differentiable: ClassVar[bool] = False
     randomized: ClassVar[bool] = False
-    #: constructor parameters (and, for trainers, ``fit`` options) for a quick conformance run on a tiny model.
-    smoke_params: ClassVar[dict[str, Any]] = {}
+    adaptive_gradient: ClassVar[str | None] = None
+    adaptive_attacks: ClassVar[tuple[Any, ...]] = ()
+    #: ``fit`` options of a quick conformance run (trainers); ``smoke_params`` holds the constructor's.
     smoke_fit_options: ClassVar[dict[str, Any]] = {}
-
-    source: str = ""
 
     def __init__(self, *, bounds: tuple[float, float] = (0.0, 1.0), seed: int | None = None):
         self.bounds = check_bounds(bounds, self.name)
         if seed is not None:
             check_int(self.name, "seed", seed, minimum=0)
         self.seed = seed
-        self._generator: torch.Generator | None = None
+        self._rng: torch.Generator | None = None
 
-    @property
-    def name(self) -> str:
-        family = self.family or type(self).__name__.lower()
-        return f"{family}.{self.source}" if self.source else family
+    def rng(self, device: torch.device) -> torch.Generator | None:
+        """The defence's own random-number generator when seeded (its randomness does not disturb the attacker's).
 
-    def get_params(self) -> dict[str, Any]:
-        return {name: getattr(self, name, default) for name, default in component_params(type(self)).items()}
-
-    def __repr__(self) -> str:
-        params = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
-        return f"{type(self).__name__}({params})"
-
-    def generator(self, device: torch.device) -> torch.Generator | None:
-        """The defence's own RNG when seeded (so its randomness does not disturb the attacker's)."""
+        ``None`` when unseeded: torch's global RNG is used. Not to be confused
+        with a GAN generator (:mod:`shieldkit.gan`).
+        """
         if self.seed is None:
             return None
-        if self._generator is None or self._generator.device != torch.device(device):
-            self._generator = torch.Generator(device=device)
-            self._generator.manual_seed(self.seed)
-        return self._generator
+        if self._rng is None or self._rng.device != torch.device(device):
+            self._rng = torch.Generator(device=device)
+            self._rng.manual_seed(self.seed)
+        return self._rng
+
+    def reseed(self, seed: int | None) -> None:
+        """Restart the defence's randomness from ``seed`` (``None``: torch's global RNG from now on).
+
+        The evaluation reseeds a randomised defence per unit of work, so results
+        do not depend on the order units run in.
+        """
+        if seed is not None:
+            check_int(self.name, "seed", seed, minimum=0)
+        self.seed = seed
+        self._rng = None  # rebuilt from the new seed on next use
+
+    def adaptive_attack(self) -> list[Any]:
+        """The defence's own adaptive attacks (default: :attr:`adaptive_attacks`).
+
+        Each is a name, ``(name, params)`` or an :class:`~shieldkit.Attack`; it runs
+        against the deployed model (it may read ``model.defense`` and ``model.model``).
+        """
+        return list(self.adaptive_attacks)
+
+    def adaptive_view(self, deployed: nn.Module) -> nn.Module | None:
+        """The module adaptive gradient attacks differentiate instead of the one chosen
+        from :attr:`adaptive_gradient` (default ``None``: that one)."""
+        return None
 
     def _check_x(self, x: Tensor, name: str = "x") -> Tensor:
         return check_images(x, self.bounds, name)

@@ -7,6 +7,7 @@ working, and every message names the attack, parameter, argument or plugin at fa
 from __future__ import annotations
 
 import difflib
+import sys
 from collections.abc import Iterable
 
 
@@ -75,3 +76,19 @@ def close_matches(name: str, known: Iterable[str], n: int = 3) -> list[str]:
     matches = difflib.get_close_matches(name, candidates, n=n, cutoff=0.6)
     matches += [k for k in known if name and name in k and k not in matches]
     return matches[:n]
+
+
+# ------------------------------------------------------- what commands report
+
+#: Exit statuses of the ``shieldkit`` commands: success, failure while running, bad usage or bad input.
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+
+#: What a command's set-up may raise for bad input: reported by :func:`usage_error`, exit status 2.
+SETUP_ERRORS = (ShieldkitError, ValueError, TypeError, KeyError, OSError)
+
+
+def usage_error(command: str, error: BaseException) -> int:
+    """Print a bad-input error as one line (a KeyError's message unquoted); returns exit status 2."""
+    message = str(error.args[0]) if isinstance(error, KeyError) and error.args else str(error)
+    print(f"shieldkit {command}: error: {message}", file=sys.stderr)
+    return EXIT_USAGE

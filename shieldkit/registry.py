@@ -17,11 +17,25 @@ from typing import Any
 
 from torch import nn
 
-from shieldkit.attack import ACCESS_LEVELS, Attack, component_params
-from shieldkit.defense import KINDS, Defense, DetectorDefense, PostprocessDefense, TrainerDefense, TransformDefense
-from shieldkit.errors import InvalidModelError, InvalidParameterError, MissingDependencyError, PluginError, UnknownNameError
-from shieldkit.guard import NORMS
+from shieldkit.attack import ACCESS_LEVELS, Attack
+from shieldkit.component import component_params
+from shieldkit.defense import (
+    KINDS,
+    Defense,
+    DetectorDefense,
+    PostprocessDefense,
+    TrainerDefense,
+    TransformDefense,
+)
+from shieldkit.errors import (
+    InvalidModelError,
+    InvalidParameterError,
+    MissingDependencyError,
+    PluginError,
+    UnknownNameError,
+)
 from shieldkit.plugins import PluginInfo, PluginManager
+from shieldkit.threat import NORMS
 
 PREFERRED_SOURCES = ("native", "torchattacks", "art")
 FAMILY_PATTERN = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -190,10 +204,7 @@ class Registry:
         if kind in ("attack", "defense"):
             valid = component_params(obj)
             _reject_unknown(entry, params, valid)
-            instance = obj.__new__(obj)
-            instance.source = entry.source  # so that errors raised by __init__ name e.g. "pgd.art"
-            instance.__init__(**params)
-            return instance
+            return obj.create(entry.source, **params)
         valid = _callable_params(obj)
         if valid is not None:
             _reject_unknown(entry, params, valid)

@@ -32,8 +32,9 @@ from shieldkit.defense import (
     TransformDefense,
 )
 from shieldkit.errors import InvalidInputError, InvalidParameterError
-from shieldkit.guard import compare_state, norm_of, snapshot_state
+from shieldkit.guard import compare_state, snapshot_state
 from shieldkit.registry import create_attack, create_defense
+from shieldkit.threat import norm_of
 
 __all__ = ["ConformanceError", "check_attack", "check_defense", "tiny_model", "tiny_batch"]
 

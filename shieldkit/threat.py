@@ -1,15 +1,82 @@
-"""The threat model: which perturbations an attacker may make."""
+"""The threat model: which perturbations an attacker may make, with the norms and projections that define it."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
 from shieldkit.errors import InvalidParameterError
-from shieldkit.guard import check_bounds, check_norm, norm_of, project
+from shieldkit.validation import check_bounds
+
+NORMS = ("linf", "l2", "l1", "l0")
+
+def check_norm(norm: str, allowed: Sequence[str] = NORMS, owner: str = "") -> str:
+    """Return ``norm`` normalised ("Linf", "inf" -> "linf") or raise naming the valid ones."""
+    aliases = {"inf": "linf", "li": "linf", "l_inf": "linf", "2": "l2", "1": "l1", "0": "l0"}
+    key = str(norm).lower().replace(" ", "")
+    key = aliases.get(key, key)
+    if key not in allowed:
+        prefix = f"{owner}: " if owner else ""
+        raise InvalidParameterError(
+            f"{prefix}norm={norm!r} is not supported; choose one of {', '.join(allowed)}"
+        )
+    return key
+
+
+def norm_of(delta: Tensor, norm: str) -> Tensor:
+    """Per-sample norm of a batch of perturbations ``[B, ...] -> [B]``."""
+    flat = delta.reshape(delta.shape[0], -1)
+    if norm == "linf":
+        return flat.abs().amax(dim=1) if flat.shape[1] else flat.new_zeros(flat.shape[0])
+    if norm == "l2":
+        return flat.norm(p=2, dim=1)
+    if norm == "l1":
+        return flat.abs().sum(dim=1)
+    if norm == "l0":
+        return (flat != 0).sum(dim=1).to(delta.dtype)
+    raise InvalidParameterError(f"norm={norm!r} is not one of {', '.join(NORMS)}")
+
+
+def project(delta: Tensor, norm: str, eps: float) -> Tensor:
+    """Project each perturbation of a batch onto the ``norm`` ball of radius ``eps``."""
+    if norm == "linf":
+        return delta.clamp(-eps, eps)
+    flat = delta.reshape(delta.shape[0], -1)
+    if norm == "l2":
+        lengths = flat.norm(p=2, dim=1, keepdim=True)
+        factor = torch.where(lengths > eps, eps / lengths.clamp_min(1e-12), torch.ones_like(lengths))
+        return (flat * factor).view_as(delta)
+    if norm == "l1":
+        return _project_l1(flat, eps).view_as(delta)
+    if norm == "l0":
+        keep = int(eps)
+        if keep >= flat.shape[1]:
+            return delta
+        top = flat.abs().topk(keep, dim=1).indices
+        mask = torch.zeros_like(flat, dtype=torch.bool).scatter_(1, top, True)
+        return (flat * mask).view_as(delta)
+    raise InvalidParameterError(f"norm={norm!r} is not one of {', '.join(NORMS)}")
+
+
+def _project_l1(flat: Tensor, eps: float) -> Tensor:
+    # Duchi et al. 2008: soft-threshold by the value that makes the L1 norm eps.
+    magnitude = flat.abs()
+    inside = magnitude.sum(dim=1) <= eps
+    if inside.all():
+        return flat
+    sorted_mag, _ = magnitude.sort(dim=1, descending=True)
+    cumulative = sorted_mag.cumsum(dim=1)
+    ranks = torch.arange(1, flat.shape[1] + 1, device=flat.device, dtype=flat.dtype)
+    candidates = sorted_mag - (cumulative - eps) / ranks
+    rho = (candidates > 0).sum(dim=1, keepdim=True).clamp_min(1)
+    theta = (cumulative.gather(1, rho - 1) - eps) / rho.to(flat.dtype)
+    shrunk = flat.sign() * (magnitude - theta).clamp_min(0)
+    return torch.where(inside[:, None], flat, shrunk)
+
 
 #: Default budgets per norm when a bounded attack is created without ``eps``
 #: (the usual CIFAR-style values; pass ``eps=0.3`` for MNIST L-inf).

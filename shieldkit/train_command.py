@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from shieldkit.cli import EXIT_OK, SETUP_ERRORS, usage_error
+from shieldkit.errors import EXIT_OK, SETUP_ERRORS, usage_error
 
 logger = logging.getLogger(__name__)
 
@@ -133,13 +133,11 @@ def _model(spec: str, data: Any, seed: int):
     """A saved module, or a registered model built for the data's shape with seeded initial weights."""
     import torch
 
-    from shieldkit.evaluate.commands import _is_file_like, load_model
+    from shieldkit.models.files import load_model_file, looks_like_model_file
     from shieldkit.registry import create_model, model_info
 
-    if _is_file_like(spec):
-        if not Path(spec).is_file():
-            raise FileNotFoundError(f"--model: no such file {spec!r}")
-        return load_model({"path": spec}, {})
+    if looks_like_model_file(spec):
+        return load_model_file(spec)
     params = model_info(spec)["params"]
     channels, height, width = data.shape
     sized = {"in_channels": channels, "num_classes": data.num_classes, "input_size": height,

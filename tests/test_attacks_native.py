@@ -17,8 +17,8 @@ from shieldkit.attacks import FGSM, PGD, DeepFool, HueSaturation, Noise, Semanti
 from shieldkit.attacks.hue_saturation import grid_shifts, hsv_to_rgb, rgb_to_hsv
 from shieldkit.attacks.semantic import negative_image
 from shieldkit.errors import InvalidInputError, InvalidParameterError
-from shieldkit.guard import norm_of
 from shieldkit.testing import check_attack, tiny_model
+from shieldkit.threat import norm_of
 
 NATIVE = (FGSM, Noise, Semantic, HueSaturation, PGD, DeepFool)
 

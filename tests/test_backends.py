@@ -20,12 +20,12 @@ import torch.nn.functional as F
 from torch import nn
 
 import shieldkit as sk
-from shieldkit.attack import component_params
 from shieldkit.backends import art as art_backend
 from shieldkit.backends import is_available
 from shieldkit.backends import torchattacks as ta_backend
 from shieldkit.backends._art_defenses import DEFENSES as ART_DEFENSES
 from shieldkit.catalogue import render_catalogue
+from shieldkit.component import component_params
 from shieldkit.errors import InvalidParameterError, MissingDependencyError
 from shieldkit.guard import compare_state, snapshot_state
 from shieldkit.registry import reset_registry

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 import shieldkit as sk
-from shieldkit.registry import get_registry
 from shieldkit.attacks._gradients import loss_gradient, normalized_step
+from shieldkit.registry import get_registry
 from shieldkit.testing import ConformanceError, check_attack, check_defense
 
 

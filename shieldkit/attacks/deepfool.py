@@ -6,7 +6,7 @@ import torch
 from torch import Tensor, nn
 
 from shieldkit.attack import Attack
-from shieldkit.guard import check_int, check_number
+from shieldkit.validation import check_int, check_number
 
 
 class DeepFool(Attack):

@@ -10,7 +10,7 @@ from torch import Tensor, nn
 from shieldkit.attack import Attack
 from shieldkit.attacks._losses import fooled
 from shieldkit.errors import InvalidInputError
-from shieldkit.guard import check_choice, check_int
+from shieldkit.validation import check_choice, check_int
 
 SEARCHES = ("random", "grid")
 #: pixels evaluated per forward pass at most (several queries per sample are batched together).

@@ -7,7 +7,7 @@ from torch import Tensor, nn
 
 from shieldkit.attack import Attack
 from shieldkit.attacks._losses import fooled
-from shieldkit.guard import check_choice, check_int, check_number
+from shieldkit.validation import check_choice, check_int, check_number
 
 DISTRIBUTIONS = ("uniform", "gaussian")
 

@@ -8,14 +8,8 @@ from torch import Tensor, nn
 from shieldkit.attack import Attack
 from shieldkit.attacks._losses import LOSSES, OBJECTIVES, fooled
 from shieldkit.attacks.noise import uniform_ball
-from shieldkit.errors import InvalidParameterError
-from shieldkit.guard import check_choice, check_int, check_number, project
-
-
-def _check_bool(owner: str, name: str, value: object) -> bool:
-    if not isinstance(value, bool):
-        raise InvalidParameterError(f"{owner}: {name} must be True or False, got {name}={value!r}")
-    return value
+from shieldkit.threat import project
+from shieldkit.validation import check_bool, check_choice, check_int, check_number
 
 
 class PGD(Attack):
@@ -67,10 +61,10 @@ class PGD(Attack):
         owner = self.name
         self.steps = check_int(owner, "steps", steps, minimum=1)
         self.step_size = None if step_size is None else check_number(owner, "step_size", step_size, 0.0, strict=True)
-        self.random_start = _check_bool(owner, "random_start", random_start)
+        self.random_start = check_bool(owner, "random_start", random_start)
         self.restarts = check_int(owner, "restarts", restarts, minimum=1)
         self.loss = check_choice(owner, "loss", loss, LOSSES)
-        self.early_stop = _check_bool(owner, "early_stop", early_stop)
+        self.early_stop = check_bool(owner, "early_stop", early_stop)
         self.eot = check_int(owner, "eot", eot, minimum=1)
 
     def _run(self, model: nn.Module, x: Tensor, y: Tensor, target: Tensor | None) -> Tensor:

@@ -7,7 +7,7 @@ from torch import Tensor, nn
 
 from shieldkit.attack import Attack
 from shieldkit.attacks._losses import fooled
-from shieldkit.guard import check_choice
+from shieldkit.validation import check_choice
 
 VARIANTS = ("negative", "centred")
 

@@ -24,7 +24,7 @@ import torch
 
 from shieldkit.attack import Attack
 from shieldkit.errors import InvalidParameterError, MissingDependencyError
-from shieldkit.guard import check_choice, check_int, check_number
+from shieldkit.validation import check_bool, check_choice, check_int, check_number
 
 __all__ = [
     "AttackSpec",
@@ -157,11 +157,6 @@ class AttackSpec:
 # ------------------------------------------------------------------ validation
 
 
-def _check_bool(owner: str, name: str, value: object) -> bool:
-    if not isinstance(value, bool):
-        raise InvalidParameterError(f"{owner}: {name} must be True or False, got {name}={value!r}")
-    return value
-
 
 def check_param(owner: str, name: str, value: Any, param: Param) -> Any:
     """Validate one value against its :class:`Param` rule (``None`` is allowed when the default is)."""
@@ -174,7 +169,7 @@ def check_param(owner: str, name: str, value: Any, param: Param) -> Any:
         minimum = 0 if rule == "int0" else int(rule[5:]) if rule.startswith("int>=") else 1
         return check_int(owner, name, value, minimum=minimum)
     if rule == "bool":
-        return _check_bool(owner, name, value)
+        return check_bool(owner, name, value)
     if rule in ("pos", "nonneg", "unit", "real"):
         low = None if rule == "real" else 0.0
         high = 1.0 if rule == "unit" else None

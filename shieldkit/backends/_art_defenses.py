@@ -41,8 +41,8 @@ from shieldkit.backends import (
 )
 from shieldkit.defense import PostprocessDefense, TrainerDefense, TransformDefense
 from shieldkit.errors import InvalidParameterError
-from shieldkit.guard import check_int, check_number
 from shieldkit.threat import DEFAULT_EPS
+from shieldkit.validation import check_int, check_number
 
 COMMON = ("bounds", "seed")
 
@@ -276,7 +276,7 @@ def _art_kwargs(defense: Any, cls: type, extra: Mapping[str, Any] | None = None)
 
 def _seed_from(defense: Any) -> int:
     """A seed for ART's NumPy randomness: from the defence's own generator when seeded, else torch's."""
-    generator = defense.generator(torch.device("cpu"))
+    generator = defense.rng(torch.device("cpu"))
     return int(torch.randint(0, 2**31 - 1, (1,), generator=generator).item())
 
 

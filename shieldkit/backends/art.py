@@ -42,8 +42,8 @@ from shieldkit.backends import (
     seeded_call,
 )
 from shieldkit.errors import MissingDependencyError
-from shieldkit.guard import model_device
 from shieldkit.plugins import hookimpl
+from shieldkit.validation import model_device
 
 logger = logging.getLogger("shieldkit.backends.art")
 

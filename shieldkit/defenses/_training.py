@@ -33,7 +33,8 @@ from shieldkit import distributed
 from shieldkit.attack import Attack
 from shieldkit.defense import TrainerDefense
 from shieldkit.errors import InvalidInputError, InvalidModelError, InvalidParameterError
-from shieldkit.guard import ModelStateGuard, check_int, check_number
+from shieldkit.guard import ModelStateGuard
+from shieldkit.validation import check_int, check_number
 
 logger = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from shieldkit.defense import DetectorDefense
-from shieldkit.guard import check_number
+from shieldkit.validation import check_number
 
 BATCH = 500  # images per forward pass when scoring
 

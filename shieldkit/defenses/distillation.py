@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from shieldkit.defenses._training import LoopTrainer, train
-from shieldkit.guard import check_number
+from shieldkit.validation import check_number
 
 
 class Distillation(LoopTrainer):

@@ -15,7 +15,7 @@ from shieldkit.attack import Attack
 from shieldkit.defenses.adversarial_training import AdversarialTraining
 from shieldkit.defenses.median_smoothing import median_filter
 from shieldkit.errors import InvalidModelError, InvalidParameterError
-from shieldkit.guard import check_choice
+from shieldkit.validation import check_choice
 
 KINDS = ("non_local", "mean", "median")
 

@@ -9,7 +9,7 @@ from torch import Tensor
 
 from shieldkit.defense import TransformDefense
 from shieldkit.errors import InvalidParameterError
-from shieldkit.guard import check_number
+from shieldkit.validation import check_number
 
 
 class GaussianNoise(TransformDefense):
@@ -45,5 +45,5 @@ class GaussianNoise(TransformDefense):
 
     def _transform(self, x: Tensor) -> Tensor:
         low, high = self.bounds
-        noise = torch.randn(x.shape, generator=self.generator(x.device), device=x.device, dtype=x.dtype)
+        noise = torch.randn(x.shape, generator=self.rng(x.device), device=x.device, dtype=x.dtype)
         return x + (self.sigma * (high - low)) * noise

@@ -13,7 +13,7 @@ from torch import Tensor
 
 from shieldkit.defense import TransformDefense
 from shieldkit.errors import InvalidParameterError
-from shieldkit.guard import check_int
+from shieldkit.validation import check_int
 
 
 class GradientMasking(TransformDefense):

@@ -11,7 +11,7 @@ from torch import Tensor
 
 from shieldkit.defense import TransformDefense
 from shieldkit.errors import InvalidParameterError
-from shieldkit.guard import check_int
+from shieldkit.validation import check_int
 
 # ITU-T T.81 Annex K, tables K.1 (luminance) and K.2 (chrominance).
 LUMINANCE_TABLE = (

@@ -9,7 +9,7 @@ from torch import Tensor, nn
 
 from shieldkit.attack import Attack
 from shieldkit.defenses._training import LoopTrainer, build_attack, train
-from shieldkit.guard import check_choice, check_number
+from shieldkit.validation import check_choice, check_number
 
 PAIRINGS = ("adversarial", "clean")
 

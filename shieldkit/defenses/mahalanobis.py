@@ -9,7 +9,8 @@ from torch import Tensor, nn
 
 from shieldkit.defense import DetectorDefense
 from shieldkit.errors import InvalidModelError, InvalidParameterError
-from shieldkit.guard import ModelStateGuard, check_number, model_device
+from shieldkit.guard import ModelStateGuard
+from shieldkit.validation import check_number, model_device
 
 BATCH = 500  # images per forward pass
 

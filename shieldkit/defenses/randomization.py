@@ -10,7 +10,7 @@ from torch import Tensor
 
 from shieldkit.defense import TransformDefense
 from shieldkit.errors import InvalidInputError, InvalidParameterError
-from shieldkit.guard import check_int
+from shieldkit.validation import check_int
 
 #: with no sizes given, images shrink to a random size in ``[floor(0.8 * out), out)``.
 DEFAULT_SHRINK = 0.8
@@ -95,7 +95,7 @@ class Randomization(TransformDefense):
         batch, _, height, width = x.shape
         low_size, high_size, out_h = self.sizes(height)
         out_w = max(1, round(out_h * width / height))
-        generator = self.generator(x.device)
+        generator = self.rng(x.device)
         size_h = torch.randint(low_size, high_size, (batch,), generator=generator, device=x.device)
         size_w = (size_h.to(x.dtype) * (width / height)).round().clamp(1, out_w).long()
         # Offsets uniform over the free space: rand * (slack + 1), floored.

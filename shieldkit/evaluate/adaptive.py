@@ -12,16 +12,18 @@ from the defence's declared capabilities:
 | randomised                            | Expectation over Transformation, ``eot`` draws   |
 | detector                              | the classifier, detection judged on the result   |
 
-A defence can ask for more with two optional hooks (a small protocol, no base
-class needed):
+A defence declares what its adaptive evaluation needs on the :class:`~shieldkit.Defense`
+base class (documented there; the defaults suit most defences):
 
-- ``adaptive_attack()`` returns an attack name, ``(name, params)``, an
-  ``Attack`` instance or a list of these, e.g. the latent-space attack for a
-  GAN projection. Such an attack runs against the deployed ``DefendedModel``
-  (it may read ``model.defense`` and ``model.model``), with the grid's ``eps``,
-  ``norm`` and a per-chunk ``seed``.
-- ``adaptive_view(deployed)`` returns the ``nn.Module`` to attack instead of the
-  view chosen from the table above.
+- ``adaptive_gradient``: ``"exact"``, ``"bpda"`` or ``"surrogate"`` instead of the
+  choice from the table above (Defense-GAN asks for BPDA).
+- ``adaptive_attacks`` / ``adaptive_attack()``: its own attacks (names,
+  ``(name, params)`` or ``Attack`` instances), e.g. the latent-space attack for a
+  GAN projection. They run against the deployed ``DefendedModel`` (they may read
+  ``model.defense`` and ``model.model``), with the grid's ``eps``, ``norm`` and a
+  per-chunk ``seed``; those not registered or not supporting the norm are left out.
+- ``adaptive_view(deployed)``: the ``nn.Module`` to attack instead of the view
+  chosen from the table above.
 
 Reference:
     Athalye, Carlini, Wagner. Obfuscated Gradients Give a False Sense of Security. ICML 2018.
@@ -94,8 +96,7 @@ class DefensePlan:
     def reseed(self, seed: int) -> None:
         """Fix the defence's randomness for one unit of work, so results do not depend on run order."""
         if self.defense is not None and self.randomized:
-            self.defense.seed = int(seed)
-            self.defense._generator = None  # rebuilt from the new seed on next use
+            self.defense.reseed(int(seed))
 
     @torch.no_grad()
     def judge(self, x_adv: Tensor, y: Tensor, seed: int) -> Judgement:
@@ -112,16 +113,6 @@ class DefensePlan:
         else:
             detected = torch.zeros_like(misclassified)
         return Judgement(predictions, misclassified, detected, misclassified & ~detected)
-
-
-#: What suits defence families that do not (yet) say so themselves through the hooks above:
-#: the gradient of their view and defence-specific attacks (used where registered and supporting the grid's norm).
-KNOWN_ADAPTIVE: dict[str, dict[str, Any]] = {
-    # Backpropagating through the unrolled projection is costly and its gradient weak; BPDA through
-    # the projection (Athalye et al.) and the latent-space attack (Ilyas et al., L2 only) are the known breaks.
-    "defense_gan": {"gradient": "bpda", "attacks": (("overpowered", {}),)},
-    "inc": {"gradient": "bpda", "attacks": (("overpowered", {}),)},
-}
 
 
 def plan_defense(label: str, defense: Defense | None, model: nn.Module, *, eot: int = 8,
@@ -145,7 +136,7 @@ def plan_defense(label: str, defense: Defense | None, model: nn.Module, *, eot: 
     elif isinstance(defense, (TransformDefense, PostprocessDefense)):
         deployed = defense.wrap(model)
         plan = DefensePlan(label, defense.kind, defense, model, deployed, randomized=bool(defense.randomized))
-        gradient = KNOWN_ADAPTIVE.get(defense.family, {}).get("gradient") or choose_gradient(defense)
+        gradient = choose_gradient(defense)
         plan.eot = eot if defense.randomized else 1
         if gradient != "exact" or plan.eot > 1:
             plan.view = deployed.attack_view(gradient=gradient, eot=plan.eot)
@@ -155,9 +146,9 @@ def plan_defense(label: str, defense: Defense | None, model: nn.Module, *, eot: 
     if not adaptive:
         plan.view, plan.view_description = None, "naive only (adaptive=False)"
         return plan
-    custom_view = getattr(defense, "adaptive_view", None)
-    if callable(custom_view):
-        plan.view = custom_view(plan.deployed)
+    custom_view = defense.adaptive_view(plan.deployed)
+    if custom_view is not None:
+        plan.view = custom_view
         plan.view_description = f"{type(defense).__name__}.adaptive_view()"
     plan.extra_attacks = defense_attacks(defense, norm)
     if plan.extra_attacks:
@@ -167,7 +158,10 @@ def plan_defense(label: str, defense: Defense | None, model: nn.Module, *, eot: 
 
 
 def choose_gradient(defense: TransformDefense | PostprocessDefense) -> str:
-    """``exact`` for differentiable defences, ``surrogate`` when one is given, else ``bpda``."""
+    """The defence's ``adaptive_gradient`` if declared; else ``exact`` for differentiable defences,
+    ``surrogate`` when one is given, else ``bpda``."""
+    if defense.adaptive_gradient is not None:
+        return defense.adaptive_gradient
     if defense.differentiable:
         return "exact"
     if isinstance(defense, TransformDefense) and type(defense).surrogate is not TransformDefense.surrogate:
@@ -182,16 +176,24 @@ def describe_view(gradient: str, eot: int) -> str:
 
 
 def defense_attacks(defense: Defense, norm: str = "linf") -> list[Any]:
-    """The defence's own adaptive attacks: its ``adaptive_attack()`` hook, else :data:`KNOWN_ADAPTIVE`."""
-    hook = getattr(defense, "adaptive_attack", None)
-    if callable(hook):
-        found = hook()
-        if found is None:
-            return []
-        return list(found) if isinstance(found, list) else [found]
+    """The defence's own adaptive attacks (``adaptive_attack()``), less registered ones that do not support ``norm``.
+
+    ``Attack`` instances and unregistered names are kept: resolving the suite
+    checks them and says what is wrong.
+    """
+    from shieldkit.attack import Attack
     from shieldkit.registry import list_attacks
 
-    available = set(list_attacks(norm=norm))
-    known = KNOWN_ADAPTIVE.get(defense.family, {}).get("attacks", ())
-    return [(name, dict(params)) for name, params in known
-            if any(entry.split(".")[0] == name for entry in available)]
+    found = defense.adaptive_attack() or []
+    found = found if isinstance(found, list) else [found]
+    registered, supported = set(list_attacks()), set(list_attacks(norm=norm))
+    known = lambda name, names: name in names or any(n.split(".")[0] == name for n in names)  # noqa: E731
+    kept = []
+    for item in found:
+        if isinstance(item, Attack):
+            kept.append(item)
+            continue
+        name, params = (item, {}) if isinstance(item, str) else (item[0], dict(item[1]))
+        if known(name, supported) or not known(name, registered):
+            kept.append((name, params))
+    return kept

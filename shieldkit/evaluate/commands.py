@@ -16,7 +16,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from shieldkit.cli import EXIT_OK, SETUP_ERRORS, usage_error
+from shieldkit.errors import EXIT_OK, SETUP_ERRORS, usage_error
 
 logger = logging.getLogger(__name__)
 
@@ -117,7 +117,8 @@ def prepare(args: argparse.Namespace) -> Setup:
 
 def _apply_flags(config, args: argparse.Namespace, demo: bool) -> None:
     from shieldkit.evaluate.config import check_scalars, parse_eps, parse_spec, split_list
-    from shieldkit.guard import check_norm
+    from shieldkit.models.files import looks_like_model_file
+    from shieldkit.threat import check_norm
 
     if args.attacks:
         config.attacks = [parse_spec(a, "--attacks") for a in split_list(args.attacks)]
@@ -132,7 +133,7 @@ def _apply_flags(config, args: argparse.Namespace, demo: bool) -> None:
         if value is not None:
             setattr(config, key, value)
     if args.model:
-        config.model = {"path": args.model} if _is_file_like(args.model) else {"name": args.model}
+        config.model = {"path": args.model} if looks_like_model_file(args.model) else {"name": args.model}
     if args.data:
         config.data = {**config.data, "name": args.data}
     if args.split:
@@ -144,10 +145,6 @@ def _apply_flags(config, args: argparse.Namespace, demo: bool) -> None:
     if args.out is None and demo:
         config.out = "shieldkit-runs/demo"
     check_scalars(config)
-
-
-def _is_file_like(value: str) -> bool:
-    return Path(value).suffix in (".pt", ".pth", ".ts") or "/" in value or Path(value).exists()
 
 
 def _check_model_spec(spec: dict[str, Any]) -> None:
@@ -175,20 +172,10 @@ def load_data(spec: dict[str, Any], need_train: bool):
 
 def load_model(spec: dict[str, Any], data_spec: dict[str, Any], quiet: bool = True):
     """A saved module, or a registered model trained on the data's train split (cached)."""
-    import torch
-    from torch import nn
+    from shieldkit.models.files import load_model_file
 
     if "path" in spec:
-        path = spec["path"]
-        try:
-            model = torch.jit.load(path) if str(path).endswith(".ts") else torch.load(path, map_location="cpu",
-                                                                                       weights_only=False)
-        except Exception as error:  # noqa: BLE001 - any unreadable file is a usage error
-            raise ValueError(f"--model: cannot load {path!r}: {error}") from None
-        if not isinstance(model, nn.Module):
-            raise ValueError(f"--model: {path!r} holds a {type(model).__name__}, not a model; save the whole "
-                             "module with torch.save(model, path)")
-        return model.eval()
+        return load_model_file(spec["path"])
     from shieldkit.models.cache import pretrained
 
     options = {k: spec[k] for k in ("epochs", "n_train", "seed", "cache_dir") if k in spec}

@@ -48,7 +48,7 @@ from pathlib import Path
 from typing import Any
 
 from shieldkit.errors import InvalidParameterError
-from shieldkit.guard import check_norm
+from shieldkit.threat import check_norm
 
 #: The default attack suite (noise and semantic first in the list, but the runner
 #: orders white-box attacks before black-box ones; see runner.py).

@@ -57,7 +57,7 @@ def demo_config() -> EvalConfig:
 
 def demo_attacks() -> list[ComponentSpec]:
     """Native attacks plus the first available torchattacks and ART attack."""
-    from shieldkit.attack import component_params
+    from shieldkit.component import component_params
     from shieldkit.registry import get_registry, list_attacks
 
     specs = [ComponentSpec(name, dict(params)) for name, params in NATIVE_ATTACKS]

@@ -50,7 +50,8 @@ from shieldkit.evaluate.suite import (
     spec_records,
     strongest_white_box,
 )
-from shieldkit.guard import ModelStateGuard, check_logits, model_device
+from shieldkit.guard import ModelStateGuard
+from shieldkit.validation import check_logits, model_device
 
 logger = logging.getLogger(__name__)
 
@@ -501,6 +502,6 @@ def evaluate(model: nn.Module, data: Any, attacks: list | tuple | None = None, d
 
 
 def _norm(norm: str) -> str:
-    from shieldkit.guard import check_norm
+    from shieldkit.threat import check_norm
 
     return check_norm(norm, owner="evaluate")

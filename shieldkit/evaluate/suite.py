@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from shieldkit.attack import Attack, component_params
+from shieldkit.attack import Attack
+from shieldkit.component import component_params
 from shieldkit.defense import Defense
 from shieldkit.errors import InvalidParameterError
 from shieldkit.evaluate.config import ComponentSpec, parse_spec
@@ -52,10 +53,7 @@ class AttackEntry:
             steps = params.get("steps", accepted.get("steps")) or 10
             params["step_size"] = 2.5 * eps / steps
         params.update(eps=eps, norm=norm, bounds=tuple(bounds), seed=int(seed))
-        instance = self.cls.__new__(self.cls)
-        instance.source = self.source
-        instance.__init__(**params)
-        return instance
+        return self.cls.create(self.source, **params)
 
 
 @dataclass
@@ -81,10 +79,7 @@ class DefenseEntry:
             return None
         params = dict(self.params)
         params.setdefault("seed", int(seed))
-        instance = self.cls.__new__(self.cls)
-        instance.source = self.source
-        instance.__init__(**params)
-        return instance
+        return self.cls.create(self.source, **params)
 
 
 def resolve_attacks(entries: list[Any], norm: str, eps: list[float], bounds: tuple[float, float]) -> list[AttackEntry]:

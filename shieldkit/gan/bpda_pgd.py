@@ -6,7 +6,7 @@ from torch import Tensor, nn
 
 from shieldkit.attacks.pgd import PGD
 from shieldkit.defense import GRADIENTS, AttackView, DefendedModel
-from shieldkit.guard import check_choice
+from shieldkit.validation import check_choice
 
 __all__ = ["BPDAPGD"]
 

@@ -30,8 +30,8 @@ SMOKE_PARAMS: dict[str, Any] = {"generator": smoke_generator((1, 16, 16)), "step
 class ProjectionSettings:
     """The projection parameters shared by the Defense-GAN transform and the reconstruction-error detector.
 
-    The generator lives under ``generator_spec`` (``Defense.generator(device)`` is the
-    defence's random-number generator, which draws the starting latents).
+    The generator lives under ``generator_spec``; ``Defense.rng(device)`` is the
+    defence's random-number generator, which draws the starting latents.
     """
 
     def _init_projection(self, generator, steps, restarts, lr, momentum, decay_at, decay, init_std, batch_size):
@@ -62,7 +62,7 @@ class ProjectionSettings:
         return project(
             self.generator_for(x), x, steps=self.steps, restarts=self.restarts, lr=self.lr, momentum=self.momentum,
             decay_at=self.decay_at, decay=self.decay, init_std=self.init_std, batch_size=self.batch_size,
-            rng=Defense.generator(self, x.device), differentiable=differentiable,
+            rng=self.rng(x.device), differentiable=differentiable,
         )
 
 
@@ -101,6 +101,10 @@ class DefenseGAN(ProjectionSettings, TransformDefense):
     family = "defense_gan"
     differentiable = True
     randomized = True
+    # Backpropagating through the unrolled projection is costly and its gradient weak; BPDA through
+    # the projection (Athalye et al.) and the latent-space attack (Ilyas et al., L2 only) are the known breaks.
+    adaptive_gradient = "bpda"
+    adaptive_attacks = (("overpowered", {}),)
     smoke_params: ClassVar[dict[str, Any]] = SMOKE_PARAMS
 
     def __init__(

@@ -56,5 +56,5 @@ class ReconstructionError(ProjectionSettings, DetectorDefense):
         self._init_projection(generator, steps, restarts, lr, momentum, decay_at, decay, init_std, batch_size)
 
     def _score(self, model: nn.Module, x: Tensor) -> Tensor:
-        self._generator = None  # a fresh RNG per call: the same batch always gets the same scores
+        self.reseed(self.seed)  # a fresh RNG per call: the same batch always gets the same scores
         return self.project(x).error

@@ -12,7 +12,8 @@ from shieldkit.gan.cache import check_generator_spec, resolve_generator
 from shieldkit.gan.defense_gan import SMOKE_PARAMS
 from shieldkit.gan.overpowered import latent_attack
 from shieldkit.gan.projection import project
-from shieldkit.guard import ModelStateGuard, check_int, check_number
+from shieldkit.guard import ModelStateGuard
+from shieldkit.validation import check_int, check_number
 
 __all__ = ["EnhancedINC"]
 

@@ -16,7 +16,8 @@ import torch
 from torch import Tensor, nn
 
 from shieldkit.errors import InvalidInputError, InvalidParameterError
-from shieldkit.guard import ModelStateGuard, check_int, check_number
+from shieldkit.guard import ModelStateGuard
+from shieldkit.validation import check_int, check_number
 
 __all__ = ["Projection", "check_projection_params", "project"]
 

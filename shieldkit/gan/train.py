@@ -28,7 +28,7 @@ from shieldkit.gan.io import (
     write_png,
 )
 from shieldkit.gan.objectives import DEFAULTS, OBJECTIVES
-from shieldkit.guard import check_int, check_number
+from shieldkit.validation import check_int, check_number
 
 logger = logging.getLogger(__name__)
 

@@ -1,0 +1,96 @@
+"""What attacks and defences share: identity (family, source, name), parameters, and construction by name.
+
+An instance's ``source`` (the plugin that registered its class: ``native``,
+``torchattacks``, ``art``, a third-party plugin) is part of its name
+(``pgd.art``) and so of every error its constructor raises. It is set in one
+place: :meth:`Component.create`, which the registry (``create_attack``,
+``create_defense``), the evaluation and the backends all use. An instance built
+by calling its class directly has no source and is named by its family alone.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import inspect
+from typing import Any, ClassVar
+
+#: (class, source) of the instance :meth:`Component.create` is constructing; read by ``__new__`` so that
+#: the source is known before the constructor validates anything (its errors name ``pgd.art``).
+_CREATING: contextvars.ContextVar[tuple[type, str] | None] = contextvars.ContextVar("shieldkit_creating",
+                                                                                   default=None)
+
+
+def component_params(cls: type) -> dict[str, Any]:
+    """Keyword parameters a component's constructor accepts, with their defaults.
+
+    Walks the MRO while constructors pass ``**kwargs`` up, so an attack that
+    declares ``def __init__(self, *, steps=10, **common)`` also lists the base
+    class's ``eps``, ``norm``, ``bounds`` and ``seed``.
+    """
+    params: dict[str, Any] = {}
+    for klass in cls.__mro__:
+        init = klass.__dict__.get("__init__")
+        if init is None:
+            continue
+        signature = inspect.signature(init)
+        passes_on = False
+        for name, parameter in signature.parameters.items():
+            if name == "self" or parameter.kind is parameter.VAR_POSITIONAL:
+                continue
+            if parameter.kind is parameter.VAR_KEYWORD:
+                passes_on = True
+                continue
+            default = None if parameter.default is parameter.empty else parameter.default
+            params.setdefault(name, default)
+        if not passes_on:
+            break
+    return params
+
+
+class Component:
+    """Base of :class:`~shieldkit.Attack` and :class:`~shieldkit.Defense`: who it is and how it was built.
+
+    Class attributes:
+        family: lower snake_case name of the algorithm, the same in every source.
+        smoke_params: constructor parameters for a quick run on a tiny model (the
+            registry-wide conformance test uses them).
+        source: the plugin that registered the class; set per instance by :meth:`create`.
+    """
+
+    family: ClassVar[str] = ""
+    smoke_params: ClassVar[dict[str, Any]] = {}
+    source: str = ""
+
+    def __new__(cls, *args: Any, **kwargs: Any):
+        instance = super().__new__(cls)
+        creating = _CREATING.get()
+        if creating is not None and creating[0] is cls:
+            instance.source = creating[1]
+        return instance
+
+    @classmethod
+    def create(cls, source: str = "", **params: Any):
+        """An instance named as its plugin registered it (``source``), constructed from ``params``.
+
+        The one construction path for a registered component: the registry, the
+        evaluation and the backends call it, never ``__new__`` themselves.
+        """
+        token = _CREATING.set((cls, source))
+        try:
+            return cls(**params)
+        finally:
+            _CREATING.reset(token)
+
+    @property
+    def name(self) -> str:
+        """``family.source``, e.g. ``pgd.native`` (just the family when not created by name)."""
+        family = self.family or type(self).__name__.lower()
+        return f"{family}.{self.source}" if self.source else family
+
+    def get_params(self) -> dict[str, Any]:
+        """The constructor parameters of this instance."""
+        return {name: getattr(self, name, default) for name, default in component_params(type(self)).items()}
+
+    def __repr__(self) -> str:
+        params = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
+        return f"{type(self).__name__}({params})"
