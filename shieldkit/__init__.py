@@ -30,8 +30,8 @@ from shieldkit.errors import (
     ShieldkitError,
     UnknownNameError,
 )
+from shieldkit.hookspecs import hookimpl
 from shieldkit.layers import Normalize
-from shieldkit.plugins import hookimpl
 from shieldkit.registry import (
     attack_info,
     create_attack,

@@ -5,11 +5,19 @@ versions, never lose or rename them; an implementation names only the arguments
 it uses. Each receives a ``register`` callback that validates what it is given at
 once: a wrong type, a bad family name or a duplicate is reported against the
 plugin that registered it.
+
+The markers live here too (``hookimpl`` is ``shieldkit.hookimpl``): this module
+imports nothing of shieldkit, so a plugin, built-in or not, can mark its hooks
+without importing the plugin manager that loads it.
 """
 
 import pluggy
 
-hookspec = pluggy.HookspecMarker("shieldkit")
+#: pluggy's project name, shared by both markers and the plugin manager.
+PROJECT = "shieldkit"
+
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
 
 
 @hookspec

@@ -4,7 +4,7 @@ It registers through the same hooks as any third-party plugin. Each subpackage
 keeps the one tuple that lists what it offers.
 """
 
-from shieldkit.plugins import hookimpl
+from shieldkit.hookspecs import hookimpl
 
 
 @hookimpl

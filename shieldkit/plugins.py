@@ -29,12 +29,14 @@ import pluggy
 
 from shieldkit import hookspecs
 from shieldkit.errors import MissingDependencyError, PluginError
+from shieldkit.hookspecs import PROJECT
 
-logger = logging.getLogger("shieldkit.plugins")
+# hookimpl lives in hookspecs (which imports nothing of shieldkit); still importable from here.
+from shieldkit.hookspecs import hookimpl as hookimpl
 
-PROJECT = "shieldkit"
-ENTRY_POINT_GROUP = "shieldkit"
-hookimpl = pluggy.HookimplMarker(PROJECT)
+logger = logging.getLogger(__name__)
+
+ENTRY_POINT_GROUP = PROJECT
 
 #: Built-in plugins: name -> module. They register through the same hooks as a third-party plugin.
 DEFAULT_PLUGINS: dict[str, str] = {
