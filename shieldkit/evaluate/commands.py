@@ -14,9 +14,12 @@ from __future__ import annotations
 import argparse
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from shieldkit.errors import EXIT_OK, SETUP_ERRORS, usage_error
+
+if TYPE_CHECKING:
+    from shieldkit.evaluate.suite import Setup
 
 logger = logging.getLogger(__name__)
 
@@ -64,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
         if distributed.active():
             setup.model = setup.model.to(distributed.device())
         runner = Runner(setup.config, setup.model, setup.data, train_data=setup.train_data, quiet=args.quiet,
-                        resume=args.resume, attacks=setup.attacks, defenses=setup.defenses)
+                        resume=args.resume, suite=setup.suite)
     except SETUP_ERRORS as error:
         return usage_error("evaluate", error)
     report = runner.run()
@@ -74,23 +77,15 @@ def run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-class Setup:
-    """What a run needs, obtained from the configuration."""
-
-    def __init__(self, config, model, data, train_data, attacks, defenses):
-        self.config, self.model, self.data, self.train_data = config, model, data, train_data
-        self.attacks, self.defenses = attacks, defenses
-
-
 def is_demo(args: argparse.Namespace) -> bool:
     return all(getattr(args, flag, None) in (None, []) for flag in _SUITE_FLAGS)
 
 
 def prepare(args: argparse.Namespace) -> Setup:
-    """Configuration, data and model, checking the cheap things before the expensive ones."""
-    from shieldkit.evaluate.config import EvalConfig, config_from_mapping, load_toml
+    """Configuration, the resolved suite, data and model, checking the cheap things before the expensive ones."""
+    from shieldkit.evaluate.config import EvalConfig, check_eps, config_from_mapping, load_toml
     from shieldkit.evaluate.results import check_writable
-    from shieldkit.evaluate.suite import resolve_attacks, resolve_defenses
+    from shieldkit.evaluate.suite import Setup, resolve_suite
 
     if is_demo(args):
         from shieldkit.evaluate import demo
@@ -101,18 +96,15 @@ def prepare(args: argparse.Namespace) -> Setup:
     config = config_from_mapping(load_toml(args.config)) if args.config else EvalConfig()
     _apply_flags(config, args, demo=False)
     # Names, parameters, norms and budgets first: no data or model is needed to check them.
-    resolve_attacks(config.attacks, config.norm, config.eps, config.bounds)
-    defenses = resolve_defenses(config.defenses, config.seed)
-    from shieldkit.evaluate.config import check_eps
-
+    suite = resolve_suite(config.attacks, config.defenses, config)
     check_eps(config.eps, config.norm, config.bounds)
     check_writable(config.out)
     data_spec = dict(config.data) or {"name": "digits"}
     model_spec = dict(config.model) or {"name": "mnist_cnn"}
     _check_model_spec(model_spec)
-    data, train_data = load_data(data_spec, need_train=any(d.kind in ("trainer", "detector") for d in defenses))
+    data, train_data = load_data(data_spec, need_train=any(d.kind in ("trainer", "detector") for d in suite.defenses))
     model = load_model(model_spec, data_spec, quiet=args.quiet)
-    return Setup(config, model, data, train_data, config.attacks, config.defenses)
+    return Setup(config, model, data, train_data, suite)
 
 
 def _apply_flags(config, args: argparse.Namespace, demo: bool) -> None:

@@ -14,6 +14,7 @@ import logging
 from typing import Any
 
 from shieldkit.evaluate.config import ComponentSpec, EvalConfig
+from shieldkit.evaluate.suite import Setup
 
 logger = logging.getLogger(__name__)
 
@@ -73,15 +74,14 @@ def demo_attacks() -> list[ComponentSpec]:
     return specs
 
 
-def prepare(config: EvalConfig, quiet: bool = True):
-    """Data, the reference model, the generator and the defences of the demo."""
+def prepare(config: EvalConfig, quiet: bool = True) -> Setup:
+    """Data, the reference model, the generator and the resolved suite of the demo."""
     from shieldkit.data import load
-    from shieldkit.evaluate.commands import Setup
     from shieldkit.evaluate.results import check_writable
-    from shieldkit.evaluate.suite import resolve_attacks
+    from shieldkit.evaluate.suite import resolve_attacks, resolve_suite
     from shieldkit.registry import list_defenses
 
-    resolve_attacks(config.attacks, config.norm, config.eps, config.bounds)
+    resolve_attacks(config.attacks, config.norm, config.eps, config.bounds)  # before the model is trained
     check_writable(config.out)
     registered = {name.split(".")[0] for name in list_defenses()}
     missing = [spec.name for spec in config.defenses if spec.name != "none" and spec.name not in registered]
@@ -97,7 +97,7 @@ def prepare(config: EvalConfig, quiet: bool = True):
             defenses.append(_defense_gan(spec, train, quiet))
         else:
             defenses.append(spec)
-    return Setup(config, model, data, train, config.attacks, defenses)
+    return Setup(config, model, data, train, resolve_suite(config.attacks, defenses, config))
 
 
 def demo_model(train, quiet: bool = True):

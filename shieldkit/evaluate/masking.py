@@ -24,10 +24,18 @@ Reference:
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
+
+from shieldkit.evaluate.records import (
+    CheckOutcome,
+    DefenseSummary,
+    GradientRow,
+    LargeEpsRow,
+    RandomnessRow,
+)
 
 #: Thresholds of the checks (documented in docs/evaluate.md).
 LARGE_EPS_MAX_ACCURACY = 0.10
@@ -38,24 +46,31 @@ MONOTONE_TOLERANCE = 0.01
 CHECK_SAMPLES = 32
 
 
+def one_line(error: BaseException) -> str:
+    """An exception as the one line a row or a flag records."""
+    text = f"{type(error).__name__}: {error}".splitlines()[0]
+    return text[:200]
+
+
 # ---------------------------------------------------------------- measurements
 
 
 @torch.no_grad()
-def measure_randomness(forward, x: Tensor, seeds: tuple[int, int]) -> dict[str, Any]:
+def measure_randomness(forward, x: Tensor, seeds: tuple[int, int], key: str, defense: str) -> RandomnessRow:
     """Forward ``x`` twice under different seeds; how often do predictions and logits change?
 
     Args:
-        forward: ``seed -> logits`` (the runner reseeds the defence inside).
+        forward: ``(images, seed) -> logits`` (the runner reseeds the defence inside).
         x: clean images.
         seeds: the two seeds.
+        key, defense: the row's identity.
     """
     first, second = forward(x, seeds[0]), forward(x, seeds[1])
     changed = (first.argmax(1) != second.argmax(1)).float().mean().item()
-    return {"changed_predictions": changed, "max_logit_difference": (first - second).abs().max().item()}
+    return RandomnessRow(key, defense, changed, (first - second).abs().max().item())
 
 
-def measure_gradients(model: nn.Module, x: Tensor, y: Tensor) -> dict[str, Any]:
+def measure_gradients(model: nn.Module, x: Tensor, y: Tensor, key: str, defense: str, mode: str) -> GradientRow:
     """Share of samples whose input gradient is exactly zero, for the cross-entropy and the margin loss.
 
     The margin loss (best other logit minus true logit) does not saturate, so a
@@ -74,119 +89,118 @@ def measure_gradients(model: nn.Module, x: Tensor, y: Tensor) -> dict[str, Any]:
             margin = (others.max(1).values - true).sum()
             (grad_margin,) = torch.autograd.grad(margin, x)
     except RuntimeError as error:
-        return {"zero_ce": 1.0, "zero_margin": 1.0, "error": _one_line(error)}
+        return GradientRow(key, defense, mode, 1.0, 1.0, one_line(error))
     zero = lambda g: (g.reshape(len(g), -1).abs().amax(1) == 0).float().mean().item()  # noqa: E731
-    return {"zero_ce": zero(grad_ce), "zero_margin": zero(grad_margin), "error": None}
+    return GradientRow(key, defense, mode, zero(grad_ce), zero(grad_margin))
 
 
 # ---------------------------------------------------------------------- flags
 
 
-def check_flags(defense: dict[str, Any], mode: str, check_rows: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+@dataclass
+class Measurements:
+    """The measurement rows of one defence in one mode (``None``: not measured)."""
+
+    randomness: RandomnessRow | None = None
+    gradients: GradientRow | None = None
+    large_eps: LargeEpsRow | None = None
+
+
+def check_flags(defense: DefenseSummary, mode: str, measured: Measurements) -> list[CheckOutcome]:
     """All checks for one defence's naive or adaptive evaluation.
 
     Args:
-        defense: the defence's summary record (accuracies per eps, fooled-sample sets).
+        defense: the defence's summary (accuracies per eps, black-box extras, errors).
         mode: ``"naive"`` or ``"adaptive"``.
-        check_rows: the measurement rows of this defence by check name.
+        measured: the measurement rows of this defence for ``mode``.
 
     Returns:
-        One record per check: ``check``, ``mode``, ``passed`` (``None`` when it
-        could not run), ``value`` and ``reason``.
+        One outcome per check, in :data:`CHECKS` order.
     """
-    results = [
-        _monotone(defense, mode),
-        _large_eps(check_rows.get(f"large_eps|{mode}")),
-        _black_box(defense, mode),
-        _randomness(check_rows.get("randomness"), mode, defense),
-        _zero_gradients(check_rows.get(f"gradients|{mode}")),
-        _errors(defense, mode),
-    ]
-    for record in results:
-        record["mode"] = mode
-    return results
+    outcomes = [check(defense, mode, measured) for check in CHECKS]
+    for outcome in outcomes:
+        outcome.mode = mode
+    return outcomes
 
 
-def _result(check: str, passed: bool | None, value: Any, reason: str) -> dict[str, Any]:
-    return {"check": check, "passed": passed, "value": value, "reason": reason}
-
-
-def _monotone(defense: dict[str, Any], mode: str) -> dict[str, Any]:
-    series = [(float(eps), record[mode]) for eps, record in defense["eps"].items()]
-    series.sort()
-    tolerance = max(MONOTONE_TOLERANCE, 1.5 / max(1, defense["n"]))
+def _monotone(defense: DefenseSummary, mode: str, measured: Measurements) -> CheckOutcome:
+    series = sorted((float(eps), record.accuracy(mode)) for eps, record in defense.eps.items())
+    tolerance = max(MONOTONE_TOLERANCE, 1.5 / max(1, defense.n))
     for (eps_low, low), (eps_high, high) in zip(series, series[1:]):
         if high > low + tolerance:
-            return _result("monotone", False, high - low,
-                           f"accuracy rises with eps ({100 * low:.1f}% at {eps_low:g} -> {100 * high:.1f}% at "
-                           f"{eps_high:g}): the attacks are not finding what exists")
-    return _result("monotone", True, None, "accuracy does not rise with eps")
+            return CheckOutcome("monotone", False, high - low,
+                                f"accuracy rises with eps ({100 * low:.1f}% at {eps_low:g} -> {100 * high:.1f}% at "
+                                f"{eps_high:g}): the attacks are not finding what exists")
+    return CheckOutcome("monotone", True, None, "accuracy does not rise with eps")
 
 
-def _large_eps(row: dict[str, Any] | None) -> dict[str, Any]:
+def _large_eps(defense: DefenseSummary, mode: str, measured: Measurements) -> CheckOutcome:
+    row = measured.large_eps
     if row is None:
-        return _result("large_eps", None, None, "not run (no white-box attack in the suite)")
-    if row.get("error"):
-        return _result("large_eps", False, None, f"{row['attack']} at eps={row['eps']:g} crashed: {row['error']}")
-    accuracy = row["accuracy"]
+        return CheckOutcome("large_eps", None, None, "not run (no white-box attack in the suite)")
+    if row.error:
+        return CheckOutcome("large_eps", False, None, f"{row.attack} at eps={row.eps:g} crashed: {row.error}")
+    accuracy = row.accuracy
     if accuracy > LARGE_EPS_MAX_ACCURACY:
-        return _result("large_eps", False, accuracy,
-                       f"{row['attack']} at eps={row['eps']:g} (the whole pixel range) leaves {100 * accuracy:.0f}% "
-                       "accuracy instead of ~0%: its gradients are masked")
-    return _result("large_eps", True, accuracy, f"{row['attack']} at eps={row['eps']:g} leaves {100 * accuracy:.0f}%")
+        return CheckOutcome("large_eps", False, accuracy,
+                            f"{row.attack} at eps={row.eps:g} (the whole pixel range) leaves {100 * accuracy:.0f}% "
+                            "accuracy instead of ~0%: its gradients are masked")
+    return CheckOutcome("large_eps", True, accuracy, f"{row.attack} at eps={row.eps:g} leaves {100 * accuracy:.0f}%")
 
 
-def _black_box(defense: dict[str, Any], mode: str) -> dict[str, Any]:
+def _black_box(defense: DefenseSummary, mode: str, measured: Measurements) -> CheckOutcome:
     worst = None
-    for eps, record in defense["eps"].items():
-        extra = record["black_box_extra"][mode]
-        base = max(1, record["clean_correct"])
+    for eps, record in defense.eps.items():
+        extra = getattr(record.black_box_extra, mode)
+        base = max(1, record.clean_correct)
         if extra >= BLACK_BOX_MIN_SAMPLES and extra / base > BLACK_BOX_MAX_SHARE:
             if worst is None or extra / base > worst[1]:
                 worst = (eps, extra / base, extra)
     if worst is None:
-        return _result("black_box", True, None, "black-box attacks found nothing the white-box ones missed")
+        return CheckOutcome("black_box", True, None, "black-box attacks found nothing the white-box ones missed")
     eps, share, extra = worst
-    return _result("black_box", False, share,
-                   f"black-box/noise attacks fooled {extra} samples ({100 * share:.0f}%) at eps={float(eps):g} that "
-                   "every white-box attack missed: gradients are misleading")
+    return CheckOutcome("black_box", False, share,
+                        f"black-box/noise attacks fooled {extra} samples ({100 * share:.0f}%) at eps={float(eps):g} "
+                        "that every white-box attack missed: gradients are misleading")
 
 
-def _randomness(row: dict[str, Any] | None, mode: str, defense: dict[str, Any]) -> dict[str, Any]:
+def _randomness(defense: DefenseSummary, mode: str, measured: Measurements) -> CheckOutcome:
+    row = measured.randomness
     if row is None:
-        return _result("randomness", None, None, "not measured")
-    changed = row["changed_predictions"]
-    if changed <= 0 and row["max_logit_difference"] < 1e-5:
-        return _result("randomness", True, 0.0, "repeated forwards agree")
-    eot = defense.get("eot", 1)
-    if mode == "adaptive" and eot > 1:
-        return _result("randomness", True, changed, f"randomised ({100 * changed:.0f}% of predictions change); EOT over {eot} draws used")
-    return _result("randomness", False, changed,
-                   f"repeated forwards change {100 * changed:.0f}% of predictions (logits by up to "
-                   f"{row['max_logit_difference']:.2g}): attacks without EOT overestimate robustness")
+        return CheckOutcome("randomness", None, None, "not measured")
+    changed = row.changed_predictions
+    if changed <= 0 and row.max_logit_difference < 1e-5:
+        return CheckOutcome("randomness", True, 0.0, "repeated forwards agree")
+    if mode == "adaptive" and defense.eot > 1:
+        return CheckOutcome("randomness", True, changed,
+                            f"randomised ({100 * changed:.0f}% of predictions change); EOT over {defense.eot} draws used")
+    return CheckOutcome("randomness", False, changed,
+                        f"repeated forwards change {100 * changed:.0f}% of predictions (logits by up to "
+                        f"{row.max_logit_difference:.2g}): attacks without EOT overestimate robustness")
 
 
-def _zero_gradients(row: dict[str, Any] | None) -> dict[str, Any]:
+def _zero_gradients(defense: DefenseSummary, mode: str, measured: Measurements) -> CheckOutcome:
+    row = measured.gradients
     if row is None:
-        return _result("zero_gradients", None, None, "not measured")
-    if row.get("error"):
-        return _result("zero_gradients", False, 1.0, f"gradients do not flow through the attacked model ({row['error']})")
-    share = row["zero_margin"]
+        return CheckOutcome("zero_gradients", None, None, "not measured")
+    if row.error:
+        return CheckOutcome("zero_gradients", False, 1.0, f"gradients do not flow through the attacked model ({row.error})")
+    share = row.zero_margin
     if share > ZERO_GRADIENT_MAX_SHARE:
-        return _result("zero_gradients", False, share,
-                       f"{100 * share:.0f}% of samples have an all-zero input gradient: gradient attacks are blind")
-    return _result("zero_gradients", True, share,
-                   f"{100 * share:.0f}% zero margin gradients ({100 * row['zero_ce']:.0f}% for cross-entropy)")
+        return CheckOutcome("zero_gradients", False, share,
+                            f"{100 * share:.0f}% of samples have an all-zero input gradient: gradient attacks are blind")
+    return CheckOutcome("zero_gradients", True, share,
+                        f"{100 * share:.0f}% zero margin gradients ({100 * row.zero_ce:.0f}% for cross-entropy)")
 
 
-def _errors(defense: dict[str, Any], mode: str) -> dict[str, Any]:
-    errors = defense["errors"].get(mode, [])
+def _errors(defense: DefenseSummary, mode: str, measured: Measurements) -> CheckOutcome:
+    errors = defense.errors.get(mode, [])
     if errors:
-        return _result("errors", False, len(errors),
-                       f"{len(errors)} attack run(s) crashed and counted their samples as robust, e.g. {errors[0]}")
-    return _result("errors", True, 0, "no attack crashed")
+        return CheckOutcome("errors", False, len(errors),
+                            f"{len(errors)} attack run(s) crashed and counted their samples as robust, e.g. {errors[0]}")
+    return CheckOutcome("errors", True, 0, "no attack crashed")
 
 
-def _one_line(error: BaseException) -> str:
-    text = f"{type(error).__name__}: {error}".splitlines()[0]
-    return text[:200]
+#: The checklist, in report order. A new check is one function ``(defense, mode, measured) -> CheckOutcome``
+#: added here (and, if it needs a measurement on the models, a row type in records.py the runner writes).
+CHECKS = (_monotone, _large_eps, _black_box, _randomness, _zero_gradients, _errors)

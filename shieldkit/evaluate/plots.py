@@ -1,4 +1,4 @@
-"""Matplotlib figures of the report (Agg backend, imported lazily)."""
+"""Matplotlib figures of the report (Agg backend, imported lazily), drawn from the typed summary."""
 
 from __future__ import annotations
 
@@ -8,8 +8,12 @@ from typing import Any
 
 import torch
 
+from shieldkit.evaluate.examples import load_examples
+from shieldkit.evaluate.records import RunSummary
 
-def _pyplot():
+
+def pyplot():
+    """matplotlib's pyplot on the Agg backend (``ImportError`` without shieldkit[report])."""
     import matplotlib
 
     matplotlib.use("Agg", force=True)
@@ -18,26 +22,27 @@ def _pyplot():
     return plt
 
 
-def robust_vs_eps(summary: dict[str, Any], path: Path) -> Path:
+def robust_vs_eps(summary: RunSummary, path: Path) -> Path:
     """One panel per defence: naive (dashed) and adaptive (solid) accuracy against eps, clean at eps=0."""
-    plt = _pyplot()
-    defenses = summary["defenses"]
+    plt = pyplot()
+    defenses = summary.defenses
     columns = min(4, len(defenses))
     rows = math.ceil(len(defenses) / columns)
     figure, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 2.6 * rows), squeeze=False, sharey=True)
-    reference = next((d for d in defenses if d["kind"] == "none"), None)
-    eps = [0.0] + list(summary["eps"])
+    reference = next((d for d in defenses if d.kind == "none"), None)
+    eps = [0.0] + list(summary.eps)
+    keys = summary.eps_keys
     for axis, record in zip(axes.flat, defenses):
-        keys = [f"{e:g}" for e in summary["eps"]]
         for mode, style in (("naive", "--"), ("adaptive", "-")):
-            values = [record["clean_accuracy"]] + [record["eps"][k][mode] for k in keys]
-            marker = "x" if record["flags"][mode] else "o"
-            axis.plot(eps, [100 * v for v in values], style, marker=marker, label=mode + (" (!)" if record["flags"][mode] else ""))
+            values = [record.clean_accuracy] + [record.eps[k].accuracy(mode) for k in keys]
+            flagged = bool(record.flags(mode))
+            axis.plot(eps, [100 * v for v in values], style, marker="x" if flagged else "o",
+                      label=mode + (" (!)" if flagged else ""))
         if reference is not None and reference is not record:
-            values = [reference["clean_accuracy"]] + [reference["eps"][k]["adaptive"] for k in keys]
+            values = [reference.clean_accuracy] + [reference.eps[k].adaptive for k in keys]
             axis.plot(eps, [100 * v for v in values], ":", color="grey", label="undefended")
-        axis.set_title(record["label"], fontsize=10)
-        axis.set_xlabel(f"eps ({summary['norm']})")
+        axis.set_title(record.label, fontsize=10)
+        axis.set_xlabel(f"eps ({summary.norm})")
         axis.set_ylim(-3, 103)
         axis.grid(alpha=0.3)
         axis.legend(fontsize=7)
@@ -51,29 +56,29 @@ def robust_vs_eps(summary: dict[str, Any], path: Path) -> Path:
     return path
 
 
-def naive_vs_adaptive(summary: dict[str, Any], path: Path) -> Path:
+def naive_vs_adaptive(summary: RunSummary, path: Path) -> Path:
     """Grouped bars at the largest eps: clean, naive and adaptive accuracy per defence."""
-    plt = _pyplot()
-    key = f"{max(summary['eps']):g}"
-    defenses = summary["defenses"]
+    plt = pyplot()
+    key = summary.largest_eps_key
+    defenses = summary.defenses
     figure, axis = plt.subplots(figsize=(max(5.0, 1.1 * len(defenses) + 1.5), 3.2))
     width = 0.27
     for offset, (label, values) in enumerate((
-        ("clean", [d["clean_accuracy"] for d in defenses]),
-        ("naive", [d["eps"][key]["naive"] for d in defenses]),
-        ("adaptive", [d["eps"][key]["adaptive"] for d in defenses]),
+        ("clean", [d.clean_accuracy for d in defenses]),
+        ("naive", [d.eps[key].naive for d in defenses]),
+        ("adaptive", [d.eps[key].adaptive for d in defenses]),
     )):
         positions = [i + (offset - 1) * width for i in range(len(defenses))]
         bars = axis.bar(positions, [100 * v for v in values], width, label=label)
         if label in ("naive", "adaptive"):
             for bar, record in zip(bars, defenses):
-                if record["flags"][label]:
+                if record.flags(label):
                     axis.annotate("!", (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center",
                                   va="bottom", color="#b00020", fontweight="bold")
-    axis.set_xticks(range(len(defenses)), [d["label"] for d in defenses], rotation=20, ha="right", fontsize=8)
+    axis.set_xticks(range(len(defenses)), [d.label for d in defenses], rotation=20, ha="right", fontsize=8)
     axis.set_ylabel("accuracy (%)")
     axis.set_ylim(0, 110)
-    axis.set_title(f"eps = {key} ({summary['norm']}); ! = flagged by the gradient-masking checklist", fontsize=9)
+    axis.set_title(f"eps = {key} ({summary.norm}); ! = flagged by the gradient-masking checklist", fontsize=9)
     axis.legend(fontsize=8, ncols=3, loc="upper right")
     axis.grid(axis="y", alpha=0.3)
     figure.tight_layout()
@@ -82,40 +87,38 @@ def naive_vs_adaptive(summary: dict[str, Any], path: Path) -> Path:
     return path
 
 
-def example_grid(summary: dict[str, Any], data: Any, out_dir: Path, path: Path, per_defense: int = 4) -> Path | None:
+def example_grid(summary: RunSummary, data: Any, out_dir: Path, path: Path, per_defense: int = 4) -> Path | None:
     """Rows = defences; for a few samples: clean | adversarial | amplified perturbation, with predictions."""
-    from shieldkit.evaluate.report import load_examples
-
-    key = f"{max(summary['eps']):g}"
-    eps = max(summary["eps"])
+    key = summary.largest_eps_key
+    eps = max(summary.eps)
     rows = []
-    for record in summary["defenses"]:
-        fooled = record["eps"][key]["examples"]
+    for record in summary.defenses:
+        fooled = record.eps[key].examples
         chosen = sorted(fooled.items(), key=lambda item: int(item[0]))[:per_defense]
         rows.append((record, chosen))
     if not any(chosen for _, chosen in rows):
         return None
-    plt = _pyplot()
+    plt = pyplot()
     columns = 3 * per_defense
     figure, axes = plt.subplots(len(rows), columns, figsize=(1.15 * columns, 1.45 * len(rows)), squeeze=False)
     cache: dict[str, dict[str, Any]] = {}
     for r, (record, chosen) in enumerate(rows):
         for c in range(columns):
             axes[r, c].axis("off")
-        axes[r, 0].set_ylabel(record["label"], fontsize=7)
+        axes[r, 0].set_ylabel(record.label, fontsize=7)
         if not chosen:
-            axes[r, 0].text(0.0, 0.5, f"{record['label']}: none of the first samples was fooled", fontsize=7,
+            axes[r, 0].text(0.0, 0.5, f"{record.label}: none of the first samples was fooled", fontsize=7,
                             transform=axes[r, 0].transAxes, va="center")
         for position, (index, info) in enumerate(chosen):
             index = int(index)
-            stored = cache.setdefault(info["file"], load_examples(out_dir, info["file"]))
-            slot = stored["indices"].index(index)
+            stored = cache.setdefault(info.file, load_examples(out_dir, info.file))
+            slot = stored.indices.index(index)
             x = data.x[index].cpu()
-            x_adv = stored["x_adv"][slot]
+            x_adv = stored.x_adv[slot]
             delta = x_adv - x
-            scale = delta.abs().max().clamp_min(1e-12) if summary["norm"] != "linf" else torch.tensor(eps)
+            scale = delta.abs().max().clamp_min(1e-12) if summary.norm != "linf" else torch.tensor(eps)
             amplified = (0.5 + 0.5 * delta / scale).clamp(0, 1)
-            titles = (f"#{index} y={int(data.y[index])}", f"→{stored['pred'][slot]} {info['attack'][:10]}\n({info['stage']})",
+            titles = (f"#{index} y={int(data.y[index])}", f"→{stored.pred[slot]} {info.attack[:10]}\n({info.stage})",
                       "δ amplified")
             for offset, (image, title) in enumerate(zip((x, x_adv, amplified), titles)):
                 axis = axes[r, 3 * position + offset]

@@ -1,4 +1,10 @@
-"""The evaluation report: the summary table, report.md and a self-contained report.html with plots.
+"""The evaluation report: the summary table printed at the end, report.md and a self-contained report.html.
+
+The report is a list of sections (:data:`SECTIONS`). Each :class:`Section`
+turns the typed :class:`~shieldkit.evaluate.records.RunSummary` into blocks
+(headings, paragraphs, tables, lists, figures), and one writer per format
+renders the blocks, so a section is written once and appears in both files.
+Adding a section is one class and one line in :data:`SECTIONS`.
 
 report.html embeds its images as base64 PNGs and loads nothing else (no scripts,
 no external styles), so it renders the same from a browser, a CI artefact or an
@@ -11,10 +17,12 @@ import base64
 import html
 import json
 import logging
+import re
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
+from shieldkit.evaluate.records import MODES, DefenseSummary, RunSummary, from_json, to_json
 
 logger = logging.getLogger(__name__)
 
@@ -22,6 +30,7 @@ FLAG = "!"
 #: The full grid's time is extrapolated, not measured: each unit's seconds per attacked sample times
 #: the samples the full grid would attack. Smaller batches cost more per sample, so it overstates.
 ESTIMATE_NOTE = "extrapolated per sample, an upper bound"
+TITLE = "shieldkit robustness report"
 
 
 class Report:
@@ -29,18 +38,23 @@ class Report:
 
     Attributes:
         out_dir: the run's folder.
-        summary: the content of ``summary.json``.
+        run: the typed summary.
     """
 
-    def __init__(self, out_dir: str | Path, summary: dict[str, Any]):
+    def __init__(self, out_dir: str | Path, summary: RunSummary):
         self.out_dir = Path(out_dir)
-        self.summary = summary
+        self.run = summary
 
     @classmethod
     def load(cls, out_dir: str | Path) -> Report:
         """The report of a finished run, from its ``summary.json``."""
         out_dir = Path(out_dir)
-        return cls(out_dir, json.loads((out_dir / "summary.json").read_text()))
+        return cls(out_dir, from_json(RunSummary, json.loads((out_dir / "summary.json").read_text())))
+
+    @property
+    def summary(self) -> dict[str, Any]:
+        """The content of ``summary.json`` (the JSON form of :attr:`run`)."""
+        return to_json(self.run)
 
     @property
     def html_path(self) -> Path:
@@ -56,17 +70,11 @@ class Report:
 
     @property
     def defenses(self) -> list[str]:
-        return [d["label"] for d in self.summary["defenses"]]
-
-    def _defense(self, defense: str) -> dict[str, Any]:
-        for record in self.summary["defenses"]:
-            if record["label"] == defense:
-                return record
-        raise KeyError(f"no defence {defense!r} in this report; it has {', '.join(self.defenses)}")
+        return [d.label for d in self.run.defenses]
 
     def clean_accuracy(self, defense: str = "none") -> float:
         """Accuracy of the deployed model on the clean samples."""
-        return self._defense(defense)["clean_accuracy"]
+        return self.run.defense(defense).clean_accuracy
 
     def robust_accuracy(self, defense: str = "none", eps: float | None = None, mode: str = "adaptive") -> float:
         """Worst-case robust accuracy of ``defense`` at ``eps`` (the largest when ``None``).
@@ -75,177 +83,305 @@ class Report:
             mode: ``"adaptive"`` (worst case over the whole suite) or ``"naive"``
                 (attacks on the deployed model only).
         """
-        record = self._defense(defense)
-        key = f"{max(self.summary['eps']) if eps is None else eps:g}"
-        if key not in record["eps"]:
-            raise KeyError(f"eps={eps} is not in this report; it has {', '.join(record['eps'])}")
-        return record["eps"][key][mode]
+        record = self.run.defense(defense)
+        key = f"{max(self.run.eps) if eps is None else eps:g}"
+        if key not in record.eps:
+            raise KeyError(f"eps={eps} is not in this report; it has {', '.join(record.eps)}")
+        return record.eps[key].accuracy(mode)
 
     def flags(self, defense: str, mode: str | None = None) -> list[dict[str, Any]]:
-        """Failed gradient-masking checks of ``defense`` (``mode``: naive, adaptive or both)."""
-        record = self._defense(defense)
-        modes = ("naive", "adaptive") if mode is None else (mode,)
-        return [flag for m in modes for flag in record["flags"][m]]
+        """Failed gradient-masking checks of ``defense`` (``mode``: naive, adaptive or both), as JSON records."""
+        record = self.run.defense(defense)
+        modes = MODES if mode is None else (mode,)
+        return [to_json(flag) for m in modes for flag in record.flags(m)]
 
     def table(self) -> str:
-        return format_table(self.summary)
+        return format_table(self.run)
 
     def __str__(self) -> str:
         return self.table()
 
     def __repr__(self) -> str:
-        return f"Report(out_dir={str(self.out_dir)!r}, defenses={self.defenses}, eps={self.summary['eps']})"
-
-
-# ------------------------------------------------------------------ text table
+        return f"Report(out_dir={str(self.out_dir)!r}, defenses={self.defenses}, eps={self.run.eps})"
 
 
 def _pct(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.1f}"
 
 
-def format_table(summary: dict[str, Any]) -> str:
+def _reasons(record: DefenseSummary, mode: str) -> list[str]:
+    return [f"{flag.check}: {flag.reason}" for flag in record.flags(mode)]
+
+
+# ------------------------------------------------------------------ text table
+
+
+def format_table(summary: RunSummary) -> str:
     """The summary table printed at the end of a run (plain text)."""
-    eps_keys = [f"{e:g}" for e in summary["eps"]]
-    header = ["defence", "clean"] + [f"eps={k} naive/adaptive" for k in eps_keys]
+    header = ["defence", "clean"] + [f"eps={k} naive/adaptive" for k in summary.eps_keys]
     lines = []
-    for record in summary["defenses"]:
-        cells = [record["label"], _pct(record["clean_accuracy"])]
-        naive_flag = FLAG if record["flags"]["naive"] else ""
-        adaptive_flag = FLAG if record["flags"]["adaptive"] else ""
-        for key in eps_keys:
-            entry = record["eps"][key]
-            cells.append(f"{_pct(entry['naive'])}{naive_flag} / {_pct(entry['adaptive'])}{adaptive_flag}")
+    for record in summary.defenses:
+        cells = [record.label, _pct(record.clean_accuracy)]
+        marks = {mode: FLAG if record.flags(mode) else "" for mode in MODES}
+        for key in summary.eps_keys:
+            entry = record.eps[key]
+            cells.append(f"{_pct(entry.naive)}{marks['naive']} / {_pct(entry.adaptive)}{marks['adaptive']}")
         lines.append(cells)
     widths = [max(len(str(row[i])) for row in [header] + lines) for i in range(len(header))]
     render = lambda row: "  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip()  # noqa: E731
-    out = [f"Robust accuracy (%) on {summary['n']} {summary['data']} samples, {summary['norm']} "
+    out = [f"Robust accuracy (%) on {summary.n} {summary.data} samples, {summary.norm} "
            "(worst case per sample over the suite)", render(header), render(["-" * w for w in widths])]
     out += [render(row) for row in lines]
     notes = []
-    for record in summary["defenses"]:
-        for mode in ("naive", "adaptive"):
-            for flag in record["flags"][mode]:
-                notes.append(f"  {FLAG} {record['label']} ({mode}) {flag['check']}: {flag['reason']}")
-        if "detector" in record:
-            rates = [record["eps"][k].get("detection_rate") for k in eps_keys]
-            notes.append(f"  {record['label']}: detection rate at FPR {record['detector']['fpr_fitted']:g}: "
-                         + ", ".join(f"eps={k}: {_pct(r)}%" for k, r in zip(eps_keys, rates))
+    for record in summary.defenses:
+        for mode in MODES:
+            for flag in record.flags(mode):
+                notes.append(f"  {FLAG} {record.label} ({mode}) {flag.check}: {flag.reason}")
+        if record.detector is not None:
+            rates = [record.eps[k].detection_rate for k in summary.eps_keys]
+            notes.append(f"  {record.label}: detection rate at FPR {record.detector.fpr_fitted:g}: "
+                         + ", ".join(f"eps={k}: {_pct(r)}%" for k, r in zip(summary.eps_keys, rates))
                          + " (adaptive column = correct or detected)")
     if notes:
         out += ["", "Flags (gradient-masking checklist) and notes:"] + notes
-    time = summary["time"]
-    if summary["cascade"]:
-        out.append(f"\nCascade: {time['attack_seconds']:.1f} s of attacks instead of ~"
-                   f"{time['estimated_full_grid_seconds']:.1f} s for the full grid "
-                   f"({100 * time['saved_share']:.0f}% saved; {ESTIMATE_NOTE})")
+    time = summary.time
+    if summary.cascade:
+        out.append(f"\nCascade: {time.attack_seconds:.1f} s of attacks instead of ~"
+                   f"{time.estimated_full_grid_seconds:.1f} s for the full grid "
+                   f"({100 * time.saved_share:.0f}% saved; {ESTIMATE_NOTE})")
     else:
-        out.append(f"\nFull grid: {time['attack_seconds']:.1f} s of attacks")
+        out.append(f"\nFull grid: {time.attack_seconds:.1f} s of attacks")
     return "\n".join(out)
 
 
-# ---------------------------------------------------------------------- files
+# ---------------------------------------------------------------------- blocks
 
 
-def write_reports(out_dir: Path, summary: dict[str, Any], data: Any, quiet: bool = True) -> None:
-    """Write plots/*.png, report.md and report.html into ``out_dir``."""
-    plots = out_dir / "plots"
-    plots.mkdir(exist_ok=True)
-    images: dict[str, Path] = {}
+@dataclass
+class Heading:
+    text: str
+    level: int = 2
+
+
+@dataclass
+class Paragraph:
+    """Text with inline markup: ```code```, ``*emphasis*``, ``**bold**``."""
+
+    text: str
+
+
+@dataclass
+class Cell:
+    """A table cell; ``reasons`` flag it (the reasons show on hover in HTML)."""
+
+    text: str
+    reasons: list[str] = field(default_factory=list)
+    css: str = ""
+
+
+@dataclass
+class Table:
+    header: list[str]
+    rows: list[list[Cell]]
+    id: str = ""
+
+
+@dataclass
+class Bullets:
+    """A list of items with inline markup; ``flagged`` items carry the flag mark."""
+
+    items: list[str]
+    flagged: bool = False
+
+
+@dataclass
+class Figure:
+    path: Path
+    caption: str
+    name: str
+
+
+Block = Heading | Paragraph | Table | Bullets | Figure
+
+
+@dataclass
+class ReportContext:
+    """What a section renders from."""
+
+    summary: RunSummary
+    data: Any
+    out_dir: Path
+    plots_dir: Path
+
+
+class Section:
+    """One part of the report. Subclasses implement :meth:`blocks`; both writers render them."""
+
+    def blocks(self, context: ReportContext) -> list[Block]:
+        raise NotImplementedError(f"{type(self).__name__} must implement blocks")
+
+
+# --------------------------------------------------------------------- sections
+
+
+class SummaryTable(Section):
+    """The title, what the numbers mean, and robust accuracy per defence and epsilon, flagged cells marked."""
+
+    def blocks(self, context: ReportContext) -> list[Block]:
+        summary = context.summary
+        header = ["defence", "kind", "adaptive attack", "clean"]
+        for key in summary.eps_keys:
+            header += [f"ε={key} naive", f"ε={key} adaptive"]
+        rows = []
+        for record in summary.defenses:
+            cells = [Cell(record.label, css="name"), Cell(record.kind, css="text"), Cell(record.view, css="text"),
+                     Cell(_pct(record.clean_accuracy))]
+            for key in summary.eps_keys:
+                cells += [Cell(_pct(record.eps[key].accuracy(mode)), _reasons(record, mode)) for mode in MODES]
+            rows.append(cells)
+        intro = (f"{summary.n} samples of `{summary.data}`, norm {summary.norm}, seed {summary.seed}. Robust accuracy "
+                 "(%) is the worst case per sample over the whole suite; *naive* attacks the deployed model as is, "
+                 "*adaptive* adds BPDA/EOT/defence-specific attacks. "
+                 f"**{FLAG}** marks a number the gradient-masking checklist casts doubt on (the reasons are listed "
+                 "below, and show on hover in the HTML report).")
+        return [Heading(TITLE, 1), Paragraph(intro), Table(header, rows, id="summary")]
+
+
+class Flags(Section):
+    """Every failed check, with its reason."""
+
+    def blocks(self, context: ReportContext) -> list[Block]:
+        items = [f"**{record.label}** ({mode}) `{flag.check}`: {flag.reason}"
+                 for record in context.summary.defenses for mode in MODES for flag in record.flags(mode)]
+        return [Heading("Flags"), Bullets(items, flagged=True) if items else Paragraph("No check failed.")]
+
+
+class Detectors(Section):
+    """Detection rates and the two ways of counting a detector's robust accuracy."""
+
+    def blocks(self, context: ReportContext) -> list[Block]:
+        detectors = [r for r in context.summary.defenses if r.detector is not None]
+        if not detectors:
+            return []
+        rows = [[Cell(record.label, css="name"), Cell(key), Cell(_pct(entry.detection_rate)),
+                 Cell(_pct(entry.correct_or_detected)), Cell(_pct(entry.classifier_only))]
+                for record in detectors for key, entry in record.eps.items()]
+        header = ["detector", "eps", "detection rate", "correct or detected", "classifier only"]
+        return [Heading("Detectors"), Table(header, rows)]
+
+
+class Costs(Section):
+    """What the attacks cost, and what the cascade saved."""
+
+    def blocks(self, context: ReportContext) -> list[Block]:
+        time = context.summary.time
+        return [Heading("Cost"), Paragraph(
+            f"Attacks took {time.attack_seconds:.1f} s; the full grid would have taken about "
+            f"{time.estimated_full_grid_seconds:.1f} s ({100 * time.saved_share:.0f}% saved by the cascade; "
+            f"{ESTIMATE_NOTE}).")]
+
+
+class Plots(Section):
+    """Robust accuracy against epsilon, and naive against adaptive at the largest epsilon."""
+
+    CAPTIONS = {
+        "robust_vs_eps": "Robust accuracy against epsilon per defence: naive (dashed) and adaptive (solid).",
+        "naive_vs_adaptive": "Naive against adaptive robust accuracy at the largest epsilon.",
+    }
+
+    def blocks(self, context: ReportContext) -> list[Block]:
+        plotting = _plotting()
+        if plotting is None:
+            return []
+        figures = []
+        for name, caption in self.CAPTIONS.items():
+            path = getattr(plotting, name)(context.summary, context.plots_dir / f"{name}.png")
+            figures.append(Figure(path, caption, name))
+        return figures
+
+
+class ExampleGrid(Section):
+    """Clean and adversarial images of the first samples, with the perturbation amplified."""
+
+    CAPTION = ("Examples at the largest epsilon: clean image, adversarial image of the first attack that fooled the "
+               "deployed model, and the perturbation amplified to the full range.")
+
+    def blocks(self, context: ReportContext) -> list[Block]:
+        plotting = _plotting()
+        if plotting is None:
+            return []
+        path = plotting.example_grid(context.summary, context.data, context.out_dir, context.plots_dir / "examples.png")
+        return [] if path is None else [Figure(path, self.CAPTION, "examples")]
+
+
+class AttackTables(Section):
+    """Per defence: each attack's samples attacked and fooled, time and passes, per stage and epsilon."""
+
+    HEADER = ["eps", "stage", "attack", "access", "attacked", "fooled", "seconds", "forwards", "backwards", "errors"]
+
+    def blocks(self, context: ReportContext) -> list[Block]:
+        blocks: list[Block] = [Heading("Attacks per defence")]
+        for record in context.summary.defenses:
+            rows = [[Cell(key), Cell(a.stage, css="text"), Cell(a.attack, css="text"), Cell(a.access, css="text"),
+                     Cell(str(a.attacked)), Cell(str(a.fooled)), Cell(f"{a.seconds:.2f}"), Cell(str(a.forwards)),
+                     Cell(str(a.backwards)), Cell(str(a.errors))]
+                    for key, entry in record.eps.items() for a in entry.attacks]
+            blocks += [Heading(record.label, 3), Paragraph(f"Adaptive target: {record.view}."),
+                       Table(self.HEADER, rows)]
+        blocks.append(Paragraph("Configuration: `config.json`; environment: `environment.json`; every unit of "
+                                "work: `results.jsonl`."))
+        return blocks
+
+
+#: The report's sections, in order. A new section is a :class:`Section` subclass added here.
+SECTIONS: list[Section] = [SummaryTable(), Flags(), Detectors(), Costs(), Plots(), ExampleGrid(), AttackTables()]
+
+
+def _plotting():
     try:
-        from shieldkit.evaluate import plots as plotting
+        from shieldkit.evaluate import plots
 
-        images["robust_vs_eps"] = plotting.robust_vs_eps(summary, plots / "robust_vs_eps.png")
-        images["naive_vs_adaptive"] = plotting.naive_vs_adaptive(summary, plots / "naive_vs_adaptive.png")
-        grid = plotting.example_grid(summary, data, out_dir, plots / "examples.png")
-        if grid is not None:
-            images["examples"] = grid
+        plots.pyplot()
+        return plots
     except ImportError as error:
         logger.warning("no plots in the report (%s); install shieldkit[report]", error)
-    (out_dir / "report.md").write_text(render_markdown(summary, images, out_dir), encoding="utf-8")
-    (out_dir / "report.html").write_text(render_html(summary, images), encoding="utf-8")
+        return None
 
 
-_CAPTIONS = {
-    "robust_vs_eps": "Robust accuracy against epsilon per defence: naive (dashed) and adaptive (solid).",
-    "naive_vs_adaptive": "Naive against adaptive robust accuracy at the largest epsilon.",
-    "examples": "Examples at the largest epsilon: clean image, adversarial image of the first attack that "
-                "fooled the deployed model, and the perturbation amplified to the full range.",
-}
+# ---------------------------------------------------------------------- writers
 
 
-def _attack_rows(summary: dict[str, Any], record: dict[str, Any]) -> list[list[str]]:
-    rows = []
-    for key, entry in record["eps"].items():
-        for attack in entry["attacks"]:
-            rows.append([key, attack["stage"], attack["attack"], attack["access"], str(attack["attacked"]),
-                         str(attack["fooled"]), f"{attack['seconds']:.2f}", str(attack["forwards"]),
-                         str(attack["backwards"]), str(attack["errors"])])
-    return rows
+def write_reports(out_dir: Path, summary: RunSummary, data: Any, quiet: bool = True,
+                  sections: list[Section] | None = None) -> None:
+    """Write plots/*.png, report.md and report.html into ``out_dir`` from ``sections`` (default :data:`SECTIONS`)."""
+    plots = out_dir / "plots"
+    plots.mkdir(exist_ok=True)
+    context = ReportContext(summary, data, out_dir, plots)
+    blocks = [block for section in (SECTIONS if sections is None else sections) for block in section.blocks(context)]
+    (out_dir / "report.md").write_text(render_markdown(blocks, out_dir), encoding="utf-8")
+    (out_dir / "report.html").write_text(render_html(blocks), encoding="utf-8")
 
 
-_ATTACK_HEADER = ["eps", "stage", "attack", "access", "attacked", "fooled", "seconds", "forwards", "backwards", "errors"]
+def _markdown_cell(cell: Cell) -> str:
+    return cell.text.replace("|", "\\|") + (f" {FLAG}" if cell.reasons else "")
 
 
-def _main_rows(summary: dict[str, Any]) -> tuple[list[str], list[list[tuple[str, list[str]]]]]:
-    """Header and cells; each cell carries the reasons of its flags."""
-    eps_keys = [f"{e:g}" for e in summary["eps"]]
-    header = ["defence", "kind", "adaptive attack", "clean"]
-    for key in eps_keys:
-        header += [f"ε={key} naive", f"ε={key} adaptive"]
-    rows = []
-    for record in summary["defenses"]:
-        naive_reasons = [f"{f['check']}: {f['reason']}" for f in record["flags"]["naive"]]
-        adaptive_reasons = [f"{f['check']}: {f['reason']}" for f in record["flags"]["adaptive"]]
-        cells = [(record["label"], []), (record["kind"], []), (record["view"], []),
-                 (_pct(record["clean_accuracy"]), [])]
-        for key in eps_keys:
-            cells.append((_pct(record["eps"][key]["naive"]), naive_reasons))
-            cells.append((_pct(record["eps"][key]["adaptive"]), adaptive_reasons))
-        rows.append(cells)
-    return header, rows
-
-
-def render_markdown(summary: dict[str, Any], images: dict[str, Path], out_dir: Path) -> str:
-    header, rows = _main_rows(summary)
-    lines = ["# shieldkit robustness report", "",
-             f"{summary['n']} samples of `{summary['data']}`, norm {summary['norm']}, seed {summary['seed']}. "
-             "Robust accuracy (%) is the worst case per sample over the whole suite; *naive* attacks the deployed "
-             "model as is, *adaptive* adds BPDA/EOT/defence-specific attacks. "
-             f"`{FLAG}` marks a number the gradient-masking checklist casts doubt on.", "",
-             "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for cells in rows:
-        lines.append("| " + " | ".join(text + (f" {FLAG}" if reasons else "") for text, reasons in cells) + " |")
-    lines += ["", "## Flags", ""]
-    flagged = False
-    for record in summary["defenses"]:
-        for mode in ("naive", "adaptive"):
-            for flag in record["flags"][mode]:
-                lines.append(f"- **{record['label']}** ({mode}) `{flag['check']}`: {flag['reason']}")
-                flagged = True
-    if not flagged:
-        lines.append("No check failed.")
-    detectors = [r for r in summary["defenses"] if "detector" in r]
-    if detectors:
-        lines += ["", "## Detectors", "", "| detector | eps | detection rate | correct or detected | classifier only |",
-                  "|---|---|---|---|---|"]
-        for record in detectors:
-            for key, entry in record["eps"].items():
-                lines.append(f"| {record['label']} | {key} | {_pct(entry.get('detection_rate'))} | "
-                             f"{_pct(entry['correct_or_detected'])} | {_pct(entry['classifier_only'])} |")
-    time = summary["time"]
-    lines += ["", "## Cost", "",
-              f"Attacks took {time['attack_seconds']:.1f} s; the full grid would have taken about "
-              f"{time['estimated_full_grid_seconds']:.1f} s ({100 * time['saved_share']:.0f}% saved by the cascade; "
-              f"{ESTIMATE_NOTE}).", ""]
-    for name, path in images.items():
-        lines += [f"![{_CAPTIONS[name]}]({path.relative_to(out_dir).as_posix()})", "", f"*{_CAPTIONS[name]}*", ""]
-    lines += ["## Attacks per defence", ""]
-    for record in summary["defenses"]:
-        lines += [f"### {record['label']}", "", "| " + " | ".join(_ATTACK_HEADER) + " |", "|" + "---|" * len(_ATTACK_HEADER)]
-        lines += ["| " + " | ".join(row) + " |" for row in _attack_rows(summary, record)]
-        lines.append("")
-    lines += ["Configuration: `config.json`; environment: `environment.json`; every unit: `results.jsonl`.", ""]
+def render_markdown(blocks: list[Block], out_dir: Path) -> str:
+    lines: list[str] = []
+    for block in blocks:
+        if isinstance(block, Heading):
+            lines += ["#" * block.level + " " + block.text, ""]
+        elif isinstance(block, Paragraph):
+            lines += [block.text, ""]
+        elif isinstance(block, Table):
+            lines += ["| " + " | ".join(block.header) + " |", "|" + "---|" * len(block.header)]
+            lines += ["| " + " | ".join(_markdown_cell(c) for c in row) + " |" for row in block.rows]
+            lines.append("")
+        elif isinstance(block, Bullets):
+            lines += [f"- {item}" for item in block.items] + [""]
+        elif isinstance(block, Figure):
+            link = block.path.relative_to(out_dir).as_posix()
+            lines += [f"![{block.caption}]({link})", "", f"*{block.caption}*", ""]
     return "\n".join(lines)
 
 
@@ -265,72 +401,47 @@ figcaption { font-style: italic; color: #555; }
 li.flag-reason { margin: 0.3em 0; }
 """
 
+_INLINE = [(re.compile(r"`([^`]+)`"), r"<code>\1</code>"), (re.compile(r"\*\*([^*]+)\*\*"), r"<b>\1</b>"),
+           (re.compile(r"\*([^*]+)\*"), r"<em>\1</em>")]
+_FLAG_SPAN = f'<span class="flag">{FLAG}</span>'
 
-def render_html(summary: dict[str, Any], images: dict[str, Path]) -> str:
+
+def _inline_html(text: str) -> str:
+    out = html.escape(text, quote=False)
+    for pattern, replacement in _INLINE:
+        out = pattern.sub(replacement, out)
+    return out.replace(f"<b>{FLAG}</b>", _FLAG_SPAN)
+
+
+def _html_cell(cell: Cell) -> str:
+    if cell.reasons:
+        title = html.escape(" | ".join(cell.reasons), quote=True)
+        return f'<td class="flagged" title="{title}">{html.escape(cell.text)} {_FLAG_SPAN}</td>'
+    return f'<td class="{cell.css}">{html.escape(cell.text)}</td>'
+
+
+def render_html(blocks: list[Block]) -> str:
     esc = html.escape
-    header, rows = _main_rows(summary)
     parts = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
              '<meta name="viewport" content="width=device-width, initial-scale=1">',
-             '<link rel="icon" href="data:,">', "<title>shieldkit robustness report</title>",
-             f"<style>{_STYLE}</style></head><body>", "<h1>shieldkit robustness report</h1>",
-             f"<p>{summary['n']} samples of <code>{esc(summary['data'])}</code>, norm {esc(summary['norm'])}, "
-             f"seed {summary['seed']}. Robust accuracy (%) is the worst case per sample over the whole suite; "
-             "<em>naive</em> attacks the deployed model as is, <em>adaptive</em> adds BPDA/EOT/defence-specific "
-             f"attacks. <span class=\"flag\">{FLAG}</span> marks a number the gradient-masking checklist casts doubt "
-             "on (hover for the reason; all reasons are listed below).</p>",
-             '<table id="summary"><thead><tr>' + "".join(f"<th>{esc(h)}</th>" for h in header) + "</tr></thead><tbody>"]
-    for cells in rows:
-        parts.append("<tr>")
-        for position, (text, reasons) in enumerate(cells):
-            css = "name" if position == 0 else "text" if position < 3 else ""
-            if reasons:
-                title = esc(" | ".join(reasons), quote=True)
-                parts.append(f'<td class="flagged" title="{title}">{esc(text)} <span class="flag">{FLAG}</span></td>')
-            else:
-                parts.append(f'<td class="{css}">{esc(text)}</td>')
-        parts.append("</tr>")
-    parts.append("</tbody></table>")
-    parts.append("<h2>Flags</h2><ul>")
-    flagged = False
-    for record in summary["defenses"]:
-        for mode in ("naive", "adaptive"):
-            for flag in record["flags"][mode]:
-                flagged = True
-                parts.append(f'<li class="flag-reason"><span class="flag">{FLAG}</span> <b>{esc(record["label"])}</b> '
-                             f"({mode}) <code>{esc(flag['check'])}</code>: {esc(flag['reason'])}</li>")
-    if not flagged:
-        parts.append("<li>No check failed.</li>")
-    parts.append("</ul>")
-    detectors = [r for r in summary["defenses"] if "detector" in r]
-    if detectors:
-        parts.append("<h2>Detectors</h2><table><thead><tr><th>detector</th><th>eps</th><th>detection rate</th>"
-                     "<th>correct or detected</th><th>classifier only</th></tr></thead><tbody>")
-        for record in detectors:
-            for key, entry in record["eps"].items():
-                parts.append(f'<tr><td class="name">{esc(record["label"])}</td><td>{key}</td>'
-                             f"<td>{_pct(entry.get('detection_rate'))}</td><td>{_pct(entry['correct_or_detected'])}</td>"
-                             f"<td>{_pct(entry['classifier_only'])}</td></tr>")
-        parts.append("</tbody></table>")
-    time = summary["time"]
-    parts.append(f"<h2>Cost</h2><p>Attacks took {time['attack_seconds']:.1f} s; the full grid would have taken "
-                 f"about {time['estimated_full_grid_seconds']:.1f} s ({100 * time['saved_share']:.0f}% saved by "
-                 f"the cascade; {ESTIMATE_NOTE}).</p>")
-    for name, path in images.items():
-        encoded = base64.b64encode(path.read_bytes()).decode("ascii")
-        parts.append(f'<figure><img id="plot-{name}" alt="{esc(_CAPTIONS[name])}" '
-                     f'src="data:image/png;base64,{encoded}"><figcaption>{esc(_CAPTIONS[name])}</figcaption></figure>')
-    parts.append("<h2>Attacks per defence</h2>")
-    for record in summary["defenses"]:
-        parts.append(f"<h3>{esc(record['label'])}</h3><p>Adaptive target: {esc(record['view'])}.</p><table><thead><tr>"
-                     + "".join(f"<th>{h}</th>" for h in _ATTACK_HEADER) + "</tr></thead><tbody>")
-        for row in _attack_rows(summary, record):
-            parts.append("<tr>" + "".join(f'<td class="{"text" if i in (1, 2, 3) else ""}">{esc(c)}</td>'
-                                          for i, c in enumerate(row)) + "</tr>")
-        parts.append("</tbody></table>")
-    parts.append("<p>Configuration: <code>config.json</code>; environment: <code>environment.json</code>; "
-                 "every unit of work: <code>results.jsonl</code>.</p></body></html>")
+             '<link rel="icon" href="data:,">', f"<title>{TITLE}</title>", f"<style>{_STYLE}</style></head><body>"]
+    for block in blocks:
+        if isinstance(block, Heading):
+            parts.append(f"<h{block.level}>{esc(block.text)}</h{block.level}>")
+        elif isinstance(block, Paragraph):
+            parts.append(f"<p>{_inline_html(block.text)}</p>")
+        elif isinstance(block, Table):
+            table_id = f' id="{esc(block.id)}"' if block.id else ""
+            parts.append(f"<table{table_id}><thead><tr>" + "".join(f"<th>{esc(h)}</th>" for h in block.header)
+                         + "</tr></thead><tbody>")
+            parts += ["<tr>" + "".join(_html_cell(c) for c in row) + "</tr>" for row in block.rows]
+            parts.append("</tbody></table>")
+        elif isinstance(block, Bullets):
+            css, mark = (' class="flag-reason"', _FLAG_SPAN + " ") if block.flagged else ("", "")
+            parts.append("<ul>" + "".join(f"<li{css}>{mark}{_inline_html(i)}</li>" for i in block.items) + "</ul>")
+        elif isinstance(block, Figure):
+            encoded = base64.b64encode(block.path.read_bytes()).decode("ascii")
+            parts.append(f'<figure><img id="plot-{esc(block.name)}" alt="{esc(block.caption)}" '
+                         f'src="data:image/png;base64,{encoded}"><figcaption>{esc(block.caption)}</figcaption></figure>')
+    parts.append("</body></html>")
     return "\n".join(parts)
-
-
-def load_examples(out_dir: Path, file: str) -> dict[str, Any]:
-    return torch.load(out_dir / "examples" / file, map_location="cpu", weights_only=True)

@@ -1,11 +1,12 @@
 """``results.jsonl``: one JSON row per finished unit of work, written durably, and resuming from it.
 
-Every row carries a ``key`` naming its unit (defence, epsilon, stage, attack,
-sample range). A row is appended, flushed and ``fsync``-ed as soon as its unit
-finishes, so a run killed at any moment (SIGKILL included) loses at most the
-unit in progress and never leaves a duplicated row; the one line a kill can
-truncate is cut off when the run resumes. ``config.json`` holds the
-configuration and its hash; a resume with a different configuration is refused.
+Every row (a typed record of :mod:`~shieldkit.evaluate.records`) carries a
+``key`` naming its unit (defence, epsilon, stage, attack, sample range). A row is
+appended, flushed and ``fsync``-ed as soon as its unit finishes, so a run killed
+at any moment (SIGKILL included) loses at most the unit in progress and never
+leaves a duplicated row; the one line a kill can truncate is cut off when the
+run resumes. ``config.json`` holds the results format, the configuration and its
+hash; a resume with another format or configuration is refused.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import Any
 import torch
 
 from shieldkit.errors import InvalidParameterError
+from shieldkit.evaluate.records import RESULTS_FORMAT, Row, row_from_json, to_json
 
 logger = logging.getLogger(__name__)
 
@@ -31,7 +33,7 @@ RESULTS = "results.jsonl"
 CONFIG = "config.json"
 ENVIRONMENT = "environment.json"
 #: What a fresh run clears from an old output folder (caches of fitted defences are kept).
-_RUN_OUTPUTS = (RESULTS, "summary.json", "report.md", "report.html", "examples", "plots")
+RUN_OUTPUTS = (RESULTS, "summary.json", "report.md", "report.html", "examples", "plots")
 
 
 def check_writable(out_dir: str | os.PathLike) -> Path:
@@ -61,7 +63,7 @@ class ResultsStore:
     def __init__(self, out_dir: Path, config: dict[str, Any], config_hash: str, resume: bool = False):
         self.out_dir = Path(out_dir)
         self.path = self.out_dir / RESULTS
-        self.rows: dict[str, dict[str, Any]] = {}
+        self.rows: dict[str, Row] = {}
         self.resumed = 0
         if resume and (self.out_dir / CONFIG).is_file():
             self._check_same_config(config, config_hash)
@@ -70,7 +72,7 @@ class ResultsStore:
             if resume:
                 logger.info("nothing to resume in %s: starting a fresh run", self.out_dir)
             self._clear()
-            _atomic_write_json(self.out_dir / CONFIG, {"hash": config_hash, "config": config})
+            write_config(self.out_dir, config, config_hash)
             self.path.touch()
         self._handle = self.path.open("a", encoding="utf-8")
 
@@ -81,6 +83,7 @@ class ResultsStore:
             previous = json.loads((self.out_dir / CONFIG).read_text())
         except (OSError, ValueError) as error:
             raise InvalidParameterError(f"--resume: cannot read {self.out_dir / CONFIG}: {error}") from None
+        check_format(previous, self.out_dir)
         if previous.get("hash") != config_hash:
             old = previous.get("config", {})
             changed = sorted(k for k in set(old) | set(config) if old.get(k) != config.get(k))
@@ -100,8 +103,8 @@ class ResultsStore:
             offset_next = offset + len(line)
             complete = line.endswith(b"\n")
             try:
-                row = json.loads(line) if complete else None
-            except ValueError:
+                row = row_from_json(json.loads(line)) if complete else None
+            except (ValueError, TypeError, AttributeError):
                 row = None
             if row is None:
                 if offset_next < len(data) and complete:
@@ -110,7 +113,7 @@ class ResultsStore:
                         "start a fresh run without --resume"
                     )
                 break  # the last line, cut short by a kill: dropped and re-run
-            self.rows.setdefault(row["key"], row)
+            self.rows.setdefault(row.key, row)
             good_end = offset_next
             offset = offset_next
         if good_end < len(data):
@@ -120,7 +123,7 @@ class ResultsStore:
         self.resumed = len(self.rows)
 
     def _clear(self) -> None:
-        for name in _RUN_OUTPUTS:
+        for name in RUN_OUTPUTS:
             target = self.out_dir / name
             if target.is_dir():
                 shutil.rmtree(target)
@@ -132,21 +135,21 @@ class ResultsStore:
     def __contains__(self, key: str) -> bool:
         return key in self.rows
 
-    def get(self, key: str) -> dict[str, Any] | None:
+    def get(self, key: str) -> Row | None:
         return self.rows.get(key)
 
-    def append(self, row: dict[str, Any]) -> dict[str, Any]:
+    def append(self, row: Row) -> Row:
         """Write one finished unit durably (flush + fsync) and remember it."""
-        key = row["key"]
+        key = row.key
         if key in self.rows:
             return self.rows[key]
-        self._handle.write(json.dumps(row, separators=(",", ":")) + "\n")
+        self._handle.write(row_line(row))
         self._handle.flush()
         os.fsync(self._handle.fileno())
         self.rows[key] = row
         return row
 
-    def __iter__(self) -> Iterator[dict[str, Any]]:
+    def __iter__(self) -> Iterator[Row]:
         return iter(self.rows.values())
 
     def close(self) -> None:
@@ -154,8 +157,28 @@ class ResultsStore:
             self._handle.close()
 
 
+def row_line(row: Row) -> str:
+    """One line of ``results.jsonl``."""
+    return json.dumps(to_json(row), separators=(",", ":")) + "\n"
+
+
+def write_config(out_dir: Path, config: dict[str, Any], config_hash: str) -> None:
+    """``config.json``: the results format, the run's identity and its hash."""
+    _atomic_write_json(Path(out_dir) / CONFIG, {"format": RESULTS_FORMAT, "hash": config_hash, "config": config})
+
+
+def check_format(previous: dict[str, Any], out_dir: Path) -> None:
+    """Refuse to resume a run written in another results format, naming both versions."""
+    found = previous.get("format", 1)  # runs written before the format was versioned
+    if found != RESULTS_FORMAT:
+        raise InvalidParameterError(
+            f"--resume: {str(out_dir)!r} holds results format {found}; this shieldkit reads format "
+            f"{RESULTS_FORMAT} only: run without --resume (or use another --out) to start again"
+        )
+
+
 def read_rows(out_dir: str | os.PathLike) -> list[dict[str, Any]]:
-    """The complete rows of a run's ``results.jsonl`` (a partial last line is ignored)."""
+    """The complete rows of a run's ``results.jsonl``, in their JSON form (a partial last line is ignored)."""
     rows = []
     with (Path(out_dir) / RESULTS).open(encoding="utf-8") as handle:
         for line in handle:

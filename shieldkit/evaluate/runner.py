@@ -39,14 +39,16 @@ from shieldkit.errors import InvalidInputError, InvalidModelError, InvalidParame
 from shieldkit.evaluate import masking
 from shieldkit.evaluate.adaptive import DefensePlan, plan_defense
 from shieldkit.evaluate.config import EvalConfig, check_eps, check_scalars, digest
+from shieldkit.evaluate.examples import save_examples
+from shieldkit.evaluate.records import AttackRow, CleanRow, LargeEpsRow, to_json
 from shieldkit.evaluate.results import ResultsStore, check_writable, environment_record, write_json
 from shieldkit.evaluate.suite import (
     AttackEntry,
     DefenseEntry,
+    Suite,
     fit_options,
-    order_suite,
     resolve_attacks,
-    resolve_defenses,
+    resolve_suite,
     spec_records,
     strongest_white_box,
 )
@@ -54,8 +56,6 @@ from shieldkit.guard import ModelStateGuard
 from shieldkit.validation import check_logits, model_device
 
 logger = logging.getLogger(__name__)
-
-STAGES = ("naive", "blackbox", "adaptive")
 
 
 def unit_seed(seed: int, *parts: Any) -> int:
@@ -110,6 +110,8 @@ class Runner:
         resume: continue the run in ``config.out``.
         attacks, defenses: override ``config.attacks``/``config.defenses`` with
             objects (``Attack``/``Defense`` instances) as well as names.
+        suite: the attacks and defences already resolved (:func:`~shieldkit.evaluate.suite.resolve_suite`,
+            as the CLI does before loading data); then ``attacks``/``defenses`` are not given.
         shard: ``(rank, world)``: attack only this rank's chunks. ``None`` (the default):
             under an initialised process group of several processes, this process's
             rank and the world size, and :meth:`run` gathers every rank's rows on rank 0
@@ -118,7 +120,7 @@ class Runner:
 
     def __init__(self, config: EvalConfig, model: nn.Module, data: Any, *, train_data: Any = None,
                  quiet: bool = False, resume: bool = False, attacks: list | None = None,
-                 defenses: list | None = None, shard: tuple[int, int] | None = None):
+                 defenses: list | None = None, shard: tuple[int, int] | None = None, suite: Suite | None = None):
         check_scalars(config)
         self.config = config
         self.quiet = quiet
@@ -135,9 +137,13 @@ class Runner:
         if config.n is not None and config.n > len(data):
             raise InvalidParameterError(f"n={config.n} is larger than the {len(data)} samples of the data")
         self.data = self._select(data, config.n, config.seed)
-        self.attacks = resolve_attacks(attacks if attacks is not None else config.attacks,
-                                       config.norm, config.eps, config.bounds)
-        self.defenses = resolve_defenses(defenses if defenses is not None else config.defenses, config.seed)
+        if suite is None:
+            suite = resolve_suite(attacks if attacks is not None else config.attacks,
+                                  defenses if defenses is not None else config.defenses, config)
+        elif attacks is not None or defenses is not None:
+            raise InvalidParameterError("Runner: give either suite= or attacks=/defenses=, not both")
+        self.suite = suite
+        self.attacks, self.defenses = suite.attacks, suite.defenses
         needs_training = [d.label for d in self.defenses if d.kind == "trainer" or (
             d.kind == "detector" and getattr(d.instance, "threshold", None) is None)]
         self.train_data = as_image_data(train_data, "train_data") if train_data is not None else None
@@ -148,7 +154,7 @@ class Runner:
             )
         self._check_model_output()
         self.out_dir = check_writable(config.out)
-        self.white, self.black = order_suite(self.attacks)
+        self.white, self.black = suite.white_box, suite.black_box
         self.chunks = chunk_ranges(len(self.data), config.batch_size, *self.shard)
         self._adaptive_cache: dict[str, list[AttackEntry]] = {}
 
@@ -204,7 +210,7 @@ class Runner:
         finally:
             self.store.close()
         summary = summarize(list(self.store), self, config_hash)
-        write_json(self.out_dir / "summary.json", summary)
+        write_json(self.out_dir / "summary.json", to_json(summary))
         write_reports(self.out_dir, summary, self.data, quiet=self.quiet)
         return Report(self.out_dir, summary)
 
@@ -269,7 +275,7 @@ class Runner:
             if self.config.checks:
                 self._checks(plan)
 
-    def _clean(self, plan: DefensePlan, start: int, end: int) -> dict[str, Any]:
+    def _clean(self, plan: DefensePlan, start: int, end: int) -> CleanRow:
         key = f"clean|{plan.label}|{start}"
         row = self.store.get(key)
         if row is not None:
@@ -277,29 +283,27 @@ class Runner:
         x, y = self.data.x[start:end].to(self.device), self.data.y[start:end]
         judged = plan.judge(x, y, unit_seed(self.config.seed, "clean", plan.label, start))
         indices = list(range(start, end))
-        return self.store.append({
-            "type": "clean", "key": key, "defense": plan.label, "chunk": [start, end],
-            "pred": judged.predictions.tolist(),
-            "correct": [i for i, ok in zip(indices, (~judged.misclassified).tolist()) if ok],
-            "detected": [i for i, d in zip(indices, judged.detected.tolist()) if d],
-        })
+        return self.store.append(CleanRow(
+            key=key, defense=plan.label, chunk=(start, end), pred=judged.predictions.tolist(),
+            correct=_pick(indices, ~judged.misclassified), detected=_pick(indices, judged.detected),
+        ))
 
     def _chunk(self, plan: DefensePlan, eps: float, start: int, end: int) -> None:
         cascade = self.config.cascade
         clean = self._clean(plan, start, end)
-        correct = list(clean["correct"])
+        correct = list(clean.correct)
         remaining = list(correct)
         for entry in self.white:
             row = self._unit(plan, "naive", entry, eps, start, end, remaining if cascade else correct)
-            remaining = _minus(remaining, row["fooled"])
+            remaining = _minus(remaining, row.fooled)
         after_white = list(remaining)
         for entry in self.black:
             row = self._unit(plan, "blackbox", entry, eps, start, end, remaining if cascade else correct)
-            remaining = _minus(remaining, row["fooled"])
+            remaining = _minus(remaining, row.fooled)
         adaptive_left = list(after_white)
         for entry in self._adaptive_entries(plan):
             row = self._unit(plan, "adaptive", entry, eps, start, end, adaptive_left if cascade else correct)
-            adaptive_left = _minus(adaptive_left, row["fooled"])
+            adaptive_left = _minus(adaptive_left, row.fooled)
 
     def _adaptive_entries(self, plan: DefensePlan) -> list[AttackEntry]:
         """The defence's own adaptive attacks (against the deployed model), then the white-box ones on the view."""
@@ -314,19 +318,15 @@ class Runner:
         return self._adaptive_cache[plan.label]
 
     def _unit(self, plan: DefensePlan, stage: str, entry: AttackEntry, eps: float, start: int, end: int,
-              candidates: list[int]) -> dict[str, Any]:
+              candidates: list[int]) -> AttackRow:
         key = f"attack|{plan.label}|{eps!r}|{stage}|{entry.label}|{start}"
         row = self.store.get(key)
         if row is not None:
             self.bar.update(1)
             return row
         seed = unit_seed(self.config.seed, plan.label, stage, entry.label, eps, start)
-        row = {
-            "type": "attack", "key": key, "defense": plan.label, "eps": eps, "stage": stage,
-            "attack": entry.label, "name": entry.name, "access": entry.access, "chunk": [start, end],
-            "seed": seed, "attacked": list(candidates), "fooled": [], "misclassified": [], "detected": [],
-            "pred": [], "seconds": 0.0, "forwards": 0, "backwards": 0, "queries": 0, "error": None,
-        }
+        row = AttackRow(key=key, defense=plan.label, eps=eps, stage=stage, attack=entry.label, name=entry.name,
+                        access=entry.access, chunk=(start, end), seed=seed, attacked=list(candidates))
         self.bar.set_postfix_str(f"eps={eps:g} {stage} {entry.label}", refresh=False)
         if candidates:
             index = torch.tensor(candidates, dtype=torch.long)
@@ -338,16 +338,14 @@ class Runner:
             try:
                 result = attack.run(target, x, y)
             except Exception as error:  # noqa: BLE001 - recorded, flagged, and the run goes on
-                row["error"] = masking._one_line(error)
-                logger.warning("%s on %s (eps=%g, %s) failed: %s", entry.label, plan.label, eps, stage, row["error"])
+                row.error = masking.one_line(error)
+                logger.warning("%s on %s (eps=%g, %s) failed: %s", entry.label, plan.label, eps, stage, row.error)
             else:
                 judged = plan.judge(result.x_adv, y, seed + 1)
-                row.update(
-                    fooled=_pick(candidates, judged.fooled), misclassified=_pick(candidates, judged.misclassified),
-                    detected=_pick(candidates, judged.detected), pred=judged.predictions.tolist(),
-                    seconds=result.seconds, forwards=result.forwards, backwards=result.backwards,
-                    queries=result.queries,
-                )
+                row.fooled, row.misclassified = _pick(candidates, judged.fooled), _pick(candidates, judged.misclassified)
+                row.detected, row.pred = _pick(candidates, judged.detected), judged.predictions.tolist()
+                row.seconds, row.forwards = result.seconds, result.forwards
+                row.backwards, row.queries = result.backwards, result.queries
                 self._save_examples(row, candidates, result.x_adv, judged.predictions)
         self.bar.update(1)
         return self.store.append(row)
@@ -357,20 +355,12 @@ class Runner:
             return plan.view
         return plan.deployed
 
-    def _save_examples(self, row: dict[str, Any], candidates: list[int], x_adv: Tensor, predictions: Tensor) -> None:
+    def _save_examples(self, row: AttackRow, candidates: list[int], x_adv: Tensor, predictions: Tensor) -> None:
         """Keep the adversarial images of the first few samples for the report's example grid."""
         wanted = [i for i, index in enumerate(candidates) if index < self.config.examples]
-        if not wanted:
-            return
-        name = hashlib.sha256(row["key"].encode()).hexdigest()[:20] + ".pt"
-        folder = self.out_dir / "examples"
-        folder.mkdir(exist_ok=True)
-        record = {"indices": [candidates[i] for i in wanted], "x_adv": x_adv[wanted].detach().cpu().clone(),
-                  "pred": predictions[wanted].tolist()}
-        temporary = folder / (name + ".tmp")
-        torch.save(record, temporary)
-        os.replace(temporary, folder / name)  # before the row, so a resumed row always has its examples
-        row["examples"] = name
+        if wanted:
+            row.examples = save_examples(self.out_dir, row.key, [candidates[i] for i in wanted], x_adv[wanted],
+                                         predictions[wanted].tolist())
 
     # ------------------------------------------------------------ checks
 
@@ -380,9 +370,9 @@ class Runner:
         clean = self._clean(plan, *self.chunks[0]) if self.chunks else None
         if clean is None:
             return
-        start, end = clean["chunk"]
+        start, end = clean.chunk
         sample = list(range(start, min(end, start + masking.CHECK_SAMPLES)))
-        correct = [i for i in clean["correct"] if i < start + masking.CHECK_SAMPLES]
+        correct = [i for i in clean.correct if i < start + masking.CHECK_SAMPLES]
         key = f"check|{plan.label}|randomness"
         if key not in self.store:
             x = self.data.x[sample].to(self.device)
@@ -393,9 +383,8 @@ class Runner:
                     plan.reseed(seed)
                     return plan.deployed(images).float().cpu()
 
-            measured = masking.measure_randomness(forward, x, (unit_seed(self.config.seed, key, 1),
-                                                               unit_seed(self.config.seed, key, 2)))
-            self.store.append({"type": "check", "key": key, "defense": plan.label, "check": "randomness", **measured})
+            seeds = (unit_seed(self.config.seed, key, 1), unit_seed(self.config.seed, key, 2))
+            self.store.append(masking.measure_randomness(forward, x, seeds, key, plan.label))
         modes = [("naive", plan.deployed)]
         if plan.view is not None:
             modes.append(("adaptive", plan.view))
@@ -404,10 +393,8 @@ class Runner:
             if key not in self.store and correct:
                 index = torch.tensor(correct)
                 plan.reseed(unit_seed(self.config.seed, key))
-                measured = masking.measure_gradients(model, self.data.x[index].to(self.device),
-                                                     self.data.y[index].to(self.device))
-                self.store.append({"type": "check", "key": key, "defense": plan.label, "check": f"gradients|{mode}",
-                                   **measured})
+                self.store.append(masking.measure_gradients(model, self.data.x[index].to(self.device),
+                                                            self.data.y[index].to(self.device), key, plan.label, mode))
             self._large_eps_check(plan, mode, correct)
 
     def _large_eps_check(self, plan: DefensePlan, mode: str, correct: list[int]) -> None:
@@ -422,16 +409,15 @@ class Runner:
         seed = unit_seed(self.config.seed, key)
         index = torch.tensor(correct)
         x, y = self.data.x[index].to(self.device), self.data.y[index].to(self.device)
-        row = {"type": "check", "key": key, "defense": plan.label, "check": f"large_eps|{mode}",
-               "attack": entry.label, "eps": eps, "samples": len(correct), "accuracy": None, "error": None}
+        row = LargeEpsRow(key=key, defense=plan.label, mode=mode, attack=entry.label, eps=eps, samples=len(correct))
         try:
             attack = entry.build(eps, self.config.norm, self.config.bounds, seed)
             plan.reseed(seed)
             result = attack.run(plan.view if mode == "adaptive" else plan.deployed, x, y)
             judged = plan.judge(result.x_adv, y, seed + 1)
-            row["accuracy"] = 1.0 - judged.fooled.float().mean().item()
+            row.accuracy = 1.0 - judged.fooled.float().mean().item()
         except Exception as error:  # noqa: BLE001 - a crash here is itself a masking signal
-            row["error"] = masking._one_line(error)
+            row.error = masking.one_line(error)
         self.store.append(row)
 
 

@@ -28,12 +28,16 @@ from typing import Any
 from shieldkit import distributed
 from shieldkit.errors import InvalidParameterError
 from shieldkit.evaluate.config import digest
+from shieldkit.evaluate.examples import read_example_files, write_example_files
+from shieldkit.evaluate.records import AttackRow, Row, row_from_json, to_json
 from shieldkit.evaluate.results import (
-    _RUN_OUTPUTS,
     CONFIG,
     RESULTS,
+    RUN_OUTPUTS,
     ResultsStore,
     environment_record,
+    row_line,
+    write_config,
     write_json,
 )
 
@@ -79,21 +83,22 @@ def run_sharded(runner):
     finally:
         store.close()
     rows = list(store)
-    gathered = distributed.gather_objects((rows, _example_files(out, rows) if rank != 0 else {}))
+    examples = [row.examples for row in rows if isinstance(row, AttackRow) and row.examples]
+    gathered = distributed.gather_objects((rows, read_example_files(out, examples) if rank != 0 else {}))
     summary = None
     if rank == 0:
         merged = merge_rows([part[0] for part in gathered], runner)
         for part in gathered[1:]:
-            _write_examples(out, part[1])
+            write_example_files(out, part[1])
         _write_results(out, merged, identity, config_hash)
         summary = summarize(merged, runner, config_hash)
-        write_json(out / "summary.json", summary)
+        write_json(out / "summary.json", to_json(summary))
         write_reports(out, summary, runner.data, quiet=True)
     summary = distributed.broadcast_object(summary)
     return Report(out, summary)
 
 
-def merge_rows(parts: list[list[dict[str, Any]]], runner) -> list[dict[str, Any]]:
+def merge_rows(parts: list[list[Row]], runner) -> list[Row]:
     """The rows of every rank, one per unit, in the order a single process writes them.
 
     A single process goes defence by defence, epsilon by epsilon, chunk by chunk
@@ -105,18 +110,18 @@ def merge_rows(parts: list[list[dict[str, Any]]], runner) -> list[dict[str, Any]
     unique: dict[str, tuple] = {}
     for part in parts:
         for position, row in enumerate(part):
-            if row["key"] in unique:
+            if row.key in unique:
                 continue
-            is_check = row["type"] == "check"
-            chunk_start = row["chunk"][0] if "chunk" in row else 0
-            eps = eps_index.get(float(row["eps"]), 0) if row["type"] == "attack" else 0
-            order = (defense_index.get(row["defense"], len(defense_index)), is_check, eps, chunk_start, position)
-            unique[row["key"]] = (order, row)
+            is_check = row.type == "check"
+            chunk_start = row.chunk[0] if hasattr(row, "chunk") else 0
+            eps = eps_index.get(float(row.eps), 0) if isinstance(row, AttackRow) else 0
+            order = (defense_index.get(row.defense, len(defense_index)), is_check, eps, chunk_start, position)
+            unique[row.key] = (order, row)
     return [row for _, row in sorted(unique.values(), key=lambda item: item[0])]
 
 
 def _clear(out: Path) -> None:
-    for name in (*_RUN_OUTPUTS, SHARDS):
+    for name in (*RUN_OUTPUTS, SHARDS):
         target = out / name
         if target.is_dir():
             shutil.rmtree(target)
@@ -143,41 +148,21 @@ def _absorb_finished_rows(store: ResultsStore, out: Path, config_hash: str) -> i
             if not line.endswith("\n"):
                 break  # a row cut short by a kill
             try:
-                row = json.loads(line)
-            except ValueError:
+                row = row_from_json(json.loads(line))
+            except (ValueError, TypeError, AttributeError):
                 break
-            if row["key"] not in store.rows:
-                store.rows[row["key"]] = row
+            if row.key not in store.rows:
+                store.rows[row.key] = row
                 taken += 1
     return taken
 
 
-def _example_files(out: Path, rows: list[dict[str, Any]]) -> dict[str, bytes]:
-    """The example images this rank saved (rank 0's disk need not be shared with other nodes)."""
-    files = {}
-    for row in rows:
-        name = row.get("examples")
-        if name and (out / "examples" / name).is_file():
-            files[name] = (out / "examples" / name).read_bytes()
-    return files
-
-
-def _write_examples(out: Path, files: dict[str, bytes]) -> None:
-    folder = out / "examples"
-    for name, content in files.items():
-        if not (folder / name).is_file():
-            folder.mkdir(exist_ok=True)
-            temporary = folder / (name + ".tmp")
-            temporary.write_bytes(content)
-            os.replace(temporary, folder / name)
-
-
-def _write_results(out: Path, rows: list[dict[str, Any]], identity: dict[str, Any], config_hash: str) -> None:
-    write_json(out / CONFIG, {"hash": config_hash, "config": identity})
+def _write_results(out: Path, rows: list[Row], identity: dict[str, Any], config_hash: str) -> None:
+    write_config(out, identity, config_hash)
     temporary = out / (RESULTS + ".tmp")
     with temporary.open("w", encoding="utf-8") as handle:
         for row in rows:
-            handle.write(json.dumps(row, separators=(",", ":")) + "\n")
+            handle.write(row_line(row))
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(temporary, out / RESULTS)

@@ -1,15 +1,22 @@
-"""The attack suite and the defences of a grid, resolved through the registry and checked before any compute."""
+"""The attack suite and the defences of a grid, resolved through the registry and checked before any compute.
+
+Resolution happens once: :func:`resolve_suite` turns names, specs and objects into
+typed :class:`AttackEntry` / :class:`DefenseEntry` records (building each once to
+check its parameters), and the runner receives the :class:`Suite` as it is.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
 
+from torch import nn
+
 from shieldkit.attack import Attack
 from shieldkit.component import component_params
 from shieldkit.defense import Defense
 from shieldkit.errors import InvalidParameterError
-from shieldkit.evaluate.config import ComponentSpec, parse_spec
+from shieldkit.evaluate.config import ComponentSpec, EvalConfig, parse_spec
 from shieldkit.registry import get_registry
 
 _COMMON = ("eps", "norm", "bounds", "seed")
@@ -44,15 +51,12 @@ class AttackEntry:
         return self.cls.access == "gradient"
 
     def build(self, eps: float, norm: str, bounds: tuple[float, float], seed: int) -> Attack:
-        """A fresh instance for one unit of work."""
-        params = dict(self.params)
-        accepted = component_params(self.cls)
-        if "step_size" in accepted and "step_size" not in params and accepted["step_size"] is not None:
-            # A fixed default step (e.g. 2/255) would cripple the attack at MNIST-sized budgets;
-            # Madry et al.'s rule scales it with eps.
-            steps = params.get("steps", accepted.get("steps")) or 10
-            params["step_size"] = 2.5 * eps / steps
-        params.update(eps=eps, norm=norm, bounds=tuple(bounds), seed=int(seed))
+        """A fresh instance for one unit of work: the attack ``create_attack(name, **params)`` builds.
+
+        The grid sets only ``eps``, ``norm``, ``bounds`` and ``seed``; every other
+        default (step sizes included) is the attack's own, stated where it is defined.
+        """
+        params = {**self.params, "eps": eps, "norm": norm, "bounds": tuple(bounds), "seed": int(seed)}
         return self.cls.create(self.source, **params)
 
 
@@ -211,3 +215,36 @@ def spec_records(attacks: list[AttackEntry], defenses: list[DefenseEntry]) -> tu
         [{"label": a.label, "name": a.name, "params": a.params} for a in attacks],
         [{"label": d.label, "name": d.name, "params": d.params, "fit": d.fit} for d in defenses],
     )
+
+
+@dataclass
+class Suite:
+    """The resolved attacks and defences of a grid: what the runner receives and never re-reads."""
+
+    attacks: list[AttackEntry]
+    defenses: list[DefenseEntry]
+
+    @property
+    def white_box(self) -> list[AttackEntry]:
+        return order_suite(self.attacks)[0]
+
+    @property
+    def black_box(self) -> list[AttackEntry]:
+        return order_suite(self.attacks)[1]
+
+
+def resolve_suite(attacks: list[Any], defenses: list[Any], config: EvalConfig) -> Suite:
+    """Every attack and defence of a run resolved and checked against the grid (``config``'s norm, eps, seed)."""
+    return Suite(resolve_attacks(attacks, config.norm, config.eps, config.bounds),
+                 resolve_defenses(defenses, config.seed))
+
+
+@dataclass
+class Setup:
+    """What a command-line run needs, obtained from its configuration (the CLI and the demo build it)."""
+
+    config: EvalConfig
+    model: nn.Module
+    data: Any
+    train_data: Any
+    suite: Suite

@@ -1,4 +1,4 @@
-"""From the rows of ``results.jsonl`` to ``summary.json``: worst-case accuracies, costs, flags.
+"""From the rows of ``results.jsonl`` to the run's :class:`~shieldkit.evaluate.records.RunSummary`.
 
 Everything here is computed from the rows alone (plus the run's plan), so a
 resumed run and an uninterrupted one summarise identically.
@@ -10,11 +10,31 @@ from collections import defaultdict
 from typing import Any
 
 from shieldkit.evaluate import masking
+from shieldkit.evaluate.records import (
+    MODES,
+    STAGES,
+    AttackRow,
+    AttackStats,
+    BlackBoxExtra,
+    CleanRow,
+    DefenseSummary,
+    DetectorSummary,
+    EpsSummary,
+    ExampleRef,
+    GradientRow,
+    LargeEpsRow,
+    RandomnessRow,
+    Row,
+    RunSummary,
+    SuiteAttack,
+    TimeSummary,
+    eps_key,
+)
 
-_STAGE_ORDER = {"naive": 0, "blackbox": 1, "adaptive": 2}
+_STAGE_ORDER = {stage: i for i, stage in enumerate(STAGES)}
 
 
-def summarize(rows: list[dict[str, Any]], runner: Any, config_hash: str) -> dict[str, Any]:
+def summarize(rows: list[Row], runner: Any, config_hash: str) -> RunSummary:
     """The run's summary (what ``summary.json`` holds and the reports render).
 
     Args:
@@ -24,131 +44,117 @@ def summarize(rows: list[dict[str, Any]], runner: Any, config_hash: str) -> dict
     """
     config = runner.config
     n = len(runner.data)
-    by_defense: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    by_defense: dict[str, list[Row]] = defaultdict(list)
     for row in rows:
-        by_defense[row["defense"]].append(row)
-    attack_order = {entry.label: i for i, entry in enumerate(runner.white + runner.black)}
-    defenses = []
-    for plan, entry in zip(runner.plans, runner.defenses):
-        record = _defense_summary(plan, entry, by_defense[plan.label], config, n, attack_order)
-        defenses.append(record)
-    attack_seconds = sum(d["seconds"] for d in defenses)
-    full_seconds = sum(d["estimated_full_seconds"] for d in defenses)
-    return {
-        "config_hash": config_hash,
-        "n": n,
-        "data": runner.data.name,
-        "norm": config.norm,
-        "eps": list(config.eps),
-        "cascade": config.cascade,
-        "seed": config.seed,
-        "attacks": [{"label": a.label, "name": a.name, "access": a.access} for a in runner.white + runner.black],
-        "defenses": defenses,
-        "time": {
-            "attack_seconds": attack_seconds,
-            "estimated_full_grid_seconds": full_seconds,
-            "saved_seconds": max(0.0, full_seconds - attack_seconds),
-            "saved_share": max(0.0, 1 - attack_seconds / full_seconds) if full_seconds > 0 else 0.0,
-        },
-    }
+        by_defense[row.defense].append(row)
+    suite = runner.white + runner.black
+    attack_order = {entry.label: i for i, entry in enumerate(suite)}
+    defenses = [_defense_summary(plan, entry, by_defense[plan.label], config, n, attack_order)
+                for plan, entry in zip(runner.plans, runner.defenses)]
+    attack_seconds = sum(d.seconds for d in defenses)
+    full_seconds = sum(d.estimated_full_seconds for d in defenses)
+    return RunSummary(
+        config_hash=config_hash, n=n, data=runner.data.name, norm=config.norm, eps=list(config.eps),
+        cascade=config.cascade, seed=config.seed,
+        attacks=[SuiteAttack(a.label, a.name, a.access) for a in suite],
+        defenses=defenses,
+        time=TimeSummary(
+            attack_seconds=attack_seconds, estimated_full_grid_seconds=full_seconds,
+            saved_seconds=max(0.0, full_seconds - attack_seconds),
+            saved_share=max(0.0, 1 - attack_seconds / full_seconds) if full_seconds > 0 else 0.0,
+        ),
+    )
 
 
-def _defense_summary(plan, entry, rows, config, n: int, attack_order: dict[str, int]) -> dict[str, Any]:
-    clean_rows = [r for r in rows if r["type"] == "clean"]
-    attack_rows = [r for r in rows if r["type"] == "attack"]
-    check_rows = {r["check"]: r for r in rows if r["type"] == "check"}
-    correct = {i for r in clean_rows for i in r["correct"]}
-    clean_detected = {i for r in clean_rows for i in r["detected"]}
-    record: dict[str, Any] = {
-        "label": plan.label,
-        "name": entry.name,
-        "kind": plan.kind,
-        "view": plan.view_description,
-        "adaptive_stage": plan.has_adaptive_stage,
-        "randomized": plan.randomized,
-        "eot": plan.eot,
-        "n": n,
-        "clean_accuracy": len(correct) / n,
-        "eps": {},
-        "errors": {"naive": [], "adaptive": []},
-    }
+def _defense_summary(plan, entry, rows: list[Row], config, n: int, attack_order: dict[str, int]) -> DefenseSummary:
+    clean_rows = [r for r in rows if isinstance(r, CleanRow)]
+    attack_rows = [r for r in rows if isinstance(r, AttackRow)]
+    correct = {i for r in clean_rows for i in r.correct}
+    clean_detected = {i for r in clean_rows for i in r.detected}
+    record = DefenseSummary(
+        label=plan.label, name=entry.name, kind=plan.kind, view=plan.view_description,
+        adaptive_stage=plan.has_adaptive_stage, randomized=plan.randomized, eot=plan.eot, n=n,
+        clean_accuracy=len(correct) / n, eps={}, errors={mode: [] for mode in MODES},
+    )
     if plan.detector is not None:
-        record["detector"] = {"fpr_fitted": getattr(plan.detector, "fpr", config.fpr),
-                              "fpr_measured": len(clean_detected) / n, "threshold": plan.detector.threshold}
+        record.detector = DetectorSummary(getattr(plan.detector, "fpr", config.fpr), len(clean_detected) / n,
+                                          plan.detector.threshold)
     per_unit_cost: dict[tuple, list[float]] = defaultdict(list)
     for row in attack_rows:
-        if row["attacked"]:
-            per_unit_cost[(row["stage"], row["attack"])].append(row["seconds"] / len(row["attacked"]))
+        if row.attacked:
+            per_unit_cost[(row.stage, row.attack)].append(row.seconds / len(row.attacked))
     seconds = estimated = 0.0
     for eps in config.eps:
-        eps_rows = [r for r in attack_rows if r["eps"] == eps]
-        fooled = {stage: set() for stage in _STAGE_ORDER}
+        fooled: dict[str, set[int]] = {stage: set() for stage in STAGES}
         misclassified, detected_adv = set(), set()
-        attacks: dict[tuple, dict[str, Any]] = {}
-        first_fooled: dict[int, dict[str, Any]] = {}
-        for row in sorted(eps_rows, key=lambda r: (r["chunk"][0], _STAGE_ORDER[r["stage"]])):
-            fooled[row["stage"]].update(row["fooled"])
-            misclassified.update(row["misclassified"])
-            detected_adv.update(set(row["detected"]) & set(row["misclassified"]))
-            stats = attacks.setdefault((row["stage"], row["attack"]), {
-                "stage": row["stage"], "attack": row["attack"], "name": row["name"], "access": row["access"],
-                "attacked": 0, "fooled": 0, "seconds": 0.0, "forwards": 0, "backwards": 0, "queries": 0, "errors": 0})
-            stats["attacked"] += len(row["attacked"])
-            stats["fooled"] += len(row["fooled"])
-            for key in ("seconds", "forwards", "backwards", "queries"):
-                stats[key] += row[key]
-            if row["error"]:
-                stats["errors"] += 1
-                for mode in ("naive", "adaptive") if row["stage"] == "blackbox" else (
-                        "naive" if row["stage"] == "naive" else "adaptive",):
-                    record["errors"][mode].append(f"{row['attack']} ({row['stage']}, eps={eps:g}): {row['error']}")
-            seconds += row["seconds"]
+        attacks: dict[tuple, AttackStats] = {}
+        first_fooled: dict[int, ExampleRef] = {}
+        eps_rows = [r for r in attack_rows if r.eps == eps]
+        for row in sorted(eps_rows, key=lambda r: (r.chunk[0], _STAGE_ORDER[r.stage])):
+            fooled[row.stage].update(row.fooled)
+            misclassified.update(row.misclassified)
+            detected_adv.update(set(row.detected) & set(row.misclassified))
+            stats = attacks.setdefault((row.stage, row.attack), AttackStats(row.stage, row.attack, row.name, row.access))
+            stats.attacked += len(row.attacked)
+            stats.fooled += len(row.fooled)
+            stats.seconds += row.seconds
+            stats.forwards += row.forwards
+            stats.backwards += row.backwards
+            stats.queries += row.queries
+            if row.error:
+                stats.errors += 1
+                # black-box attacks belong to both modes' worst case; the other stages to their own
+                for mode in MODES if row.stage == "blackbox" else (row.stage,):
+                    record.errors[mode].append(f"{row.attack} ({row.stage}, eps={eps:g}): {row.error}")
+            seconds += row.seconds
             estimated += _full_grid_cost(row, correct, per_unit_cost)
-            if row.get("examples"):
-                for index in (i for i in row["fooled"] if i < config.examples):
-                    first_fooled.setdefault(index, {"stage": row["stage"], "attack": row["attack"],
-                                                    "file": row["examples"]})
+            if row.examples:
+                for index in (i for i in row.fooled if i < config.examples):
+                    first_fooled.setdefault(index, ExampleRef(row.stage, row.attack, row.examples))
         naive_fooled = fooled["naive"] | fooled["blackbox"]
         all_fooled = naive_fooled | fooled["adaptive"]
         white = fooled["naive"] | fooled["adaptive"]
-        eps_record = {
-            "clean_correct": len(correct),
-            "naive": len(correct - naive_fooled) / n,
-            "adaptive": len(correct - all_fooled) / n,
-            "black_box_extra": {"naive": len(fooled["blackbox"] - fooled["naive"]),
-                                "adaptive": len(fooled["blackbox"] - white)},
-            "attacks": sorted(attacks.values(), key=lambda a: (_STAGE_ORDER[a["stage"]], attack_order.get(a["attack"], -1))),
-            "examples": {str(k): v for k, v in sorted(first_fooled.items())},
-        }
+        summary = EpsSummary(
+            clean_correct=len(correct),
+            naive=len(correct - naive_fooled) / n,
+            adaptive=len(correct - all_fooled) / n,
+            black_box_extra=BlackBoxExtra(naive=len(fooled["blackbox"] - fooled["naive"]),
+                                          adaptive=len(fooled["blackbox"] - white)),
+            attacks=sorted(attacks.values(), key=lambda a: (_STAGE_ORDER[a.stage], attack_order.get(a.attack, -1))),
+            examples={str(k): v for k, v in sorted(first_fooled.items())},
+        )
         if plan.detector is not None:
-            eps_record["detection_rate"] = len(detected_adv) / len(misclassified) if misclassified else None
-            eps_record["classifier_only"] = len(correct - misclassified) / n
-            eps_record["correct_or_detected"] = eps_record["adaptive"]
-        record["eps"][_eps_key(eps)] = eps_record
-    record["seconds"] = seconds
-    record["estimated_full_seconds"] = max(estimated, seconds)
-    for mode in ("naive", "adaptive"):
-        if mode == "adaptive" and plan.view is None:
-            rows_for_mode = {**check_rows, **{k.replace("|naive", "|adaptive"): v for k, v in check_rows.items()
-                                              if k.endswith("|naive")}}
-        else:
-            rows_for_mode = check_rows
-        checks = masking.check_flags(record, mode, rows_for_mode) if config.checks else []
-        record.setdefault("checks", []).extend(checks)
-    record["flags"] = {mode: [c for c in record["checks"] if c["mode"] == mode and c["passed"] is False]
-                       for mode in ("naive", "adaptive")}
+            summary.detection_rate = len(detected_adv) / len(misclassified) if misclassified else None
+            summary.classifier_only = len(correct - misclassified) / n
+            summary.correct_or_detected = summary.adaptive
+        record.eps[eps_key(eps)] = summary
+    record.seconds = seconds
+    record.estimated_full_seconds = max(estimated, seconds)
+    if config.checks:
+        for mode in MODES:
+            record.checks.extend(masking.check_flags(record, mode, _measurements(rows, mode, plan.view is None)))
     return record
 
 
-def _full_grid_cost(row: dict[str, Any], correct: set[int], per_unit_cost: dict[tuple, list[float]]) -> float:
+def _measurements(rows: list[Row], mode: str, same_as_naive: bool) -> masking.Measurements:
+    """The measurement rows for ``mode``; with no adaptive view, the adaptive mode attacks what the naive one does."""
+    measured_mode = "naive" if same_as_naive else mode
+    found = masking.Measurements()
+    for row in rows:
+        if isinstance(row, RandomnessRow):
+            found.randomness = row
+        elif isinstance(row, GradientRow) and row.mode == measured_mode:
+            found.gradients = row
+        elif isinstance(row, LargeEpsRow) and row.mode == measured_mode:
+            found.large_eps = row
+    return found
+
+
+def _full_grid_cost(row: AttackRow, correct: set[int], per_unit_cost: dict[tuple, list[float]]) -> float:
     """What this unit would have cost on every clean-correct sample of its chunk (the full grid)."""
-    start, end = row["chunk"]
+    start, end = row.chunk
     candidates = sum(1 for i in correct if start <= i < end)
-    if row["attacked"]:
-        return row["seconds"] * candidates / len(row["attacked"])
-    costs = per_unit_cost.get((row["stage"], row["attack"]))
+    if row.attacked:
+        return row.seconds * candidates / len(row.attacked)
+    costs = per_unit_cost.get((row.stage, row.attack))
     return (sum(costs) / len(costs)) * candidates if costs else 0.0
-
-
-def _eps_key(eps: float) -> str:
-    return f"{eps:g}"

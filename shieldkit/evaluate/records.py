@@ -1,0 +1,369 @@
+"""The evaluation's data: typed records of every unit of work and of the run's summary, with their JSON forms.
+
+The runner writes rows (:class:`CleanRow`, :class:`AttackRow` and the
+measurement rows of the masking checks) to ``results.jsonl``; the summary
+aggregates them into a :class:`RunSummary` (``summary.json``); the checks read
+both and return :class:`CheckOutcome` records; the report sections render the
+summary. Nothing between these stages is a string-keyed dict.
+
+``RESULTS_FORMAT`` versions the JSON forms. ``config.json`` and ``summary.json``
+record it, and ``--resume`` refuses a run written in another format with a
+one-line message naming both versions (format 1: written before these records
+existed, without a version field).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Union
+
+#: Version of the JSON forms of rows and summaries (1: before the typed records; no version field).
+RESULTS_FORMAT = 2
+MODES = ("naive", "adaptive")
+STAGES = ("naive", "blackbox", "adaptive")
+
+
+def eps_key(eps: float) -> str:
+    """How an epsilon names its entry in summaries and tables (``0.1``, ``0.3``)."""
+    return f"{eps:g}"
+
+
+# ------------------------------------------------------------------ JSON forms
+
+
+def to_json(record: Any) -> Any:
+    """The JSON form of a record (dataclasses to dicts in field order, tuples to lists)."""
+    if dataclasses.is_dataclass(record) and not isinstance(record, type):
+        omitted = getattr(record, "omit_when_none", ())
+        data = {f.name: to_json(getattr(record, f.name)) for f in dataclasses.fields(record)
+                if not (f.name in omitted and getattr(record, f.name) is None)}
+        extra = getattr(record, "json_extra", None)
+        return {**extra(), **data} if extra is not None else data
+    if isinstance(record, (list, tuple)):
+        return [to_json(value) for value in record]
+    if isinstance(record, dict):
+        return {str(key): to_json(value) for key, value in record.items()}
+    return record
+
+
+def from_json(cls: type, data: Any) -> Any:
+    """A record of type ``cls`` from its JSON form (keys a newer version added are ignored)."""
+    return _convert(cls, data)
+
+
+def _convert(kind: Any, data: Any) -> Any:
+    if data is None:
+        return None
+    origin = typing.get_origin(kind)
+    if origin in (Union, types.UnionType):
+        options = [k for k in typing.get_args(kind) if k is not type(None)]
+        return _convert(options[0], data) if len(options) == 1 else data
+    if origin in (list, tuple):
+        (item, *_) = typing.get_args(kind) or (Any,)
+        values = [_convert(item, value) for value in data]
+        return tuple(values) if origin is tuple else values
+    if origin is dict:
+        _, value_kind = typing.get_args(kind)
+        return {key: _convert(value_kind, value) for key, value in data.items()}
+    if dataclasses.is_dataclass(kind):
+        hints = typing.get_type_hints(kind)
+        known = {f.name for f in dataclasses.fields(kind) if f.init}
+        return kind(**{name: _convert(hints[name], value) for name, value in data.items() if name in known})
+    if kind is float and isinstance(data, int):
+        return float(data)
+    return data
+
+
+# ------------------------------------------------------------------------ rows
+
+
+@dataclass
+class CleanRow:
+    """The deployed system on the clean samples of one chunk."""
+
+    type: ClassVar[str] = "clean"
+    key: str
+    defense: str
+    chunk: tuple[int, int]
+    pred: list[int]
+    correct: list[int]
+    detected: list[int]
+
+    def json_extra(self) -> dict[str, Any]:
+        return {"type": self.type}
+
+
+@dataclass
+class AttackRow:
+    """One attack at one epsilon against one defence on the candidates of one chunk.
+
+    Attributes:
+        stage: ``naive``, ``blackbox`` or ``adaptive``.
+        attack: its label in the suite; ``name``: the registered name.
+        attacked: the sample indices attacked (the cascade's candidates).
+        fooled, misclassified, detected: the indices judged so on the deployed system.
+        examples: the file in ``examples/`` holding the first samples' images, if any.
+        error: a one-line description of a crash (its samples count as robust, and are flagged).
+    """
+
+    type: ClassVar[str] = "attack"
+    key: str
+    defense: str
+    eps: float
+    stage: str
+    attack: str
+    name: str
+    access: str
+    chunk: tuple[int, int]
+    seed: int
+    attacked: list[int]
+    fooled: list[int] = field(default_factory=list)
+    misclassified: list[int] = field(default_factory=list)
+    detected: list[int] = field(default_factory=list)
+    pred: list[int] = field(default_factory=list)
+    seconds: float = 0.0
+    forwards: int = 0
+    backwards: int = 0
+    queries: int = 0
+    error: str | None = None
+    examples: str | None = None
+
+    def json_extra(self) -> dict[str, Any]:
+        return {"type": self.type}
+
+
+@dataclass
+class RandomnessRow:
+    """Two seeded forwards of the same clean images: how much the deployed model's output changes."""
+
+    type: ClassVar[str] = "check"
+    check: ClassVar[str] = "randomness"
+    key: str
+    defense: str
+    changed_predictions: float
+    max_logit_difference: float
+
+    def json_extra(self) -> dict[str, Any]:
+        return {"type": self.type, "check": self.check}
+
+
+@dataclass
+class GradientRow:
+    """The share of samples whose input gradient is exactly zero, on the model one ``mode`` attacks."""
+
+    type: ClassVar[str] = "check"
+    key: str
+    defense: str
+    mode: str
+    zero_ce: float
+    zero_margin: float
+    error: str | None = None
+
+    @property
+    def check(self) -> str:
+        return f"gradients|{self.mode}"
+
+    def json_extra(self) -> dict[str, Any]:
+        return {"type": self.type, "check": self.check}
+
+
+@dataclass
+class LargeEpsRow:
+    """The strongest white-box attack at a budget covering the whole pixel range, in one ``mode``."""
+
+    type: ClassVar[str] = "check"
+    key: str
+    defense: str
+    mode: str
+    attack: str
+    eps: float
+    samples: int
+    accuracy: float | None = None
+    error: str | None = None
+
+    @property
+    def check(self) -> str:
+        return f"large_eps|{self.mode}"
+
+    def json_extra(self) -> dict[str, Any]:
+        return {"type": self.type, "check": self.check}
+
+
+Row = CleanRow | AttackRow | RandomnessRow | GradientRow | LargeEpsRow
+
+
+def row_from_json(data: dict[str, Any]) -> Row:
+    """The typed row of one line of ``results.jsonl``."""
+    kind = data.get("type")
+    if kind == "clean":
+        return from_json(CleanRow, data)
+    if kind == "attack":
+        return from_json(AttackRow, data)
+    if kind == "check":
+        name, _, mode = str(data.get("check", "")).partition("|")
+        if name == "randomness":
+            return from_json(RandomnessRow, data)
+        cls = {"gradients": GradientRow, "large_eps": LargeEpsRow}.get(name)
+        if cls is not None:
+            return from_json(cls, {**data, "mode": mode})
+    raise ValueError(f"not a results row of format {RESULTS_FORMAT}: type={kind!r}, check={data.get('check')!r}")
+
+
+# ------------------------------------------------------------------- summaries
+
+
+@dataclass
+class AttackStats:
+    """One attack's totals in one stage at one epsilon against one defence."""
+
+    stage: str
+    attack: str
+    name: str
+    access: str
+    attacked: int = 0
+    fooled: int = 0
+    seconds: float = 0.0
+    forwards: int = 0
+    backwards: int = 0
+    queries: int = 0
+    errors: int = 0
+
+
+@dataclass
+class ExampleRef:
+    """Where the report finds the adversarial image of one sample: the first unit that fooled it."""
+
+    stage: str
+    attack: str
+    file: str
+
+
+@dataclass
+class BlackBoxExtra:
+    """Samples black-box attacks fooled that no white-box attack did (the ``black_box`` check's signal)."""
+
+    naive: int
+    adaptive: int
+
+
+@dataclass
+class EpsSummary:
+    """One defence at one epsilon: worst-case robust accuracy per mode, per-attack totals, examples.
+
+    ``detection_rate``, ``classifier_only`` and ``correct_or_detected`` are set for detectors only.
+    """
+
+    clean_correct: int
+    naive: float
+    adaptive: float
+    black_box_extra: BlackBoxExtra
+    attacks: list[AttackStats]
+    examples: dict[str, ExampleRef]
+    detection_rate: float | None = None
+    classifier_only: float | None = None
+    correct_or_detected: float | None = None
+    omit_when_none: ClassVar[tuple[str, ...]] = ("classifier_only", "correct_or_detected")
+
+    def accuracy(self, mode: str) -> float:
+        return self.naive if mode == "naive" else self.adaptive
+
+
+@dataclass
+class DetectorSummary:
+    fpr_fitted: float
+    fpr_measured: float
+    threshold: float | None
+
+
+@dataclass
+class CheckOutcome:
+    """One gradient-masking check of one defence in one mode; ``passed`` is ``None`` when it could not run."""
+
+    check: str
+    passed: bool | None
+    value: Any
+    reason: str
+    mode: str = ""
+
+    @property
+    def failed(self) -> bool:
+        return self.passed is False
+
+
+@dataclass
+class DefenseSummary:
+    """Everything the report says about one defence."""
+
+    label: str
+    name: str
+    kind: str
+    view: str
+    adaptive_stage: bool
+    randomized: bool
+    eot: int
+    n: int
+    clean_accuracy: float
+    eps: dict[str, EpsSummary]
+    errors: dict[str, list[str]]
+    detector: DetectorSummary | None = None
+    seconds: float = 0.0
+    estimated_full_seconds: float = 0.0
+    checks: list[CheckOutcome] = field(default_factory=list)
+
+    def flags(self, mode: str) -> list[CheckOutcome]:
+        """The failed checks of one mode: what casts doubt on that mode's numbers."""
+        return [check for check in self.checks if check.mode == mode and check.failed]
+
+    omit_when_none: ClassVar[tuple[str, ...]] = ("detector",)
+
+    def json_extra(self) -> dict[str, Any]:
+        return {"flags": {mode: to_json(self.flags(mode)) for mode in MODES}}
+
+
+@dataclass
+class SuiteAttack:
+    label: str
+    name: str
+    access: str
+
+
+@dataclass
+class TimeSummary:
+    attack_seconds: float
+    estimated_full_grid_seconds: float
+    saved_seconds: float
+    saved_share: float
+
+
+@dataclass
+class RunSummary:
+    """The whole run (``summary.json``)."""
+
+    config_hash: str
+    n: int
+    data: str
+    norm: str
+    eps: list[float]
+    cascade: bool
+    seed: int
+    attacks: list[SuiteAttack]
+    defenses: list[DefenseSummary]
+    time: TimeSummary
+    format: int = RESULTS_FORMAT
+
+    def defense(self, label: str) -> DefenseSummary:
+        for record in self.defenses:
+            if record.label == label:
+                return record
+        raise KeyError(f"no defence {label!r} in this report; it has {', '.join(d.label for d in self.defenses)}")
+
+    @property
+    def eps_keys(self) -> list[str]:
+        return [eps_key(e) for e in self.eps]
+
+    @property
+    def largest_eps_key(self) -> str:
+        return eps_key(max(self.eps))
