@@ -1,8 +1,10 @@
 """Plugin discovery and loading.
 
-Built-in plugins (native, torchattacks, art) and third-party ones, found by
-entry point in the group ``shieldkit``, register through the same hooks
-(:mod:`shieldkit.hookspecs`). Loading is lazy (on first registry use) and a
+Built-in plugins (native, torchattacks, art) and third-party ones are all found
+by entry point in the group ``shieldkit`` (the built-ins are declared in
+shieldkit's own ``pyproject.toml``) and register through the same hooks
+(:mod:`shieldkit.hookspecs`). The plugin manager names no module it loads, so
+nothing it loads imports it back. Loading is lazy (on first registry use) and a
 broken plugin never takes the registry down: it is recorded as failed, with its
 distribution, version and error, and everything else keeps working.
 
@@ -38,11 +40,8 @@ logger = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP = PROJECT
 
-#: Built-in plugins: name -> module. They register through the same hooks as a third-party plugin.
-DEFAULT_PLUGINS: dict[str, str] = {
-    "native": "shieldkit.native",
-    "torchattacks": "shieldkit.backends.torchattacks", "art": "shieldkit.backends.art",
-}
+#: Built-in plugins, loaded first and in this order: the entry points of shieldkit's own distribution.
+BUILTIN_PLUGINS = ("native", "torchattacks", "art")
 
 HOOKS = ("register_attacks", "register_defenses", "register_models", "register_datasets")
 
@@ -96,23 +95,34 @@ class PluginManager:
     def load_all(self) -> None:
         """Load the built-in plugins, then the installed ones (per the allow/block lists)."""
         blocked = _env_list("SHIELDKIT_BLOCK_PLUGINS") or set()
-        for name, module in DEFAULT_PLUGINS.items():
-            info = PluginInfo(name=name, module=module, builtin=True, distribution="shieldkit", version=_version("shieldkit"))
+        entry_points = _entry_points()
+        builtins = {ep.name: ep for ep in entry_points if _distribution(ep) == PROJECT and ep.name in BUILTIN_PLUGINS}
+        missing = [name for name in BUILTIN_PLUGINS if name not in builtins]
+        if missing:
+            raise PluginError(
+                f"shieldkit's built-in plugins ({', '.join(missing)}) are not declared: shieldkit is not installed "
+                "in this environment (pip install shieldkit, or pip install -e . in a checkout)"
+            )
+        for name in BUILTIN_PLUGINS:
+            info = PluginInfo(name=name, module=builtins[name].value, builtin=True, distribution=PROJECT,
+                              version=_version(PROJECT))
             if name in blocked:
                 self._skip(info, "blocked by SHIELDKIT_BLOCK_PLUGINS")
                 continue
-            self._load(info, lambda module=module: importlib.import_module(module))
+            self._load(info, builtins[name].load)
         if _env_flag("SHIELDKIT_NO_PLUGINS"):
             logger.debug("SHIELDKIT_NO_PLUGINS is set: no third-party plugins loaded")
             return
         allowed = _env_list("SHIELDKIT_PLUGINS")
-        for entry_point in _entry_points():
+        for entry_point in entry_points:
+            if entry_point.name in builtins and builtins[entry_point.name] is entry_point:
+                continue
             dist = getattr(entry_point, "dist", None)
             info = PluginInfo(
                 name=entry_point.name,
                 module=entry_point.value,
                 builtin=False,
-                distribution=dist.metadata["Name"] if dist is not None else None,
+                distribution=_distribution(entry_point),
                 version=dist.version if dist is not None else None,
             )
             if entry_point.name in self.plugins:
@@ -211,6 +221,11 @@ class PluginManager:
 
 def _entry_points() -> list:
     return list(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP))
+
+
+def _distribution(entry_point) -> str | None:
+    dist = getattr(entry_point, "dist", None)
+    return dist.metadata["Name"] if dist is not None else None
 
 
 def _version(distribution: str) -> str | None:

@@ -197,13 +197,13 @@ def environment_record(seed: int, device: torch.device) -> dict[str, Any]:
         except metadata.PackageNotFoundError:
             return None
 
-    import shieldkit
+    from shieldkit.version import __version__
 
     return {
         "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "python": sys.version.split()[0],
         "platform": platform.platform(),
-        "shieldkit": shieldkit.__version__,
+        "shieldkit": __version__,
         "torch": torch.__version__,
         "numpy": version("numpy"),
         "adversarial-robustness-toolbox": version("adversarial-robustness-toolbox"),
