@@ -80,8 +80,29 @@ def _convert(kind: Any, data: Any) -> Any:
 # ------------------------------------------------------------------------ rows
 
 
+class _Named:
+    """A row's JSON form names its type (and a measurement row its check)."""
+
+    type: ClassVar[str]
+
+    def json_extra(self) -> dict[str, Any]:
+        check = getattr(self, "check", None)
+        return {"type": self.type} if check is None else {"type": self.type, "check": check}
+
+
+class _PerMode(_Named):
+    """A measurement made once per mode: its check is named ``<name>|<mode>``."""
+
+    check_name: ClassVar[str]
+    mode: str
+
+    @property
+    def check(self) -> str:
+        return f"{self.check_name}|{self.mode}"
+
+
 @dataclass
-class CleanRow:
+class CleanRow(_Named):
     """The deployed system on the clean samples of one chunk."""
 
     type: ClassVar[str] = "clean"
@@ -92,12 +113,9 @@ class CleanRow:
     correct: list[int]
     detected: list[int]
 
-    def json_extra(self) -> dict[str, Any]:
-        return {"type": self.type}
-
 
 @dataclass
-class AttackRow:
+class AttackRow(_Named):
     """One attack at one epsilon against one defence on the candidates of one chunk.
 
     Attributes:
@@ -131,12 +149,9 @@ class AttackRow:
     error: str | None = None
     examples: str | None = None
 
-    def json_extra(self) -> dict[str, Any]:
-        return {"type": self.type}
-
 
 @dataclass
-class RandomnessRow:
+class RandomnessRow(_Named):
     """Two seeded forwards of the same clean images: how much the deployed model's output changes."""
 
     type: ClassVar[str] = "check"
@@ -146,15 +161,13 @@ class RandomnessRow:
     changed_predictions: float
     max_logit_difference: float
 
-    def json_extra(self) -> dict[str, Any]:
-        return {"type": self.type, "check": self.check}
-
 
 @dataclass
-class GradientRow:
+class GradientRow(_PerMode):
     """The share of samples whose input gradient is exactly zero, on the model one ``mode`` attacks."""
 
     type: ClassVar[str] = "check"
+    check_name: ClassVar[str] = "gradients"
     key: str
     defense: str
     mode: str
@@ -162,19 +175,13 @@ class GradientRow:
     zero_margin: float
     error: str | None = None
 
-    @property
-    def check(self) -> str:
-        return f"gradients|{self.mode}"
-
-    def json_extra(self) -> dict[str, Any]:
-        return {"type": self.type, "check": self.check}
-
 
 @dataclass
-class LargeEpsRow:
+class LargeEpsRow(_PerMode):
     """The strongest white-box attack at a budget covering the whole pixel range, in one ``mode``."""
 
     type: ClassVar[str] = "check"
+    check_name: ClassVar[str] = "large_eps"
     key: str
     defense: str
     mode: str
@@ -183,13 +190,6 @@ class LargeEpsRow:
     samples: int
     accuracy: float | None = None
     error: str | None = None
-
-    @property
-    def check(self) -> str:
-        return f"large_eps|{self.mode}"
-
-    def json_extra(self) -> dict[str, Any]:
-        return {"type": self.type, "check": self.check}
 
 
 Row = CleanRow | AttackRow | RandomnessRow | GradientRow | LargeEpsRow
@@ -206,7 +206,7 @@ def row_from_json(data: dict[str, Any]) -> Row:
         name, _, mode = str(data.get("check", "")).partition("|")
         if name == "randomness":
             return from_json(RandomnessRow, data)
-        cls = {"gradients": GradientRow, "large_eps": LargeEpsRow}.get(name)
+        cls = {row.check_name: row for row in (GradientRow, LargeEpsRow)}.get(name)
         if cls is not None:
             return from_json(cls, {**data, "mode": mode})
     raise ValueError(f"not a results row of format {RESULTS_FORMAT}: type={kind!r}, check={data.get('check')!r}")
