@@ -80,17 +80,28 @@ def _convert(kind: Any, data: Any) -> Any:
 # ------------------------------------------------------------------------ rows
 
 
-class _Named:
-    """A row's JSON form names its type (and a measurement row its check)."""
+@dataclass
+class _Row:
+    """Every row names its unit of work (``key``) and its defence; its JSON form names its type (and check)."""
 
     type: ClassVar[str]
+    key: str
+    defense: str
 
     def json_extra(self) -> dict[str, Any]:
         check = getattr(self, "check", None)
         return {"type": self.type} if check is None else {"type": self.type, "check": check}
 
 
-class _PerMode(_Named):
+@dataclass
+class _Measurement(_Row):
+    """A measurement on the models that a masking check reads."""
+
+    type: ClassVar[str] = "check"
+
+
+@dataclass
+class _PerMode(_Measurement):
     """A measurement made once per mode: its check is named ``<name>|<mode>``."""
 
     check_name: ClassVar[str]
@@ -102,12 +113,10 @@ class _PerMode(_Named):
 
 
 @dataclass
-class CleanRow(_Named):
+class CleanRow(_Row):
     """The deployed system on the clean samples of one chunk."""
 
     type: ClassVar[str] = "clean"
-    key: str
-    defense: str
     chunk: tuple[int, int]
     pred: list[int]
     correct: list[int]
@@ -115,7 +124,7 @@ class CleanRow(_Named):
 
 
 @dataclass
-class AttackRow(_Named):
+class AttackRow(_Row):
     """One attack at one epsilon against one defence on the candidates of one chunk.
 
     Attributes:
@@ -128,8 +137,6 @@ class AttackRow(_Named):
     """
 
     type: ClassVar[str] = "attack"
-    key: str
-    defense: str
     eps: float
     stage: str
     attack: str
@@ -151,13 +158,10 @@ class AttackRow(_Named):
 
 
 @dataclass
-class RandomnessRow(_Named):
+class RandomnessRow(_Measurement):
     """Two seeded forwards of the same clean images: how much the deployed model's output changes."""
 
-    type: ClassVar[str] = "check"
     check: ClassVar[str] = "randomness"
-    key: str
-    defense: str
     changed_predictions: float
     max_logit_difference: float
 
@@ -166,11 +170,7 @@ class RandomnessRow(_Named):
 class GradientRow(_PerMode):
     """The share of samples whose input gradient is exactly zero, on the model one ``mode`` attacks."""
 
-    type: ClassVar[str] = "check"
     check_name: ClassVar[str] = "gradients"
-    key: str
-    defense: str
-    mode: str
     zero_ce: float
     zero_margin: float
     error: str | None = None
@@ -180,11 +180,7 @@ class GradientRow(_PerMode):
 class LargeEpsRow(_PerMode):
     """The strongest white-box attack at a budget covering the whole pixel range, in one ``mode``."""
 
-    type: ClassVar[str] = "check"
     check_name: ClassVar[str] = "large_eps"
-    key: str
-    defense: str
-    mode: str
     attack: str
     eps: float
     samples: int
