@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import contextvars
 import inspect
+import math
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 #: (class, source) of the instance :meth:`Component.create` is constructing; read by ``__new__`` so that
@@ -45,6 +47,20 @@ def component_params(cls: type) -> dict[str, Any]:
         if not passes_on:
             break
     return params
+
+
+def jsonable(value: Any, opaque: Callable[[Any], str] = repr) -> Any:
+    """Parameter values as JSON data: scalars as they are, containers element by element, anything else
+    (a module, a tensor, an attack) as ``opaque(value)``; a non-finite float as its repr."""
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else repr(value)
+    if isinstance(value, dict):
+        return {str(k): jsonable(v, opaque) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v, opaque) for v in value]
+    return opaque(value)
 
 
 class Component:

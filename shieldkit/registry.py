@@ -18,7 +18,7 @@ from typing import Any
 from torch import nn
 
 from shieldkit.attack import ACCESS_LEVELS, Attack
-from shieldkit.component import component_params
+from shieldkit.component import component_params, jsonable
 from shieldkit.defense import (
     KINDS,
     Defense,
@@ -234,7 +234,7 @@ class Registry:
         elif kind == "defense":
             record.update(defense_kind=obj.kind, differentiable=obj.differentiable, randomized=obj.randomized)
         params = component_params(obj) if kind in ("attack", "defense") else (_callable_params(obj) or {})
-        record["params"] = {k: _jsonable(v) for k, v in params.items()}
+        record["params"] = {k: jsonable(v) for k, v in params.items()}
         return record
 
 
@@ -263,14 +263,6 @@ def _reject_unknown(entry: Entry, params: dict[str, Any], valid: dict[str, Any])
             f"{entry.name}: unknown parameter{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}; "
             f"valid parameters: {', '.join(valid) or '(none)'}"
         )
-
-
-def _jsonable(value: Any) -> Any:
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    if isinstance(value, (tuple, list)):
-        return [_jsonable(v) for v in value]
-    return repr(value)
 
 
 _registry = Registry()

@@ -47,6 +47,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from shieldkit.component import jsonable
 from shieldkit.errors import InvalidParameterError
 from shieldkit.threat import check_norm
 
@@ -312,14 +313,9 @@ def digest(value: Any) -> str:
 
 
 def _jsonable(value: Any) -> Any:
-    if value is None or isinstance(value, (bool, int, str)):
-        return value
-    if isinstance(value, float):
-        return value if math.isfinite(value) else repr(value)
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, ComponentSpec):
-        return value.to_dict()
-    return f"<{type(value).__name__}>"
+    """JSON data for hashing and config.json: objects by type name, so the hash does not depend on a repr."""
+    return jsonable(value, _type_name)
+
+
+def _type_name(value: Any) -> Any:
+    return value.to_dict() if isinstance(value, ComponentSpec) else f"<{type(value).__name__}>"
