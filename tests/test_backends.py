@@ -75,7 +75,7 @@ def test_art_attacks_are_registered_and_exist_in_art():
     assert len(art_backend.ATTACKS) >= 36  # the table; brendel_bethge needs numba, left out of shieldkit[art]
     assert len(names) >= 35  # with shieldkit[art]: graphite and composite need kornia and opencv
     for cls in art_backend.ATTACKS:
-        module = importlib.import_module(cls.spec.options.get("class", "art.attacks.evasion")) if all(
+        module = importlib.import_module(cls.spec.options.module) if all(
             is_available(m) for m in cls.spec.requires) else None
         if module is not None:
             assert hasattr(module, cls.spec.library_classes()[0]), cls.family

@@ -1,6 +1,9 @@
 """ART's defences as shieldkit defences of the right kind (used by the ``art`` plugin).
 
-One table (:data:`DEFENSES_TABLE`) maps each ART defence to a shieldkit kind:
+The table at the end of this module maps each ART defence to a shieldkit kind,
+one :class:`DefenseSpec` row per family, each turned by :func:`make_defense_class`
+into a class named after it (``JpegArt``, ``__module__`` ``shieldkit.backends.art``,
+which re-exports it); :data:`DEFENSES` lists them in registration order:
 
 - preprocessors become :class:`~shieldkit.TransformDefense`; their ``surrogate``
   (``attack_view(gradient="surrogate")``) backpropagates through ART's own
@@ -25,226 +28,70 @@ import copy
 import importlib
 import io
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field
 from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
 from shieldkit.backends import (
+    ComponentSpec,
     Derived,
     Param,
     build_component_class,
     class_name_for,
     component_docstring,
+    count_classes,
+    draw_seed,
+    from_numpy,
+    init_keywords,
     library_rng,
+    to_numpy,
 )
 from shieldkit.defense import PostprocessDefense, TrainerDefense, TransformDefense
 from shieldkit.errors import InvalidParameterError
 from shieldkit.threat import DEFAULT_EPS
-from shieldkit.validation import check_int, check_number
 
 COMMON = ("bounds", "seed")
+#: the module the generated classes are named in (it re-exports them).
+MODULE = "shieldkit.backends.art"
+KINDS = ("transform", "postprocess", "trainer")
+TRAINERS = ("adversarial", "madry", "fbf", "trades", "awp", "augment")
 
 
 @dataclass(frozen=True)
-class DefenseSpec:
+class DefenseSpec(ComponentSpec):
     """One row of the defence table: a family, its kind and the ART class behind it.
 
+    The family, kind, ART class, module and ``params`` may be given by position;
+    everything else by keyword. Besides :class:`~shieldkit.backends.ComponentSpec`'s fields:
+
     Attributes:
-        family, kind: shieldkit's family and kind (``transform``, ``postprocess``, ``trainer``).
+        kind: shieldkit's kind: ``transform``, ``postprocess`` or ``trainer``.
         cls: the ART class (in ``module``).
+        module: the module that holds it.
         params: shieldkit name -> :class:`~shieldkit.backends.Param`.
+        differentiable: the defence is differentiable (gradients flow through it unchanged).
         trainer: how a trainer is built (``adversarial``, ``madry``, ``fbf``, ``trades``, ``awp``,
             ``augment``: train with the preprocessor applied to the training data).
-        fixed: ART keywords always passed.
-        smoke, smoke_fit: quick conformance parameters and ``fit`` options.
+        smoke_fit: ``fit`` options for a quick conformance run.
     """
 
-    family: str
     kind: str
     cls: str
     module: str
     params: Mapping[str, Param] = field(default_factory=dict)
-    summary: str = ""
-    reference: str = ""
+    _: KW_ONLY
     differentiable: bool = False
-    randomized: bool = False
     trainer: str = ""
-    fixed: Mapping[str, Any] = field(default_factory=dict)
-    smoke: Mapping[str, Any] = field(default_factory=dict)
     smoke_fit: Mapping[str, Any] = field(default_factory=dict)
 
-
-_PRE = "art.defences.preprocessor"
-_POST = "art.defences.postprocessor"
-_TRAIN = "art.defences.trainer"
-_EPS = Param(None, DEFAULT_EPS["linf"], "nonneg", "L-inf budget of the training attack")
-_ATTACK_STEPS = Param(None, 7, "int", "PGD steps of the training attack")
-_ATTACK_STEP = Param(None, None, "pos", "PGD step size", derived=Derived(0.25))
-_SMOKE_FIT = {"epochs": 1, "batch_size": 4}
-
-#: The defence table: one row per family.
-DEFENSES_TABLE: tuple[DefenseSpec, ...] = (
-    DefenseSpec(
-        "jpeg", "transform", "JpegCompression", _PRE,
-        {"quality": Param("quality", 75, "int", "JPEG quality, 1 to 95")},
-        summary="JPEG compression of the input (ART).",
-        reference="Dziugaite et al. A Study of the Effect of JPG Compression on Adversarial Images. 2016.",
-    ),
-    DefenseSpec(
-        "bit_depth", "transform", "FeatureSqueezing", _PRE,
-        {"bits": Param("bit_depth", 4, "int", "bits kept per pixel")},
-        summary="Bit-depth reduction (ART's feature squeezing).",
-        reference="Xu et al. Feature Squeezing: Detecting Adversarial Examples in Deep Neural Networks. NDSS 2018.",
-    ),
-    DefenseSpec(
-        "median_smoothing", "transform", "SpatialSmoothing", _PRE,
-        {"window": Param("window_size", 3, "int", "side of the median filter window")},
-        summary="Median filter over a sliding window (ART's spatial smoothing).",
-        reference="Xu et al. NDSS 2018.",
-    ),
-    DefenseSpec(
-        "total_variation", "transform", "TotalVarMin", _PRE,
-        {"prob": Param("prob", 0.3, "unit", "share of pixels kept by the random mask"),
-         "norm": Param("norm", 2, "int", "norm of the reconstruction error"),
-         "lamb": Param("lamb", 0.5, "nonneg", "total-variation weight"),
-         "steps": Param("max_iter", 10, "int", "optimiser iterations")},
-        summary="Total-variation minimisation from a random subset of pixels.",
-        reference="Guo et al. Countering Adversarial Images using Input Transformations. ICLR 2018.",
-        randomized=True, fixed={"solver": "L-BFGS-B"}, smoke={"steps": 2},
-    ),
-    DefenseSpec(
-        "gaussian_noise", "transform", "GaussianAugmentation", _PRE,
-        {"sigma": Param("sigma", 0.1, "nonneg", "standard deviation of the noise")},
-        summary="Gaussian noise added to the input at inference (ART's Gaussian augmentation, no copies).",
-        reference="Zantedeschi et al. Efficient Defenses Against Adversarial Attacks. AISec 2017.",
-        randomized=True, fixed={"augmentation": False, "apply_fit": False, "apply_predict": True},
-    ),
-    DefenseSpec(
-        "thermometer_encoding", "transform", "ThermometerEncoding", _PRE,
-        {"num_space": Param("num_space", 10, "int", "levels; the output has C * num_space channels")},
-        summary="Thermometer encoding: each pixel becomes num_space binary channels (the model must take them).",
-        reference="Buckman et al. Thermometer Encoding: One Hot Way to Resist Adversarial Examples. ICLR 2018.",
-        smoke={"num_space": 1},
-    ),
-    DefenseSpec(
-        "reverse_sigmoid", "postprocess", "ReverseSigmoid", _POST,
-        {"beta": Param("beta", 1.0, "pos", "perturbation magnitude"),
-         "gamma": Param("gamma", 0.1, "pos", "perturbation convergence")},
-        summary="Reverse sigmoid: perturbs the probabilities to poison model extraction.",
-        reference="Lee et al. Defending Against Model Stealing Attacks Using Deceptive Perturbations. 2018.",
-    ),
-    DefenseSpec(
-        "high_confidence", "postprocess", "HighConfidence", _POST,
-        {"cutoff": Param("cutoff", 0.25, "unit", "probabilities below this are zeroed")},
-        summary="Only high-confidence probabilities are released.",
-        reference="Tramèr et al. Stealing Machine Learning Models via Prediction APIs. USENIX Security 2016.",
-    ),
-    DefenseSpec(
-        "rounding", "postprocess", "Rounded", _POST,
-        {"decimals": Param("decimals", 3, "int", "decimals kept")},
-        summary="Probabilities rounded to a few decimals.",
-        reference="Tramèr et al. USENIX Security 2016.",
-    ),
-    DefenseSpec(
-        "class_labels", "postprocess", "ClassLabels", _POST,
-        summary="Only the predicted label is released (one-hot output).",
-        reference="Tramèr et al. USENIX Security 2016.",
-    ),
-    DefenseSpec(
-        "gaussian_noise_post", "postprocess", "GaussianNoise", _POST,
-        {"scale": Param("scale", 0.2, "nonneg", "standard deviation of the noise on the probabilities")},
-        summary="Gaussian noise added to the output probabilities.",
-        reference="Chandrasekaran et al. Exploring Connections Between Active Learning and Model Extraction. "
-                  "USENIX Security 2020.",
-        randomized=True,
-    ),
-    DefenseSpec(
-        "adversarial_training", "trainer", "AdversarialTrainer", _TRAIN,
-        {"eps": _EPS, "steps": _ATTACK_STEPS, "step_size": _ATTACK_STEP,
-         "ratio": Param("ratio", 0.5, "unit", "share of each batch replaced by adversarial examples")},
-        summary="Adversarial training (ART): a share of each batch replaced by PGD examples.",
-        reference="Goodfellow et al. ICLR 2015; Madry et al. ICLR 2018.",
-        trainer="adversarial", smoke={"steps": 1}, smoke_fit=_SMOKE_FIT,
-    ),
-    DefenseSpec(
-        "madry_pgd", "trainer", "AdversarialTrainerMadryPGD", _TRAIN,
-        {"eps": _EPS, "steps": Param("max_iter", 7, "int", "PGD steps of the training attack"),
-         "step_size": Param("eps_step", None, "pos", "PGD step size", derived=Derived(0.25)),
-         "random_start": Param("num_random_init", True, "bool", "PGD starts from a random point",
-                               values={True: 1, False: 0})},
-        summary="Madry et al.'s PGD adversarial training (only adversarial examples).",
-        reference="Madry et al. Towards Deep Learning Models Resistant to Adversarial Attacks. ICLR 2018.",
-        trainer="madry", smoke={"steps": 1}, smoke_fit=_SMOKE_FIT,
-    ),
-    DefenseSpec(
-        "fast_adversarial_training", "trainer", "AdversarialTrainerFBFPyTorch", _TRAIN,
-        {"eps": _EPS},
-        summary="Fast adversarial training: FGSM from a random start with a cyclic learning rate.",
-        reference="Wong et al. Fast is Better than Free: Revisiting Adversarial Training. ICLR 2020.",
-        trainer="fbf", smoke_fit=_SMOKE_FIT,
-    ),
-    DefenseSpec(
-        "trades", "trainer", "AdversarialTrainerTRADESPyTorch", _TRAIN,
-        {"eps": _EPS, "steps": _ATTACK_STEPS, "step_size": _ATTACK_STEP,
-         "beta": Param("beta", 6.0, "nonneg", "weight of the robustness (KL) term")},
-        summary="TRADES: cross-entropy plus beta times the KL divergence to adversarial predictions.",
-        reference="Zhang et al. Theoretically Principled Trade-off between Robustness and Accuracy. ICML 2019.",
-        trainer="trades", smoke={"steps": 1}, smoke_fit=_SMOKE_FIT,
-    ),
-    DefenseSpec(
-        "awp", "trainer", "AdversarialTrainerAWPPyTorch", _TRAIN,
-        {"eps": _EPS, "steps": _ATTACK_STEPS, "step_size": _ATTACK_STEP,
-         "mode": Param("mode", "pgd", ("pgd", "trades"), "base adversarial training", values={"pgd": "PGD",
-                                                                                          "trades": "TRADES"}),
-         "gamma": Param("gamma", 0.01, "pos", "size of the weight perturbation relative to the weights"),
-         "beta": Param("beta", 6.0, "nonneg", "TRADES weight (mode='trades')"),
-         "warmup": Param("warmup", 0, "int0", "epochs before weights are perturbed")},
-        summary="Adversarial Weight Perturbation on top of PGD or TRADES adversarial training.",
-        reference="Wu et al. Adversarial Weight Perturbation Helps Robust Generalization. NeurIPS 2020.",
-        trainer="awp", smoke={"steps": 1}, smoke_fit=_SMOKE_FIT,
-    ),
-    DefenseSpec(
-        "gaussian_augmentation", "trainer", "GaussianAugmentation", _PRE,
-        {"sigma": Param("sigma", 0.1, "nonneg", "standard deviation of the noise"),
-         "ratio": Param("ratio", 1.0, "pos", "noisy copies added, as a share of the data")},
-        summary="Training on the data plus Gaussian-noise copies.",
-        reference="Zantedeschi et al. Efficient Defenses Against Adversarial Attacks. AISec 2017.",
-        trainer="augment", randomized=True, fixed={"augmentation": True, "apply_fit": True, "apply_predict": False},
-        smoke_fit=_SMOKE_FIT,
-    ),
-    DefenseSpec(
-        "label_smoothing", "trainer", "LabelSmoothing", _PRE,
-        {"max_value": Param("max_value", 0.9, "unit", "probability given to the true class")},
-        summary="Training on smoothed labels.",
-        reference="Warde-Farley and Goodfellow. Adversarial Perturbations of Deep Neural Networks. 2016.",
-        trainer="augment", fixed={"apply_fit": True, "apply_predict": False}, smoke_fit=_SMOKE_FIT,
-    ),
-    DefenseSpec(
-        "mixup", "trainer", "Mixup", _PRE,
-        {"alpha": Param("alpha", 1.0, "pos", "Beta distribution parameter"),
-         "num_mix": Param("num_mix", 2, "int>=2", "samples mixed together")},
-        summary="Training on convex combinations of images and of their labels.",
-        reference="Zhang et al. mixup: Beyond Empirical Risk Minimization. ICLR 2018.",
-        trainer="augment", randomized=True, fixed={"apply_fit": True, "apply_predict": False}, smoke_fit=_SMOKE_FIT,
-    ),
-    DefenseSpec(
-        "cutmix", "trainer", "CutMix", _PRE,
-        {"alpha": Param("alpha", 1.0, "pos", "Beta distribution parameter"),
-         "probability": Param("probability", 0.5, "unit", "probability of mixing a batch")},
-        summary="Training on images with a patch cut from another image, labels mixed by area.",
-        reference="Yun et al. CutMix. ICCV 2019.",
-        trainer="augment", randomized=True, fixed={"apply_fit": True, "apply_predict": False}, smoke_fit=_SMOKE_FIT,
-    ),
-    DefenseSpec(
-        "cutout", "trainer", "Cutout", _PRE,
-        {"length": Param("length", 8, "int", "side of the square cut out")},
-        summary="Training on images with a random square cut out.",
-        reference="DeVries and Taylor. Improved Regularization of Convolutional Neural Networks with Cutout. 2017.",
-        trainer="augment", randomized=True, fixed={"apply_fit": True, "apply_predict": False}, smoke_fit=_SMOKE_FIT,
-    ),
-)
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"{self.family}: kind must be one of {', '.join(KINDS)}, got {self.kind!r}")
+        if (self.kind == "trainer") != (self.trainer in TRAINERS):
+            raise ValueError(f"{self.family}: a trainer row names its trainer ({', '.join(TRAINERS)}), "
+                             f"other rows none; got kind={self.kind!r}, trainer={self.trainer!r}")
 
 
 # ------------------------------------------------------------------- helpers
@@ -255,17 +102,11 @@ def _art_class(spec: DefenseSpec) -> type:
 
 
 def _art_kwargs(defense: Any, cls: type, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """ART keywords: translated parameters, fixed ones, and clip values / layout where the class takes them."""
-    import inspect
-
+    """ART keywords: fixed and translated parameters, and clip values / layout where the class takes them."""
     import numpy as np
 
-    accepted = inspect.signature(cls.__init__).parameters
-    kwargs: dict[str, Any] = dict(defense.spec.fixed)
-    for name, param in defense.spec.params.items():
-        if param.lib is not None and param.lib in accepted:
-            value = getattr(defense, name)
-            kwargs[param.lib] = param.values[value] if param.values is not None else value
+    accepted = init_keywords(cls)
+    kwargs = defense.spec.library_values(defense, eps=getattr(defense, "eps", None), accepted=accepted)
     if "clip_values" in accepted:
         kwargs["clip_values"] = np.array(defense.bounds, dtype=np.float32)
     if "channels_first" in accepted:
@@ -276,8 +117,7 @@ def _art_kwargs(defense: Any, cls: type, extra: Mapping[str, Any] | None = None)
 
 def _seed_from(defense: Any) -> int:
     """A seed for ART's NumPy randomness: from the defence's own generator when seeded, else torch's."""
-    generator = defense.rng(torch.device("cpu"))
-    return int(torch.randint(0, 2**31 - 1, (1,), generator=generator).item())
+    return draw_seed(None, defense.rng(torch.device("cpu")))
 
 
 class _ArtEstimatedGradient(torch.autograd.Function):
@@ -291,13 +131,9 @@ class _ArtEstimatedGradient(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad: Tensor):  # type: ignore[override]
-        import numpy as np
-
         (x,) = ctx.saved_tensors
-        estimate = ctx.defense.art_object().estimate_gradient(
-            x.detach().cpu().numpy().astype(np.float32), grad.detach().cpu().numpy().astype(np.float32)
-        )
-        return torch.from_numpy(np.asarray(estimate, dtype=np.float32)).to(grad), None
+        estimate = ctx.defense.art_object().estimate_gradient(to_numpy(x), to_numpy(grad))
+        return from_numpy(estimate, grad), None
 
 
 # ------------------------------------------------------------------- kinds
@@ -319,11 +155,9 @@ class ArtTransform(_ArtDefenseMixin, TransformDefense):
     """An ART preprocessor applied to the input."""
 
     def _transform(self, x: Tensor) -> Tensor:
-        import numpy as np
-
         with library_rng(_seed_from(self)):
-            out, _ = self.art_object()(x.detach().cpu().numpy().astype(np.float32))
-        return torch.from_numpy(np.asarray(out, dtype=np.float32)).to(device=x.device, dtype=x.dtype)
+            out, _ = self.art_object()(to_numpy(x))
+        return from_numpy(out, x)
 
     def surrogate(self, x: Tensor) -> Tensor:
         """ART's gradient estimate: the identity unless the preprocessor defines its own (thermometer)."""
@@ -338,12 +172,9 @@ class ArtPostprocess(_ArtDefenseMixin, PostprocessDefense):
     """An ART postprocessor applied to the model's probabilities; logits come back out."""
 
     def _postprocess(self, logits: Tensor) -> Tensor:
-        import numpy as np
-
-        probabilities = logits.detach().float().softmax(dim=1).cpu().numpy()
+        probabilities = to_numpy(logits.detach().float().softmax(dim=1))
         with library_rng(_seed_from(self)):
-            out = self.art_object()(probabilities)
-        out = torch.from_numpy(np.asarray(out, dtype=np.float32)).to(device=logits.device, dtype=logits.dtype)
+            out = from_numpy(self.art_object()(probabilities), logits)
         # Logits whose softmax is ART's output (renormalised); a zero probability becomes a very low logit.
         return out.clamp_min(1e-12).log()
 
@@ -355,34 +186,25 @@ class ArtTrainer(_ArtDefenseMixin, TrainerDefense):
              seed: int = 0, quiet: bool = True) -> nn.Module:
         """Train a copy of ``model`` with Adam (learning rate ``lr``) for ``epochs`` on ``train_data``."""
         import numpy as np
-        from art.estimators.classification import PyTorchClassifier
 
-        from shieldkit.defenses._training import as_training_data
+        from shieldkit.backends.art import art_classifier
+        from shieldkit.defenses._training import as_training_data, check_fit_options
 
         owner = self.name
-        check_int(owner, "epochs", epochs, minimum=1)
-        check_int(owner, "batch_size", batch_size, minimum=1)
-        check_number(owner, "lr", lr, 0.0, strict=True)
-        check_int(owner, "seed", seed, minimum=0)
-        if not isinstance(quiet, bool):
-            raise InvalidParameterError(f"{owner}: quiet must be True or False, got quiet={quiet!r}")
+        check_fit_options(owner, epochs, batch_size, lr, checkpoint_dir=None, resume=False, quiet=quiet, seed=seed)
         x, y = as_training_data(owner, train_data, self.bounds)
         trained = copy.deepcopy(model)
         parameters = [p for p in trained.parameters() if p.requires_grad]
         if not parameters:
             raise InvalidParameterError(f"{owner}.fit: the model has no trainable parameters")
         device = parameters[0].device
-        with torch.no_grad():
-            nb_classes = int(trained.eval()(x[:1].to(device)).shape[1])
+        nb_classes = count_classes(trained.eval(), x[:1].to(device))
 
         def estimator(net: nn.Module, optimizer: torch.optim.Optimizer, **extra: Any) -> Any:
-            return PyTorchClassifier(
-                model=net, loss=nn.CrossEntropyLoss(), optimizer=optimizer, input_shape=tuple(x.shape[1:]),
-                nb_classes=nb_classes, clip_values=np.array(self.bounds, dtype=np.float32),
-                device_type="gpu" if device.type == "cuda" else "cpu", **extra,
-            )
+            return art_classifier(net, tuple(x.shape[1:]), nb_classes, self.bounds, device, optimizer=optimizer,
+                                  **extra)
 
-        x_np = x.cpu().numpy().astype(np.float32)
+        x_np = to_numpy(x)
         y_np = np.eye(nb_classes, dtype=np.float32)[y.cpu().numpy()]
         dtype = parameters[0].dtype
         with library_rng(seed, device), _quiet_progress_bars(quiet):
@@ -394,27 +216,26 @@ class ArtTrainer(_ArtDefenseMixin, TrainerDefense):
         from art.attacks.evasion import ProjectedGradientDescent
 
         kind = self.spec.trainer
+        cls = _art_class(self.spec)
         classifier = estimator(net, torch.optim.Adam(parameters, lr=lr))
         if kind == "augment":
-            cls = _art_class(self.spec)
-            extra = {"num_classes": classifier.nb_classes} if "num_classes" in _init_params(cls) else {}
+            extra = {"num_classes": classifier.nb_classes} if "num_classes" in init_keywords(cls) else {}
             augmentation = cls(**_art_kwargs(self, cls, extra))
             classifier = estimator(net, torch.optim.Adam(parameters, lr=lr), preprocessing_defences=[augmentation])
             classifier.fit(x_np, y_np, batch_size=batch_size, nb_epochs=epochs)
             return classifier
         if kind == "madry":
-            trainer = _art_class(self.spec)(classifier, nb_epochs=epochs, batch_size=batch_size, eps=self.eps,
-                                            **_art_kwargs(self, _art_class(self.spec), self._step_kwargs()))
+            # The table's parameters (max_iter, eps_step derived from eps, num_random_init) go as keywords.
+            trainer = cls(classifier, nb_epochs=epochs, batch_size=batch_size, eps=self.eps, **_art_kwargs(self, cls))
             trainer.fit(x_np, y_np)
             return classifier
         if kind == "fbf":
-            trainer = _art_class(self.spec)(classifier, eps=self.eps)
+            trainer = cls(classifier, eps=self.eps)
             trainer.fit(x_np, y_np, batch_size=batch_size, nb_epochs=epochs)
             return classifier
         attack = ProjectedGradientDescent(classifier, norm=float("inf"), eps=self.eps, eps_step=self._step(),
                                           max_iter=self.steps, num_random_init=1, batch_size=batch_size,
                                           verbose=False)
-        cls = _art_class(self.spec)
         if kind == "adversarial":
             trainer = cls(classifier, attacks=attack, ratio=self.ratio)
         elif kind == "trades":
@@ -422,18 +243,19 @@ class ArtTrainer(_ArtDefenseMixin, TrainerDefense):
         elif kind == "awp":
             proxy = copy.deepcopy(net)
             proxy_classifier = estimator(proxy, torch.optim.SGD(proxy.parameters(), lr=0.01))
-            trainer = cls(classifier, proxy_classifier, attack=attack, mode=self.spec.params["mode"].values[self.mode],
-                          gamma=self.gamma, beta=self.beta, warmup=self.warmup)
-        else:  # pragma: no cover - the table only uses the kinds above
+            mode = self.spec.params["mode"].translate(self.mode)
+            trainer = cls(classifier, proxy_classifier, attack=attack, mode=mode, gamma=self.gamma, beta=self.beta,
+                          warmup=self.warmup)
+        else:  # pragma: no cover - DefenseSpec admits only the kinds above
             raise ValueError(f"unknown trainer kind {kind!r}")
         trainer.fit(x_np, y_np, batch_size=batch_size, nb_epochs=epochs)
         return classifier
 
     def _step(self) -> float:
-        return self.step_size if self.step_size is not None else Derived(0.25).value(self.eps, None) or 0.0
-
-    def _step_kwargs(self) -> dict[str, Any]:
-        return {"eps_step": self._step()}
+        """The training attack's step size: ``step_size``, else the table's default derived from ``eps``."""
+        if self.step_size is not None:
+            return self.step_size
+        return self.spec.params["step_size"].derived.value(self.eps, None) or 0.0
 
 
 class _Whole(nn.Module):
@@ -457,17 +279,11 @@ def _quiet_progress_bars(quiet: bool) -> contextlib.AbstractContextManager:
     return contextlib.redirect_stderr(io.StringIO()) if quiet else contextlib.nullcontext()
 
 
-def _init_params(cls: type) -> Mapping:
-    import inspect
-
-    return inspect.signature(cls.__init__).parameters
-
-
 _KIND_BASES = {"transform": ArtTransform, "postprocess": ArtPostprocess, "trainer": ArtTrainer}
 
 
-def make_defense_class(spec: DefenseSpec, module: str) -> type:
-    """A shieldkit defence class for one row of :data:`DEFENSES_TABLE`."""
+def make_defense_class(spec: DefenseSpec, module: str = MODULE) -> type:
+    """A shieldkit defence class for one row of the table, named ``<Family>Art`` (``JpegArt``)."""
     base = _KIND_BASES[spec.kind]
     common = "``bounds``, ``seed``"
     if spec.kind == "trainer":
@@ -476,14 +292,225 @@ def make_defense_class(spec: DefenseSpec, module: str) -> type:
     doc = component_docstring(spec.summary, [spec.cls], spec.module, spec.params, common, spec.reference)
     attributes = {
         "__doc__": doc,
-        "family": spec.family,
         "differentiable": spec.differentiable,
-        "randomized": spec.randomized,
-        "smoke_params": dict(spec.smoke),
         "smoke_fit_options": dict(spec.smoke_fit),
-        "spec": spec,
     }
-    return build_component_class(class_name_for(spec.family, "art"), base, spec.params, COMMON, module, attributes)
+    return build_component_class(class_name_for(spec.family, "art"), base, spec, COMMON, module, attributes)
 
 
-DEFENSES: tuple[type, ...] = tuple(make_defense_class(spec, "shieldkit.backends.art") for spec in DEFENSES_TABLE)
+# ------------------------------------------------------------------ the table: one row per family
+
+_PRE = "art.defences.preprocessor"
+_POST = "art.defences.postprocessor"
+_TRAIN = "art.defences.trainer"
+_EPS = Param(None, DEFAULT_EPS["linf"], "nonneg", "L-inf budget of the training attack")
+_ATTACK_STEPS = Param(None, 7, "int", "PGD steps of the training attack")
+_ATTACK_STEP = Param(None, None, "pos", "PGD step size", derived=Derived(0.25))
+_SMOKE_FIT = {"epochs": 1, "batch_size": 4}
+
+JpegArt = make_defense_class(DefenseSpec(
+    "jpeg", "transform", "JpegCompression", _PRE,
+    {"quality": Param("quality", 75, "int", "JPEG quality, 1 to 95")},
+    summary="JPEG compression of the input (ART).",
+    reference="Dziugaite et al. A Study of the Effect of JPG Compression on Adversarial Images. 2016.",
+))
+
+BitDepthArt = make_defense_class(DefenseSpec(
+    "bit_depth", "transform", "FeatureSqueezing", _PRE,
+    {"bits": Param("bit_depth", 4, "int", "bits kept per pixel")},
+    summary="Bit-depth reduction (ART's feature squeezing).",
+    reference="Xu et al. Feature Squeezing: Detecting Adversarial Examples in Deep Neural Networks. NDSS 2018.",
+))
+
+MedianSmoothingArt = make_defense_class(DefenseSpec(
+    "median_smoothing", "transform", "SpatialSmoothing", _PRE,
+    {"window": Param("window_size", 3, "int", "side of the median filter window")},
+    summary="Median filter over a sliding window (ART's spatial smoothing).",
+    reference="Xu et al. NDSS 2018.",
+))
+
+TotalVariationArt = make_defense_class(DefenseSpec(
+    "total_variation", "transform", "TotalVarMin", _PRE,
+    {"prob": Param("prob", 0.3, "unit", "share of pixels kept by the random mask"),
+     "norm": Param("norm", 2, "int", "norm of the reconstruction error"),
+     "lamb": Param("lamb", 0.5, "nonneg", "total-variation weight"),
+     "steps": Param("max_iter", 10, "int", "optimiser iterations")},
+    summary="Total-variation minimisation from a random subset of pixels.",
+    reference="Guo et al. Countering Adversarial Images using Input Transformations. ICLR 2018.",
+    randomized=True, fixed={"solver": "L-BFGS-B"}, smoke={"steps": 2},
+))
+
+GaussianNoiseArt = make_defense_class(DefenseSpec(
+    "gaussian_noise", "transform", "GaussianAugmentation", _PRE,
+    {"sigma": Param("sigma", 0.1, "nonneg", "standard deviation of the noise")},
+    summary="Gaussian noise added to the input at inference (ART's Gaussian augmentation, no copies).",
+    reference="Zantedeschi et al. Efficient Defenses Against Adversarial Attacks. AISec 2017.",
+    randomized=True, fixed={"augmentation": False, "apply_fit": False, "apply_predict": True},
+))
+
+ThermometerEncodingArt = make_defense_class(DefenseSpec(
+    "thermometer_encoding", "transform", "ThermometerEncoding", _PRE,
+    {"num_space": Param("num_space", 10, "int", "levels; the output has C * num_space channels")},
+    summary="Thermometer encoding: each pixel becomes num_space binary channels (the model must take them).",
+    reference="Buckman et al. Thermometer Encoding: One Hot Way to Resist Adversarial Examples. ICLR 2018.",
+    smoke={"num_space": 1},
+))
+
+ReverseSigmoidArt = make_defense_class(DefenseSpec(
+    "reverse_sigmoid", "postprocess", "ReverseSigmoid", _POST,
+    {"beta": Param("beta", 1.0, "pos", "perturbation magnitude"),
+     "gamma": Param("gamma", 0.1, "pos", "perturbation convergence")},
+    summary="Reverse sigmoid: perturbs the probabilities to poison model extraction.",
+    reference="Lee et al. Defending Against Model Stealing Attacks Using Deceptive Perturbations. 2018.",
+))
+
+HighConfidenceArt = make_defense_class(DefenseSpec(
+    "high_confidence", "postprocess", "HighConfidence", _POST,
+    {"cutoff": Param("cutoff", 0.25, "unit", "probabilities below this are zeroed")},
+    summary="Only high-confidence probabilities are released.",
+    reference="Tramèr et al. Stealing Machine Learning Models via Prediction APIs. USENIX Security 2016.",
+))
+
+RoundingArt = make_defense_class(DefenseSpec(
+    "rounding", "postprocess", "Rounded", _POST,
+    {"decimals": Param("decimals", 3, "int", "decimals kept")},
+    summary="Probabilities rounded to a few decimals.",
+    reference="Tramèr et al. USENIX Security 2016.",
+))
+
+ClassLabelsArt = make_defense_class(DefenseSpec(
+    "class_labels", "postprocess", "ClassLabels", _POST,
+    summary="Only the predicted label is released (one-hot output).",
+    reference="Tramèr et al. USENIX Security 2016.",
+))
+
+GaussianNoisePostArt = make_defense_class(DefenseSpec(
+    "gaussian_noise_post", "postprocess", "GaussianNoise", _POST,
+    {"scale": Param("scale", 0.2, "nonneg", "standard deviation of the noise on the probabilities")},
+    summary="Gaussian noise added to the output probabilities.",
+    reference="Chandrasekaran et al. Exploring Connections Between Active Learning and Model Extraction. "
+              "USENIX Security 2020.",
+    randomized=True,
+))
+
+AdversarialTrainingArt = make_defense_class(DefenseSpec(
+    "adversarial_training", "trainer", "AdversarialTrainer", _TRAIN,
+    {"eps": _EPS, "steps": _ATTACK_STEPS, "step_size": _ATTACK_STEP,
+     "ratio": Param("ratio", 0.5, "unit", "share of each batch replaced by adversarial examples")},
+    summary="Adversarial training (ART): a share of each batch replaced by PGD examples.",
+    reference="Goodfellow et al. ICLR 2015; Madry et al. ICLR 2018.",
+    trainer="adversarial", smoke={"steps": 1}, smoke_fit=_SMOKE_FIT,
+))
+
+MadryPgdArt = make_defense_class(DefenseSpec(
+    "madry_pgd", "trainer", "AdversarialTrainerMadryPGD", _TRAIN,
+    {"eps": _EPS, "steps": Param("max_iter", 7, "int", "PGD steps of the training attack"),
+     "step_size": Param("eps_step", None, "pos", "PGD step size", derived=Derived(0.25)),
+     "random_start": Param("num_random_init", True, "bool", "PGD starts from a random point",
+                           values={True: 1, False: 0})},
+    summary="Madry et al.'s PGD adversarial training (only adversarial examples).",
+    reference="Madry et al. Towards Deep Learning Models Resistant to Adversarial Attacks. ICLR 2018.",
+    trainer="madry", smoke={"steps": 1}, smoke_fit=_SMOKE_FIT,
+))
+
+FastAdversarialTrainingArt = make_defense_class(DefenseSpec(
+    "fast_adversarial_training", "trainer", "AdversarialTrainerFBFPyTorch", _TRAIN,
+    {"eps": _EPS},
+    summary="Fast adversarial training: FGSM from a random start with a cyclic learning rate.",
+    reference="Wong et al. Fast is Better than Free: Revisiting Adversarial Training. ICLR 2020.",
+    trainer="fbf", smoke_fit=_SMOKE_FIT,
+))
+
+TradesArt = make_defense_class(DefenseSpec(
+    "trades", "trainer", "AdversarialTrainerTRADESPyTorch", _TRAIN,
+    {"eps": _EPS, "steps": _ATTACK_STEPS, "step_size": _ATTACK_STEP,
+     "beta": Param("beta", 6.0, "nonneg", "weight of the robustness (KL) term")},
+    summary="TRADES: cross-entropy plus beta times the KL divergence to adversarial predictions.",
+    reference="Zhang et al. Theoretically Principled Trade-off between Robustness and Accuracy. ICML 2019.",
+    trainer="trades", smoke={"steps": 1}, smoke_fit=_SMOKE_FIT,
+))
+
+AwpArt = make_defense_class(DefenseSpec(
+    "awp", "trainer", "AdversarialTrainerAWPPyTorch", _TRAIN,
+    {"eps": _EPS, "steps": _ATTACK_STEPS, "step_size": _ATTACK_STEP,
+     "mode": Param("mode", "pgd", ("pgd", "trades"), "base adversarial training", values={"pgd": "PGD",
+                                                                                      "trades": "TRADES"}),
+     "gamma": Param("gamma", 0.01, "pos", "size of the weight perturbation relative to the weights"),
+     "beta": Param("beta", 6.0, "nonneg", "TRADES weight (mode='trades')"),
+     "warmup": Param("warmup", 0, "int0", "epochs before weights are perturbed")},
+    summary="Adversarial Weight Perturbation on top of PGD or TRADES adversarial training.",
+    reference="Wu et al. Adversarial Weight Perturbation Helps Robust Generalization. NeurIPS 2020.",
+    trainer="awp", smoke={"steps": 1}, smoke_fit=_SMOKE_FIT,
+))
+
+GaussianAugmentationArt = make_defense_class(DefenseSpec(
+    "gaussian_augmentation", "trainer", "GaussianAugmentation", _PRE,
+    {"sigma": Param("sigma", 0.1, "nonneg", "standard deviation of the noise"),
+     "ratio": Param("ratio", 1.0, "pos", "noisy copies added, as a share of the data")},
+    summary="Training on the data plus Gaussian-noise copies.",
+    reference="Zantedeschi et al. Efficient Defenses Against Adversarial Attacks. AISec 2017.",
+    trainer="augment", randomized=True, fixed={"augmentation": True, "apply_fit": True, "apply_predict": False},
+    smoke_fit=_SMOKE_FIT,
+))
+
+LabelSmoothingArt = make_defense_class(DefenseSpec(
+    "label_smoothing", "trainer", "LabelSmoothing", _PRE,
+    {"max_value": Param("max_value", 0.9, "unit", "probability given to the true class")},
+    summary="Training on smoothed labels.",
+    reference="Warde-Farley and Goodfellow. Adversarial Perturbations of Deep Neural Networks. 2016.",
+    trainer="augment", fixed={"apply_fit": True, "apply_predict": False}, smoke_fit=_SMOKE_FIT,
+))
+
+MixupArt = make_defense_class(DefenseSpec(
+    "mixup", "trainer", "Mixup", _PRE,
+    {"alpha": Param("alpha", 1.0, "pos", "Beta distribution parameter"),
+     "num_mix": Param("num_mix", 2, "int>=2", "samples mixed together")},
+    summary="Training on convex combinations of images and of their labels.",
+    reference="Zhang et al. mixup: Beyond Empirical Risk Minimization. ICLR 2018.",
+    trainer="augment", randomized=True, fixed={"apply_fit": True, "apply_predict": False}, smoke_fit=_SMOKE_FIT,
+))
+
+CutmixArt = make_defense_class(DefenseSpec(
+    "cutmix", "trainer", "CutMix", _PRE,
+    {"alpha": Param("alpha", 1.0, "pos", "Beta distribution parameter"),
+     "probability": Param("probability", 0.5, "unit", "probability of mixing a batch")},
+    summary="Training on images with a patch cut from another image, labels mixed by area.",
+    reference="Yun et al. CutMix. ICCV 2019.",
+    trainer="augment", randomized=True, fixed={"apply_fit": True, "apply_predict": False}, smoke_fit=_SMOKE_FIT,
+))
+
+CutoutArt = make_defense_class(DefenseSpec(
+    "cutout", "trainer", "Cutout", _PRE,
+    {"length": Param("length", 8, "int", "side of the square cut out")},
+    summary="Training on images with a random square cut out.",
+    reference="DeVries and Taylor. Improved Regularization of Convolutional Neural Networks with Cutout. 2017.",
+    trainer="augment", randomized=True, fixed={"apply_fit": True, "apply_predict": False}, smoke_fit=_SMOKE_FIT,
+))
+
+
+#: The generated classes in registration order (the order of the rows above).
+DEFENSES: tuple[type, ...] = (
+    JpegArt,
+    BitDepthArt,
+    MedianSmoothingArt,
+    TotalVariationArt,
+    GaussianNoiseArt,
+    ThermometerEncodingArt,
+    ReverseSigmoidArt,
+    HighConfidenceArt,
+    RoundingArt,
+    ClassLabelsArt,
+    GaussianNoisePostArt,
+    AdversarialTrainingArt,
+    MadryPgdArt,
+    FastAdversarialTrainingArt,
+    TradesArt,
+    AwpArt,
+    GaussianAugmentationArt,
+    LabelSmoothingArt,
+    MixupArt,
+    CutmixArt,
+    CutoutArt,
+)
+#: The rows, as the classes hold them.
+DEFENSES_TABLE: tuple[DefenseSpec, ...] = tuple(cls.spec for cls in DEFENSES)
