@@ -23,7 +23,7 @@ import os
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -34,7 +34,7 @@ from shieldkit.attack import Attack
 from shieldkit.defense import TrainerDefense
 from shieldkit.errors import InvalidInputError, InvalidModelError, InvalidParameterError
 from shieldkit.guard import ModelStateGuard
-from shieldkit.validation import check_int, check_number
+from shieldkit.validation import check_bool, check_int, check_number
 
 logger = logging.getLogger(__name__)
 
@@ -106,9 +106,8 @@ def check_fit_options(owner: str, epochs, batch_size, lr, checkpoint_dir, resume
     check_int(owner, "batch_size", batch_size, minimum=1)
     check_number(owner, "lr", lr, 0.0, strict=True)
     check_int(owner, "seed", seed, minimum=0)
-    for name, value in (("resume", resume), ("quiet", quiet)):
-        if not isinstance(value, bool):
-            raise InvalidParameterError(f"{owner}: {name} must be True or False, got {name}={value!r}")
+    check_bool(owner, "resume", resume)
+    check_bool(owner, "quiet", quiet)
     if checkpoint_dir is not None and not isinstance(checkpoint_dir, (str, os.PathLike)):
         raise InvalidParameterError(f"{owner}: checkpoint_dir must be a path or None, got {checkpoint_dir!r}")
     if resume and checkpoint_dir is None:
@@ -262,6 +261,8 @@ class LoopTrainer(TrainerDefense):
     before any compute, trains a deep copy of ``model`` and returns it in eval mode.
     """
 
+    smoke_fit_options: ClassVar[dict[str, Any]] = {"epochs": 1, "batch_size": 4}
+
     def _fit(self, model: nn.Module, train_data: Any, **options: Any) -> nn.Module:
         unknown = [name for name in options if name not in FIT_OPTIONS]
         if unknown:
@@ -278,6 +279,19 @@ class LoopTrainer(TrainerDefense):
 
     def _train(self, model: nn.Module, x: Tensor, y: Tensor, options: dict) -> nn.Module:
         raise NotImplementedError(f"{type(self).__name__} must implement _train")
+
+
+class AttackTrainer(LoopTrainer):
+    """A loop trainer whose loss needs adversarial examples, crafted by ``attack_``.
+
+    ``attack``, ``eps`` and ``attack_params`` are kept as given (they are the
+    defence's parameters); ``attack_`` is built from them at construction, so an
+    unknown name or a bad parameter fails before any training.
+    """
+
+    def _set_attack(self, attack: str | Attack, eps: float | None, attack_params: dict | None) -> None:
+        self.attack, self.eps, self.attack_params = attack, eps, attack_params
+        self.attack_ = build_attack(self.name, attack, eps, attack_params)
 
 
 def _check_model_output(owner: str, model: nn.Module, x: Tensor, y: Tensor) -> None:

@@ -8,11 +8,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from shieldkit.attack import Attack
-from shieldkit.defenses._training import LoopTrainer, build_attack, train
+from shieldkit.defenses._training import AttackTrainer, train
 from shieldkit.validation import check_number
 
 
-class AdversarialTraining(LoopTrainer):
+class AdversarialTraining(AttackTrainer):
     """Train on ``alpha * L(x) + (1 - alpha) * L(x_adv)`` with examples from any registered attack.
 
     The examples are crafted on the model being trained, batch by batch, with
@@ -42,7 +42,6 @@ class AdversarialTraining(LoopTrainer):
 
     family = "adversarial_training"
     smoke_params: ClassVar[dict[str, Any]] = {"attack": "fgsm", "eps": 0.1}
-    smoke_fit_options: ClassVar[dict[str, Any]] = {"epochs": 1, "batch_size": 4}
 
     def __init__(
         self,
@@ -54,12 +53,8 @@ class AdversarialTraining(LoopTrainer):
         **common,
     ):
         super().__init__(**common)
-        owner = self.name
-        self.alpha = check_number(owner, "alpha", alpha, 0.0, 1.0)
-        self.attack = attack
-        self.eps = eps
-        self.attack_params = attack_params
-        self.attack_ = build_attack(owner, attack, eps, attack_params)
+        self.alpha = check_number(self.name, "alpha", alpha, 0.0, 1.0)
+        self._set_attack(attack, eps, attack_params)
 
     def adversarial_loss(self, model: nn.Module, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor | None]:
         """The mixed loss of one batch, and the adversarial logits (``None`` when ``alpha == 1``)."""

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
-
 from torch import Tensor
 
 from shieldkit.defense import TransformDefense
-from shieldkit.errors import InvalidParameterError
-from shieldkit.validation import check_int
+from shieldkit.defenses._params import check_int_between
 
 
 class BitDepth(TransformDefense):
@@ -35,16 +32,18 @@ class BitDepth(TransformDefense):
     family = "bit_depth"
     differentiable = False
     randomized = False
-    smoke_params: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, *, bits: int = 4, **common):
         super().__init__(**common)
-        self.bits = check_int(self.name, "bits", bits, minimum=1)
-        if bits > 16:
-            raise InvalidParameterError(f"{self.name}: bits must be between 1 and 16, got bits={bits!r}")
+        self.bits = check_int_between(self.name, "bits", bits, 1, 16)
         self.levels = 2**self.bits - 1
 
     def _transform(self, x: Tensor) -> Tensor:
-        low, high = self.bounds
-        unit = (x - low) / (high - low)
-        return low + (high - low) * (unit * self.levels).round() / self.levels
+        return quantize(x, self.bounds, self.levels)
+
+
+def quantize(x: Tensor, bounds: tuple[float, float], steps: int) -> Tensor:
+    """Round every pixel to the nearest of ``steps + 1`` evenly spaced levels from ``low`` to ``high``."""
+    low, high = bounds
+    unit = (x - low) / (high - low)
+    return low + (high - low) * (unit * steps).round() / steps

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -32,7 +30,6 @@ class ConfidenceThreshold(DetectorDefense):
     """
 
     family = "confidence_threshold"
-    smoke_params: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, *, temperature: float = 1.0, **common):
         super().__init__(**common)

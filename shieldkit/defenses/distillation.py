@@ -40,7 +40,6 @@ class Distillation(LoopTrainer):
 
     family = "distillation"
     smoke_params: ClassVar[dict[str, Any]] = {"temperature": 10.0}
-    smoke_fit_options: ClassVar[dict[str, Any]] = {"epochs": 1, "batch_size": 4}
 
     def __init__(self, *, temperature: float = 100.0, **common):
         super().__init__(**common)

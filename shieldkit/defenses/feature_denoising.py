@@ -176,7 +176,6 @@ class FeatureDenoising(AdversarialTraining):
 
     family = "feature_denoising"
     smoke_params: ClassVar[dict[str, Any]] = {"attack": "fgsm", "eps": 0.1, "denoiser": "mean"}
-    smoke_fit_options: ClassVar[dict[str, Any]] = {"epochs": 1, "batch_size": 4}
 
     def __init__(
         self,

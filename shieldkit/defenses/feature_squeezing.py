@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -37,7 +35,6 @@ class FeatureSqueezing(DetectorDefense):
     """
 
     family = "feature_squeezing"
-    smoke_params: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, *, bits: int | None = 1, window: int | None = 2, **common):
         super().__init__(**common)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
-
 import torch
 from torch import Tensor
 
@@ -35,7 +33,6 @@ class GaussianNoise(TransformDefense):
     family = "gaussian_noise"
     differentiable = True
     randomized = True
-    smoke_params: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, *, sigma: float = 0.1, **common):
         super().__init__(**common)

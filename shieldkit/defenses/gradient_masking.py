@@ -7,13 +7,11 @@ like in a robustness report. Never deploy it.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
-
 from torch import Tensor
 
 from shieldkit.defense import TransformDefense
-from shieldkit.errors import InvalidParameterError
-from shieldkit.validation import check_int
+from shieldkit.defenses._params import check_int_between
+from shieldkit.defenses.bit_depth import quantize
 
 
 class GradientMasking(TransformDefense):
@@ -44,15 +42,10 @@ class GradientMasking(TransformDefense):
     family = "gradient_masking"
     differentiable = False
     randomized = False
-    smoke_params: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, *, levels: int = 256, **common):
         super().__init__(**common)
-        self.levels = check_int(self.name, "levels", levels, minimum=2)
-        if levels > 65536:
-            raise InvalidParameterError(f"{self.name}: levels must be between 2 and 65536, got levels={levels!r}")
+        self.levels = check_int_between(self.name, "levels", levels, 2, 65536)
 
     def _transform(self, x: Tensor) -> Tensor:
-        low, high = self.bounds
-        steps = self.levels - 1
-        return low + (high - low) * (((x - low) / (high - low)) * steps).round() / steps
+        return quantize(x, self.bounds, self.levels - 1)

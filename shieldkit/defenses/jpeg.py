@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import math
-from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from shieldkit.defense import TransformDefense
+from shieldkit.defenses._params import check_int_between
 from shieldkit.errors import InvalidParameterError
-from shieldkit.validation import check_int
 
 # ITU-T T.81 Annex K, tables K.1 (luminance) and K.2 (chrominance).
 LUMINANCE_TABLE = (
@@ -63,13 +62,10 @@ class JPEG(TransformDefense):
     family = "jpeg"
     differentiable = False
     randomized = False
-    smoke_params: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, *, quality: int = 75, chroma_subsampling: bool = True, **common):
         super().__init__(**common)
-        self.quality = check_int(self.name, "quality", quality, minimum=1)
-        if quality > 100:
-            raise InvalidParameterError(f"{self.name}: quality must be between 1 and 100, got quality={quality!r}")
+        self.quality = check_int_between(self.name, "quality", quality, 1, 100)
         if not isinstance(chroma_subsampling, bool):
             raise InvalidParameterError(
                 f"{self.name}: chroma_subsampling must be True or False, got {chroma_subsampling!r}"

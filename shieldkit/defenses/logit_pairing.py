@@ -8,13 +8,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from shieldkit.attack import Attack
-from shieldkit.defenses._training import LoopTrainer, build_attack, train
+from shieldkit.defenses._training import AttackTrainer, train
 from shieldkit.validation import check_choice, check_number
 
 PAIRINGS = ("adversarial", "clean")
 
 
-class LogitPairing(LoopTrainer):
+class LogitPairing(AttackTrainer):
     """Adversarial training plus ``weight`` times the mean squared distance between paired logits.
 
     ``pairing="adversarial"`` (ALP): each clean example is paired with its
@@ -43,7 +43,6 @@ class LogitPairing(LoopTrainer):
 
     family = "logit_pairing"
     smoke_params: ClassVar[dict[str, Any]] = {"eps": 0.1, "attack_params": {"steps": 2}}
-    smoke_fit_options: ClassVar[dict[str, Any]] = {"epochs": 1, "batch_size": 4}
 
     def __init__(
         self,
@@ -61,10 +60,7 @@ class LogitPairing(LoopTrainer):
         self.weight = check_number(owner, "weight", weight, 0.0)
         self.pairing = check_choice(owner, "pairing", pairing, PAIRINGS)
         self.alpha = check_number(owner, "alpha", alpha, 0.0, 1.0)
-        self.attack = attack
-        self.eps = eps
-        self.attack_params = attack_params
-        self.attack_ = build_attack(owner, attack, eps, attack_params)
+        self._set_attack(attack, eps, attack_params)
 
     def pairing_loss(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
         """The loss of one batch."""

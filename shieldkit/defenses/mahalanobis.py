@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
-
 import torch
 from torch import Tensor, nn
 
@@ -42,7 +40,6 @@ class Mahalanobis(DetectorDefense):
     """
 
     family = "mahalanobis"
-    smoke_params: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, *, layer: str | None = None, shrinkage: float | None = None, **common):
         super().__init__(**common)

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
-
 import torch.nn.functional as F
 from torch import Tensor
 
 from shieldkit.defense import TransformDefense
-from shieldkit.errors import InvalidParameterError
-from shieldkit.validation import check_int
+from shieldkit.defenses._params import check_int_between
 
 
 class MedianSmoothing(TransformDefense):
@@ -35,13 +32,10 @@ class MedianSmoothing(TransformDefense):
     family = "median_smoothing"
     differentiable = True
     randomized = False
-    smoke_params: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, *, window: int = 3, **common):
         super().__init__(**common)
-        self.window = check_int(self.name, "window", window, minimum=1)
-        if window > 15:
-            raise InvalidParameterError(f"{self.name}: window must be between 1 and 15, got window={window!r}")
+        self.window = check_int_between(self.name, "window", window, 1, 15)
 
     def _transform(self, x: Tensor) -> Tensor:
         return median_filter(x, self.window)

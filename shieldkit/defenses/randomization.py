@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -49,7 +47,6 @@ class Randomization(TransformDefense):
     family = "randomization"
     differentiable = True
     randomized = True
-    smoke_params: ClassVar[dict[str, Any]] = {}
 
     def __init__(
         self,
