@@ -30,11 +30,27 @@ SMOKE_PARAMS: dict[str, Any] = {"generator": smoke_generator((1, 16, 16)), "step
 class ProjectionSettings:
     """The projection parameters shared by the Defense-GAN transform and the reconstruction-error detector.
 
-    The generator lives under ``generator_spec``; ``Defense.rng(device)`` is the
-    defence's random-number generator, which draws the starting latents.
+    Put it before the defence base class: its constructor takes the projection's
+    parameters and passes ``**common`` on. The generator lives under
+    ``generator_spec``; ``Defense.rng(device)`` is the defence's random-number
+    generator, which draws the starting latents.
     """
 
-    def _init_projection(self, generator, steps, restarts, lr, momentum, decay_at, decay, init_std, batch_size):
+    def __init__(
+        self,
+        *,
+        generator: nn.Module | str | None = None,
+        steps: int = STEPS,
+        restarts: int = RESTARTS,
+        lr: float = LR,
+        momentum: float = MOMENTUM,
+        decay_at: float = DECAY_AT,
+        decay: float = DECAY,
+        init_std: float | None = None,
+        batch_size: int | None = None,
+        **common,
+    ):
+        super().__init__(**common)
         owner = self.name
         self.generator_spec = check_generator_spec(owner, generator)
         check_projection_params(owner, steps, restarts, lr, momentum, decay_at, decay, init_std, batch_size)
@@ -106,23 +122,6 @@ class DefenseGAN(ProjectionSettings, TransformDefense):
     adaptive_gradient = "bpda"
     adaptive_attacks = (("overpowered", {}),)
     smoke_params: ClassVar[dict[str, Any]] = SMOKE_PARAMS
-
-    def __init__(
-        self,
-        *,
-        generator: nn.Module | str | None = None,
-        steps: int = STEPS,
-        restarts: int = RESTARTS,
-        lr: float = LR,
-        momentum: float = MOMENTUM,
-        decay_at: float = DECAY_AT,
-        decay: float = DECAY,
-        init_std: float | None = None,
-        batch_size: int | None = None,
-        **common,
-    ):
-        super().__init__(**common)
-        self._init_projection(generator, steps, restarts, lr, momentum, decay_at, decay, init_std, batch_size)
 
     def _transform(self, x: Tensor) -> Tensor:
         differentiable = torch.is_grad_enabled() and x.requires_grad

@@ -8,7 +8,6 @@ from torch import Tensor, nn
 
 from shieldkit.defense import DetectorDefense
 from shieldkit.gan.defense_gan import SMOKE_PARAMS, ProjectionSettings
-from shieldkit.gan.projection import DECAY, DECAY_AT, LR, MOMENTUM, RESTARTS, STEPS
 
 __all__ = ["ReconstructionError"]
 
@@ -37,23 +36,9 @@ class ReconstructionError(ProjectionSettings, DetectorDefense):
     randomized = False
     smoke_params: ClassVar[dict[str, Any]] = SMOKE_PARAMS
 
-    def __init__(
-        self,
-        *,
-        generator: nn.Module | str | None = None,
-        steps: int = STEPS,
-        restarts: int = RESTARTS,
-        lr: float = LR,
-        momentum: float = MOMENTUM,
-        decay_at: float = DECAY_AT,
-        decay: float = DECAY,
-        init_std: float | None = None,
-        batch_size: int | None = None,
-        seed: int | None = 0,
-        **common,
-    ):
-        super().__init__(seed=seed, **common)
-        self._init_projection(generator, steps, restarts, lr, momentum, decay_at, decay, init_std, batch_size)
+    # Seeded by default (other defences are not): a batch always gets the same scores.
+    def __init__(self, *, seed: int | None = 0, **projection_and_common):
+        super().__init__(seed=seed, **projection_and_common)
 
     def _score(self, model: nn.Module, x: Tensor) -> Tensor:
         self.reseed(self.seed)  # a fresh RNG per call: the same batch always gets the same scores

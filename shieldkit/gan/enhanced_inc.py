@@ -10,10 +10,10 @@ from torch import Tensor, nn
 from shieldkit.defenses._training import LoopTrainer, train
 from shieldkit.gan.cache import check_generator_spec, resolve_generator
 from shieldkit.gan.defense_gan import SMOKE_PARAMS
-from shieldkit.gan.overpowered import latent_attack
+from shieldkit.gan.overpowered import latent_attack, set_latent_attack_settings
 from shieldkit.gan.projection import project
 from shieldkit.guard import ModelStateGuard
-from shieldkit.validation import check_int, check_number
+from shieldkit.validation import check_number
 
 __all__ = ["EnhancedINC"]
 
@@ -72,13 +72,10 @@ class EnhancedINC(LoopTrainer):
         self.generator_spec = check_generator_spec(owner, generator)
         self.eps = check_number(owner, "eps", eps, 0.0, strict=True)
         self.alpha = check_number(owner, "alpha", alpha, 0.0, 1.0)
-        self.attack_steps = check_int(owner, "attack_steps", attack_steps, minimum=1)
-        self.attack_lr = check_number(owner, "attack_lr", attack_lr, 0.0, strict=True)
-        self.c = check_number(owner, "c", c, 0.0, strict=True)
-        self.c_rate = check_number(owner, "c_rate", c_rate, 0.0)
-        self.kappa = check_number(owner, "kappa", kappa, 0.0)
-        self.projection_steps = check_int(owner, "projection_steps", projection_steps, minimum=1)
-        self.projection_restarts = check_int(owner, "projection_restarts", projection_restarts, minimum=1)
+        set_latent_attack_settings(
+            self, attack_steps=attack_steps, attack_lr=attack_lr, c=c, c_rate=c_rate, kappa=kappa,
+            projection_steps=projection_steps, projection_restarts=projection_restarts,
+        )
 
     def get_params(self) -> dict[str, Any]:
         params = super().get_params()

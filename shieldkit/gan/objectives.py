@@ -8,6 +8,7 @@ checkpointed by :func:`shieldkit.gan.train.train_generator`) and implements
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -69,6 +70,12 @@ def gradient_penalty(critic: nn.Module, real: Tensor, fake: Tensor) -> Tensor:
     return (gradient.flatten(1).norm(dim=1) - 1).square().mean()
 
 
+def _update(optimizer: torch.optim.Optimizer, loss: Tensor) -> None:
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+
+
 class VAEObjective:
     """Negative ELBO with Adam."""
 
@@ -80,27 +87,41 @@ class VAEObjective:
 
     def step(self, next_batch: Batches) -> dict[str, float]:
         loss = self.generator.loss(next_batch())
-        optimizer = self.optimizers["generator"]
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        _update(self.optimizers["generator"], loss)
         return {"loss": loss.item()}
 
 
-class WGANGPObjective:
-    """WGAN-GP: ``critic_steps`` critic updates (Wasserstein loss + penalty) per generator update."""
+class _GANObjective:
+    """A generator and the ``judge`` that tells its images from real ones, each with its own Adam.
+
+    Subclasses give the architecture's name, the two classes and the judge's
+    name (``critic``, ``discriminator``: its key in ``modules``, ``optimizers``
+    and the checkpoint).
+    """
+
+    arch: ClassVar[str]
+    generator_class: ClassVar[type[nn.Module]]
+    judge_class: ClassVar[type[nn.Module]]
+    judge_name: ClassVar[str]
 
     def __init__(self, image_shape, hyper: dict, generator_params: dict, device):
-        channels, size = _square("wgan_gp", image_shape)
-        params = _params("wgan_gp", generator_params, ("latent_dim", "width"))
+        channels, size = _square(self.arch, image_shape)
+        params = _params(self.arch, generator_params, ("latent_dim", "width"))
         self.hyper = hyper
-        self.generator = DefenseGANGenerator(in_channels=channels, image_size=size, **params).to(device).train()
-        self.critic = WGANCritic(channels, size, params.get("width", 64)).to(device).train()
-        self.modules = {"generator": self.generator, "critic": self.critic}
+        self.generator = self.generator_class(in_channels=channels, image_size=size, **params).to(device).train()
+        self.judge = self.judge_class(channels, size, params.get("width", 64)).to(device).train()
+        self.modules = {"generator": self.generator, self.judge_name: self.judge}
         self.optimizers = {name: _adam(module, device, hyper["lr"], hyper["betas"]) for name, module in self.modules.items()}
 
+
+class WGANGPObjective(_GANObjective):
+    """WGAN-GP: ``critic_steps`` critic updates (Wasserstein loss + penalty) per generator update."""
+
+    arch, judge_name = "wgan_gp", "critic"
+    generator_class, judge_class = DefenseGANGenerator, WGANCritic
+
     def step(self, next_batch: Batches) -> dict[str, float]:
-        generator, critic = self.generator, self.critic
+        generator, critic = self.generator, self.judge
         _set_trainable(critic, True)
         for _ in range(self.hyper["critic_steps"]):
             real = next_batch()
@@ -108,46 +129,33 @@ class WGANGPObjective:
                 fake = generator(generator.sample_latent(real.shape[0], device=real.device))
             wasserstein = critic(fake).mean() - critic(real).mean()
             critic_loss = wasserstein + self.hyper["gp_weight"] * gradient_penalty(critic, real, fake)
-            self.optimizers["critic"].zero_grad(set_to_none=True)
-            critic_loss.backward()
-            self.optimizers["critic"].step()
+            _update(self.optimizers["critic"], critic_loss)
         _set_trainable(critic, False)
         fake = generator(generator.sample_latent(self.hyper["batch_size"], device=real.device))
         generator_loss = -critic(fake).mean()
-        self.optimizers["generator"].zero_grad(set_to_none=True)
-        generator_loss.backward()
-        self.optimizers["generator"].step()
+        _update(self.optimizers["generator"], generator_loss)
         _set_trainable(critic, True)
         return {"critic": critic_loss.item(), "generator": generator_loss.item(), "w_dist": -wasserstein.item()}
 
 
-class DCGANObjective:
+class DCGANObjective(_GANObjective):
     """DCGAN: one discriminator and one generator update per step, non-saturating loss."""
 
-    def __init__(self, image_shape, hyper: dict, generator_params: dict, device):
-        channels, size = _square("dcgan", image_shape)
-        params = _params("dcgan", generator_params, ("latent_dim", "width"))
-        self.generator = DCGANGenerator(in_channels=channels, image_size=size, **params).to(device).train()
-        self.discriminator = DCGANDiscriminator(channels, size, params.get("width", 64)).to(device).train()
-        self.modules = {"generator": self.generator, "discriminator": self.discriminator}
-        self.optimizers = {name: _adam(module, device, hyper["lr"], hyper["betas"]) for name, module in self.modules.items()}
+    arch, judge_name = "dcgan", "discriminator"
+    generator_class, judge_class = DCGANGenerator, DCGANDiscriminator
 
     def step(self, next_batch: Batches) -> dict[str, float]:
-        generator, discriminator = self.generator, self.discriminator
+        generator, discriminator = self.generator, self.judge
         real = next_batch()
         fake = generator(generator.sample_latent(real.shape[0], device=real.device))
         real_logits, fake_logits = discriminator(real), discriminator(fake.detach())
         d_loss = (F.binary_cross_entropy_with_logits(real_logits, torch.ones_like(real_logits))
                   + F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits)))
-        self.optimizers["discriminator"].zero_grad(set_to_none=True)
-        d_loss.backward()
-        self.optimizers["discriminator"].step()
+        _update(self.optimizers["discriminator"], d_loss)
         _set_trainable(discriminator, False)
         logits = discriminator(fake)
         g_loss = F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits))
-        self.optimizers["generator"].zero_grad(set_to_none=True)
-        g_loss.backward()
-        self.optimizers["generator"].step()
+        _update(self.optimizers["generator"], g_loss)
         _set_trainable(discriminator, True)
         return {"discriminator": d_loss.item(), "generator": g_loss.item()}
 

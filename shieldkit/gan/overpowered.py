@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
 from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
 from shieldkit.attack import Attack
+from shieldkit.component import Component
 from shieldkit.defense import AttackView, DefendedModel
 from shieldkit.gan.cache import check_generator_spec, resolve_generator
 from shieldkit.gan.defense_gan import SMOKE_PARAMS, ProjectionSettings
@@ -16,6 +19,28 @@ from shieldkit.guard import ModelStateGuard
 from shieldkit.validation import check_int, check_number
 
 __all__ = ["Overpowered", "latent_attack"]
+
+# How each setting of the latent-space attack (and of the inversion that starts it) is checked.
+_LATENT_ATTACK_CHECKS: dict[str, Callable[[str, str, object], float]] = {
+    "steps": partial(check_int, minimum=1),
+    "lr": partial(check_number, minimum=0.0, strict=True),
+    "c": partial(check_number, minimum=0.0, strict=True),
+    "c_rate": partial(check_number, minimum=0.0),
+    "kappa": partial(check_number, minimum=0.0),
+    "projection_steps": partial(check_int, minimum=1),
+    "projection_restarts": partial(check_int, minimum=1),
+}
+
+
+def set_latent_attack_settings(component: Component, **settings: float) -> None:
+    """Check settings of :func:`latent_attack` and its starting projection; keep each as an attribute of that name.
+
+    ``EnhancedINC`` calls the attack's steps and rate ``attack_steps`` and
+    ``attack_lr``; they are checked as ``steps`` and ``lr``.
+    """
+    for name, value in settings.items():
+        check = _LATENT_ATTACK_CHECKS[name.removeprefix("attack_")]
+        setattr(component, name, check(component.name, name, value))
 
 
 def _margin(logits: Tensor, labels: Tensor, targeted: bool) -> Tensor:
@@ -140,15 +165,9 @@ class Overpowered(Attack):
         **common,
     ):
         super().__init__(eps=eps, **common)
-        owner = self.name
-        self.generator = check_generator_spec(owner, generator)
-        self.steps = check_int(owner, "steps", steps, minimum=1)
-        self.lr = check_number(owner, "lr", lr, 0.0, strict=True)
-        self.c = check_number(owner, "c", c, 0.0, strict=True)
-        self.c_rate = check_number(owner, "c_rate", c_rate, 0.0)
-        self.kappa = check_number(owner, "kappa", kappa, 0.0)
-        self.projection_steps = check_int(owner, "projection_steps", projection_steps, minimum=1)
-        self.projection_restarts = check_int(owner, "projection_restarts", projection_restarts, minimum=1)
+        self.generator = check_generator_spec(self.name, generator)
+        set_latent_attack_settings(self, steps=steps, lr=lr, c=c, c_rate=c_rate, kappa=kappa,
+                                   projection_steps=projection_steps, projection_restarts=projection_restarts)
 
     def _parts(self, model: nn.Module, x: Tensor) -> tuple[nn.Module, nn.Module]:
         """The classifier to fool and the generator to search, from an INC model or a plain one."""

@@ -28,7 +28,7 @@ from shieldkit.gan.io import (
     write_png,
 )
 from shieldkit.gan.objectives import DEFAULTS, OBJECTIVES
-from shieldkit.validation import check_int, check_number
+from shieldkit.validation import check_choice, check_int, check_number
 
 logger = logging.getLogger(__name__)
 
@@ -123,8 +123,7 @@ def train_generator(
         the trained generator (a :class:`~shieldkit.gan.generators.Generator`), in eval mode.
     """
     owner = "train_generator"
-    if arch not in ARCHITECTURES:
-        raise InvalidParameterError(f"{owner}: arch={arch!r} is not valid; choose one of {', '.join(ARCHITECTURES)}")
+    check_choice(owner, "arch", arch, tuple(ARCHITECTURES))
     check_int(owner, "steps", steps, minimum=1)
     check_int(owner, "checkpoint_every", checkpoint_every, minimum=1)
     check_int(owner, "seed", seed, minimum=0)
