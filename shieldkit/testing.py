@@ -16,6 +16,7 @@ and by how much.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -23,6 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from shieldkit.attack import Attack
+from shieldkit.component import Component
 from shieldkit.defense import (
     DefendedModel,
     Defense,
@@ -107,6 +109,27 @@ def _predict(model: nn.Module, x: Tensor) -> Tensor:
     return out
 
 
+def _builder(candidate: str | Component | type, params: dict[str, Any], create: Callable[..., Any]) -> Callable[..., Any]:
+    """``build(**overrides)``, which makes the candidate a check runs (again, with some parameters changed).
+
+    A registered name goes through ``create`` and a class is called, both with
+    ``params`` and ``overrides``; an instance is returned as it is, or rebuilt
+    from its own parameters and ``overrides``.
+    """
+
+    def build(**overrides: Any) -> Any:
+        merged = {**params, **overrides}
+        if isinstance(candidate, str):
+            return create(candidate, **merged)
+        if isinstance(candidate, type):
+            return candidate(**merged)
+        if overrides:
+            return type(candidate)(**{**candidate.get_params(), **overrides})
+        return candidate
+
+    return build
+
+
 # -------------------------------------------------------------------- attacks
 
 
@@ -139,15 +162,7 @@ def check_attack(
     """
     params.setdefault("seed", 1234)
 
-    def build(**overrides: Any) -> Attack:
-        merged = {**params, **overrides}
-        if isinstance(name_or_attack, str):
-            return create_attack(name_or_attack, **merged)
-        if isinstance(name_or_attack, type):
-            return name_or_attack(**merged)
-        if overrides:
-            return type(name_or_attack)(**{**name_or_attack.get_params(), **overrides})
-        return name_or_attack
+    build = _builder(name_or_attack, params, create_attack)
 
     attack = build()
     owner = attack.name
@@ -283,15 +298,7 @@ def check_defense(
         **params: constructor parameters (for names and classes).
     """
 
-    def build(**overrides: Any) -> Defense:
-        merged = {**params, **overrides}
-        if isinstance(name_or_defense, str):
-            return create_defense(name_or_defense, **merged)
-        if isinstance(name_or_defense, type):
-            return name_or_defense(**merged)
-        if overrides:
-            return type(name_or_defense)(**{**name_or_defense.get_params(), **overrides})
-        return name_or_defense
+    build = _builder(name_or_defense, params, create_defense)
 
     defense = build()
     owner = defense.name
