@@ -49,8 +49,7 @@ from shieldkit.registry import (
     register_plugin,
 )
 from shieldkit.threat import ThreatModel
-
-__version__ = "0.1.0"
+from shieldkit.version import __version__
 
 # Subpackages imported on first attribute access, so `import shieldkit` stays light.
 _LAZY_SUBMODULES = ("data", "models", "testing", "attacks", "defenses", "evaluate", "gan")

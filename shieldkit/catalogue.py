@@ -33,9 +33,8 @@ def _native() -> tuple[list[type], list[type]]:
 
 def _backends() -> dict[str, tuple[list[type], list[type]]]:
     from shieldkit.backends import art, torchattacks
-    from shieldkit.backends._art_defenses import DEFENSES
 
-    return {"torchattacks": (list(torchattacks.ATTACKS), []), "art": (list(art.ATTACKS), list(DEFENSES))}
+    return {"torchattacks": (list(torchattacks.ATTACKS), []), "art": (list(art.ATTACKS), list(art.DEFENSES))}
 
 
 def _value(value: Any) -> str:

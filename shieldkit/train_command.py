@@ -107,7 +107,7 @@ def _defense(text: str):
 
 
 def _uses_shared_loop(defense) -> bool:
-    from shieldkit.defenses._training import LoopTrainer
+    from shieldkit.defenses.training import LoopTrainer
 
     return isinstance(defense, LoopTrainer)
 

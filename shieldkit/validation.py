@@ -155,3 +155,11 @@ def check_bool(owner: str, name: str, value: object) -> bool:
     if not isinstance(value, bool):
         raise InvalidParameterError(f"{owner}: {name} must be True or False, got {name}={value!r}")
     return value
+
+
+def check_int_between(owner: str, name: str, value: object, low: int, high: int) -> int:
+    """An integer parameter in ``[low, high]``, or an error naming it."""
+    check_int(owner, name, value, minimum=low)
+    if value > high:
+        raise InvalidParameterError(f"{owner}: {name} must be between {low} and {high}, got {name}={value!r}")
+    return value

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import importlib
 import importlib.util
 import inspect
 import random
@@ -47,6 +48,7 @@ __all__ = [
     "from_numpy",
     "init_keywords",
     "is_available",
+    "library_class",
     "library_rng",
     "make_attack_class",
     "require",
@@ -64,6 +66,11 @@ def is_available(module: str) -> bool:
         return importlib.util.find_spec(module) is not None
     except (ImportError, ValueError):  # ValueError: sys.modules[module] is None (import blocked)
         return False
+
+
+def library_class(module: str, name: str) -> type:
+    """The class ``name`` of a wrapped library's ``module``, imported on first use (not when shieldkit loads)."""
+    return getattr(importlib.import_module(module), name)
 
 
 def require(module: str, extra: str, what: str) -> None:

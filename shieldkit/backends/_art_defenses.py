@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import importlib
 import io
 from collections.abc import Mapping
 from dataclasses import KW_ONLY, dataclass, field
@@ -45,6 +44,7 @@ from shieldkit.backends import (
     draw_seed,
     from_numpy,
     init_keywords,
+    library_class,
     library_rng,
     to_numpy,
 )
@@ -97,8 +97,29 @@ class DefenseSpec(ComponentSpec):
 # ------------------------------------------------------------------- helpers
 
 
+def art_classifier(model: nn.Module, input_shape: tuple[int, ...], nb_classes: int, bounds: tuple[float, float],
+                   device: torch.device, **extra: Any) -> Any:
+    """ART's ``PyTorchClassifier`` for ``model`` (cross-entropy loss, ``clip_values`` from ``bounds``, ``device``).
+
+    The attacks' estimators (``art.estimator_for``) and ART's trainers both use it;
+    ``extra`` goes to the constructor (``optimizer``, ``channels_first`` ...).
+    """
+    import numpy as np
+    from art.estimators.classification import PyTorchClassifier
+
+    return PyTorchClassifier(
+        model=model,
+        loss=nn.CrossEntropyLoss(),
+        input_shape=input_shape,
+        nb_classes=nb_classes,
+        clip_values=np.array(bounds, dtype=np.float32),
+        device_type="gpu" if device.type == "cuda" else "cpu",
+        **extra,
+    )
+
+
 def _art_class(spec: DefenseSpec) -> type:
-    return getattr(importlib.import_module(spec.module), spec.cls)
+    return library_class(spec.module, spec.cls)
 
 
 def _art_kwargs(defense: Any, cls: type, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -187,8 +208,7 @@ class ArtTrainer(_ArtDefenseMixin, TrainerDefense):
         """Train a copy of ``model`` with Adam (learning rate ``lr``) for ``epochs`` on ``train_data``."""
         import numpy as np
 
-        from shieldkit.backends.art import art_classifier
-        from shieldkit.defenses._training import as_training_data, check_fit_options
+        from shieldkit.defenses.training import as_training_data, check_fit_options
 
         owner = self.name
         check_fit_options(owner, epochs, batch_size, lr, checkpoint_dir=None, resume=False, quiet=quiet, seed=seed)

@@ -22,7 +22,6 @@ NumPy exists only inside this backend.
 from __future__ import annotations
 
 import contextlib
-import importlib
 import logging
 import math
 import sys
@@ -46,6 +45,7 @@ from shieldkit.backends import (
     from_numpy,
     init_keywords,
     is_available,
+    library_class,
     make_attack_class,
     require,
     seeded_call,
@@ -78,9 +78,10 @@ from shieldkit.backends._art_defenses import (  # noqa: F401 (re-exported)
     ThermometerEncodingArt,
     TotalVariationArt,
     TradesArt,
+    art_classifier,
 )
 from shieldkit.errors import MissingDependencyError
-from shieldkit.plugins import hookimpl
+from shieldkit.hookspecs import hookimpl
 from shieldkit.validation import model_device
 
 logger = logging.getLogger("shieldkit.backends.art")
@@ -177,27 +178,6 @@ class _ModelRef(nn.Module):
         return logits.softmax(dim=1) if self.probabilities else logits
 
 
-def art_classifier(model: nn.Module, input_shape: tuple[int, ...], nb_classes: int, bounds: tuple[float, float],
-                   device: torch.device, **extra: Any) -> Any:
-    """ART's ``PyTorchClassifier`` for ``model`` (cross-entropy loss, ``clip_values`` from ``bounds``, ``device``).
-
-    The attacks' estimators (:func:`estimator_for`) and ART's trainers both use it;
-    ``extra`` goes to the constructor (``optimizer``, ``channels_first`` ...).
-    """
-    import numpy as np
-    from art.estimators.classification import PyTorchClassifier
-
-    return PyTorchClassifier(
-        model=model,
-        loss=nn.CrossEntropyLoss(),
-        input_shape=input_shape,
-        nb_classes=nb_classes,
-        clip_values=np.array(bounds, dtype=np.float32),
-        device_type="gpu" if device.type == "cuda" else "cpu",
-        **extra,
-    )
-
-
 _ESTIMATORS: weakref.WeakKeyDictionary[nn.Module, dict[tuple, Any]] = weakref.WeakKeyDictionary()
 
 
@@ -240,7 +220,7 @@ def estimator_for(model: nn.Module, x: Tensor, bounds: tuple[float, float], *, p
 
 
 def _library_class(options: ArtOptions, name: str) -> type:
-    cls = getattr(importlib.import_module(options.module), name)
+    cls = library_class(options.module, name)
     return _FIXES[options.fix](cls) if options.fix else cls
 
 

@@ -40,7 +40,7 @@ from shieldkit.backends import (
     seeded_call,
     step_size_param,
 )
-from shieldkit.plugins import hookimpl
+from shieldkit.hookspecs import hookimpl
 
 logger = logging.getLogger("shieldkit.backends.torchattacks")
 

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from shieldkit.attack import Attack
-from shieldkit.defenses._training import AttackTrainer, train
+from shieldkit.defenses.training import AttackTrainer, train
 from shieldkit.validation import check_number
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from torch import Tensor
 
 from shieldkit.defense import TransformDefense
-from shieldkit.defenses._params import check_int_between
+from shieldkit.validation import check_int_between
 
 
 class BitDepth(TransformDefense):

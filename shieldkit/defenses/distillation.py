@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from shieldkit.defenses._training import LoopTrainer, train
+from shieldkit.defenses.training import LoopTrainer, train
 from shieldkit.validation import check_number
 
 

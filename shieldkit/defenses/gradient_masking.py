@@ -10,8 +10,8 @@ from __future__ import annotations
 from torch import Tensor
 
 from shieldkit.defense import TransformDefense
-from shieldkit.defenses._params import check_int_between
 from shieldkit.defenses.bit_depth import quantize
+from shieldkit.validation import check_int_between
 
 
 class GradientMasking(TransformDefense):

@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from shieldkit.defense import TransformDefense
-from shieldkit.defenses._params import check_int_between
+from shieldkit.validation import check_int_between
 
 
 class MedianSmoothing(TransformDefense):

@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from shieldkit.defenses._training import LoopTrainer, train
+from shieldkit.defenses.training import LoopTrainer, train
 from shieldkit.gan.cache import check_generator_spec, resolve_generator
 from shieldkit.gan.defense_gan import SMOKE_PARAMS
 from shieldkit.gan.overpowered import latent_attack, set_latent_attack_settings

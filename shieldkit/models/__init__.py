@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from shieldkit.models.cache import pretrained
 from shieldkit.models.training import accuracy, fit_classifier, predict
-from shieldkit.models.zoo import mlp, mnist_cnn, tiny_cnn
+from shieldkit.models.zoo import MODELS, mlp, mnist_cnn, tiny_cnn
 
 __all__ = [
     "MODELS",
@@ -20,6 +20,3 @@ __all__ = [
     "pretrained",
     "tiny_cnn",
 ]
-
-#: The built-in model factories, registered by the native plugin under their function names.
-MODELS = (mnist_cnn, mlp, tiny_cnn)

@@ -158,7 +158,7 @@ class _Builder:
 
 
 def _model_builder(name: str, data: ImageData) -> _Builder:
-    from shieldkit.models import MODELS
+    from shieldkit.models.zoo import MODELS
 
     native = {getattr(factory, "family", factory.__name__): factory for factory in MODELS}
     channels, height, width = data.shape

@@ -152,3 +152,7 @@ def tiny_cnn(*, in_channels: int = 1, num_classes: int = 10, input_size: int = 1
             ]
         )
     )
+
+
+#: The built-in model factories, registered by the native plugin under their function names.
+MODELS = (mnist_cnn, mlp, tiny_cnn)
