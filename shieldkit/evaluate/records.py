@@ -38,8 +38,9 @@ def to_json(record: Any) -> Any:
     """The JSON form of a record (dataclasses to dicts in field order, tuples to lists)."""
     if dataclasses.is_dataclass(record) and not isinstance(record, type):
         omitted = getattr(record, "omit_when_none", ())
+        implied = getattr(record, "implied_fields", ())  # written as part of another key
         data = {f.name: to_json(getattr(record, f.name)) for f in dataclasses.fields(record)
-                if not (f.name in omitted and getattr(record, f.name) is None)}
+                if f.name not in implied and not (f.name in omitted and getattr(record, f.name) is None)}
         extra = getattr(record, "json_extra", None)
         return {**extra(), **data} if extra is not None else data
     if isinstance(record, (list, tuple)):
@@ -105,6 +106,7 @@ class _PerMode(_Measurement):
     """A measurement made once per mode: its check is named ``<name>|<mode>``."""
 
     check_name: ClassVar[str]
+    implied_fields: ClassVar[tuple[str, ...]] = ("mode",)  # the JSON form has it in ``check``
     mode: str
 
     @property
@@ -155,6 +157,7 @@ class AttackRow(_Row):
     queries: int = 0
     error: str | None = None
     examples: str | None = None
+    omit_when_none: ClassVar[tuple[str, ...]] = ("examples",)
 
 
 @dataclass
@@ -261,7 +264,7 @@ class EpsSummary:
     detection_rate: float | None = None
     classifier_only: float | None = None
     correct_or_detected: float | None = None
-    omit_when_none: ClassVar[tuple[str, ...]] = ("classifier_only", "correct_or_detected")
+    omit_when_none: ClassVar[tuple[str, ...]] = ("detection_rate", "classifier_only", "correct_or_detected")
 
     def accuracy(self, mode: str) -> float:
         return self.naive if mode == "naive" else self.adaptive
