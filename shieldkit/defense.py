@@ -16,6 +16,7 @@ every attack of every backend becomes adaptive without knowing it.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
@@ -36,6 +37,32 @@ from shieldkit.validation import (
 
 KINDS = ("transform", "postprocess", "detector", "trainer")
 GRADIENTS = ("exact", "bpda", "surrogate")
+#: The prediction of a certified defence on a sample where it abstains.
+ABSTAIN = -1
+
+
+@dataclass
+class Certificate:
+    """What a certified defence's ``certify`` found, per sample (CPU tensors).
+
+    Attributes:
+        predictions: the defended classifier's class, ``ABSTAIN`` (-1) where it abstains.
+        radii: the certified radius in the defence's ``certifies`` norm (``0`` where it
+            abstains): no perturbation smaller than it changes the prediction (for a
+            probabilistic certificate: with probability at least ``1 - alpha``).
+        forwards: forward passes of the model; queries: images forwarded.
+        seconds: wall-clock time.
+    """
+
+    predictions: Tensor
+    radii: Tensor
+    forwards: int
+    queries: int
+    seconds: float
+
+    @property
+    def abstained(self) -> Tensor:
+        return self.predictions == ABSTAIN
 
 
 class Defense(Component):
@@ -53,6 +80,11 @@ class Defense(Component):
             transform or postprocess defence: ``"exact"``, ``"bpda"`` or
             ``"surrogate"``; ``None`` chooses from ``differentiable`` and whether
             the class gives a ``surrogate``.
+        certifies: the norm in which ``certify(model, x, y) -> Certificate`` certifies
+            radii (``None``: no certificate). A certified defence also implements
+            ``disproves(model, x, classes) -> [B] bool`` (its classifier, with
+            confidence, does not give ``classes`` on ``x``); the evaluation reports
+            the certified accuracy beside the empirical one and checks the two agree.
         adaptive_attacks: the defence's own adaptive attacks, names or
             ``(name, params)`` pairs, run against the deployed model with the
             grid's ``eps`` and ``norm``; those not registered, or not supporting
@@ -69,6 +101,7 @@ class Defense(Component):
     randomized: ClassVar[bool] = False
     adaptive_gradient: ClassVar[str | None] = None
     adaptive_attacks: ClassVar[tuple[Any, ...]] = ()
+    certifies: ClassVar[str | None] = None
     #: ``fit`` options of a quick conformance run (trainers); ``smoke_params`` holds the constructor's.
     smoke_fit_options: ClassVar[dict[str, Any]] = {}
 

@@ -78,6 +78,20 @@ def _project_l1(flat: Tensor, eps: float) -> Tensor:
     return torch.where(inside[:, None], flat, shrunk)
 
 
+def largest_distance(eps: float, norm: str, other: str, size: int, span: float = 1.0) -> float | None:
+    """The largest ``||delta||_other`` a perturbation with ``||delta||_norm <= eps`` can have, in ``size``
+    coordinates each at most ``span`` apart (``None`` when no finite bound is known).
+
+    An L-inf budget ``eps`` reaches ``eps * sqrt(size)`` in L2: what an L2 certificate must cover to
+    bound an L-inf attack.
+    """
+    if norm == other:
+        return float(eps)
+    if other == "l2":
+        return {"linf": eps * math.sqrt(size), "l1": float(eps), "l0": span * math.sqrt(eps)}.get(norm)
+    return None
+
+
 #: Default budgets per norm when a bounded attack is created without ``eps``
 #: (the usual CIFAR-style values; pass ``eps=0.3`` for MNIST L-inf).
 DEFAULT_EPS = {"linf": 8 / 255, "l2": 0.5, "l1": 10.0, "l0": 10.0}

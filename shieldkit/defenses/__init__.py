@@ -15,7 +15,9 @@ from shieldkit.defenses.jpeg import JPEG
 from shieldkit.defenses.logit_pairing import LogitPairing
 from shieldkit.defenses.mahalanobis import Mahalanobis
 from shieldkit.defenses.median_smoothing import MedianSmoothing
+from shieldkit.defenses.noise_training import NoiseTraining
 from shieldkit.defenses.randomization import Randomization
+from shieldkit.defenses.randomized_smoothing import RandomizedSmoothing
 
 DEFENSES: tuple = (
     Randomization,
@@ -31,6 +33,8 @@ DEFENSES: tuple = (
     LogitPairing,
     Distillation,
     FeatureDenoising,
+    RandomizedSmoothing,
+    NoiseTraining,
 )
 
 __all__ = [
@@ -48,6 +52,8 @@ __all__ = [
     "LogitPairing",
     "Mahalanobis",
     "MedianSmoothing",
+    "NoiseTraining",
     "Randomization",
+    "RandomizedSmoothing",
     "insert_denoising",
 ]

@@ -43,6 +43,8 @@ BLACK_BOX_MAX_SHARE = 0.02
 BLACK_BOX_MIN_SAMPLES = 2
 ZERO_GRADIENT_MAX_SHARE = 0.10
 MONOTONE_TOLERANCE = 0.01
+#: certified accuracy (a lower bound) may exceed an attack's (an upper bound) by Monte-Carlo error only
+CERTIFIED_TOLERANCE = 0.02
 CHECK_SAMPLES = 32
 
 
@@ -201,6 +203,29 @@ def _errors(defense: DefenseSummary, mode: str, measured: Measurements) -> Check
     return CheckOutcome("errors", True, 0, "no attack crashed")
 
 
+def _certificate(defense: DefenseSummary, mode: str, measured: Measurements) -> CheckOutcome:
+    certified = defense.certified
+    if certified is None:
+        return CheckOutcome("certificate", None, None, "no certificate (not a certified defence)")
+    for eps, point in certified.at_eps.items():
+        broken = point.disproved.get(mode, [])
+        if broken:
+            return CheckOutcome("certificate", False, len(broken),
+                                f"attacks at eps={eps} broke {len(broken)} samples inside their certified "
+                                f"{certified.norm} radius (e.g. sample {broken[0]}; the defence confidently gives "
+                                "another class there): the certificate or the attack's budget is wrong")
+    tolerance = max(CERTIFIED_TOLERANCE, 3 / max(1, defense.n))
+    for eps, point in certified.at_eps.items():
+        empirical = point.adaptive if mode == "adaptive" else point.naive
+        if point.certified is not None and point.certified > empirical + tolerance:
+            return CheckOutcome("certificate", False, point.certified - empirical,
+                                f"certified accuracy {100 * point.certified:.1f}% (radius {point.radius:.3g}) is above "
+                                f"the attacks' robust accuracy {100 * empirical:.1f}% at eps={eps}: a lower bound "
+                                "above an upper bound, so one of them is wrong")
+    return CheckOutcome("certificate", True, None,
+                        "no attack broke a certificate; certified accuracy is at most the attacks' at every eps")
+
+
 #: The checklist, in report order. A new check is one function ``(defense, mode, measured) -> CheckOutcome``
 #: added here (and, if it needs a measurement on the models, a row type in records.py the runner writes).
-CHECKS = (_monotone, _large_eps, _black_box, _randomness, _zero_gradients, _errors)
+CHECKS = (_monotone, _large_eps, _black_box, _randomness, _zero_gradients, _errors, _certificate)

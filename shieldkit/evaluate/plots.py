@@ -139,3 +139,31 @@ def _show(axis, image: torch.Tensor) -> None:
     axis.axis("on")
     axis.set_xticks([])
     axis.set_yticks([])
+
+
+def certified_vs_empirical(summary: RunSummary, path: Path) -> Path | None:
+    """Per certified defence: certified accuracy against radius (a lower bound) and the attacks'
+    robust accuracy at the radius each eps implies (upper bounds, naive and adaptive)."""
+    certified = [d for d in summary.defenses if d.certified is not None]
+    if not certified:
+        return None
+    plt = pyplot()
+    figure, axes = plt.subplots(1, len(certified), figsize=(4.2 * len(certified), 3.2), squeeze=False)
+    for axis, record in zip(axes.flat, certified):
+        radii, accuracies = zip(*record.certified.curve)
+        axis.step(radii, [100 * a for a in accuracies], where="post", label="certified (lower bound)")
+        points = [(p.radius, p.naive, p.adaptive) for p in record.certified.at_eps.values() if p.radius is not None]
+        if points:
+            reach, naive, adaptive = zip(*points)
+            axis.plot(reach, [100 * a for a in adaptive], "o", label="attacks, adaptive (upper bound)")
+            axis.plot(reach, [100 * a for a in naive], "x", label="attacks, naive")
+        axis.set_title(f"{record.label} ({record.certified.norm} certificate)", fontsize=10)
+        axis.set_xlabel(f"radius ({record.certified.norm}); grid: {summary.norm}")
+        axis.set_ylabel("accuracy (%)")
+        axis.set_ylim(-3, 103)
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=7)
+    figure.tight_layout()
+    figure.savefig(path, dpi=90)
+    plt.close(figure)
+    return path

@@ -136,6 +136,9 @@ class AttackRow(_Row):
         fooled, misclassified, detected: the indices judged so on the deployed system.
         examples: the file in ``examples/`` holding the first samples' images, if any.
         error: a one-line description of a crash (its samples count as robust, and are flagged).
+        disproved: for a certified defence, the fooled samples whose certificate this attack's
+            example disproves (inside the certified radius, and the defended classifier
+            confidently gives another class): an error of the certificate or of the judge.
     """
 
     type: ClassVar[str] = "attack"
@@ -157,7 +160,21 @@ class AttackRow(_Row):
     queries: int = 0
     error: str | None = None
     examples: str | None = None
-    omit_when_none: ClassVar[tuple[str, ...]] = ("examples",)
+    disproved: list[int] | None = None
+    omit_when_none: ClassVar[tuple[str, ...]] = ("examples", "disproved")
+
+
+@dataclass
+class CertificateRow(_Row):
+    """A certified defence's certificates for the clean samples of one chunk (``-1``: abstained)."""
+
+    type: ClassVar[str] = "certificate"
+    chunk: tuple[int, int]
+    predictions: list[int]
+    radii: list[float]
+    forwards: int
+    queries: int
+    seconds: float
 
 
 @dataclass
@@ -191,7 +208,7 @@ class LargeEpsRow(_PerMode):
     error: str | None = None
 
 
-Row = CleanRow | AttackRow | RandomnessRow | GradientRow | LargeEpsRow
+Row = CleanRow | AttackRow | CertificateRow | RandomnessRow | GradientRow | LargeEpsRow
 
 
 def row_from_json(data: dict[str, Any]) -> Row:
@@ -201,6 +218,8 @@ def row_from_json(data: dict[str, Any]) -> Row:
         return from_json(CleanRow, data)
     if kind == "attack":
         return from_json(AttackRow, data)
+    if kind == "certificate":
+        return from_json(CertificateRow, data)
     if kind == "check":
         name, _, mode = str(data.get("check", "")).partition("|")
         if name == "randomness":
@@ -293,6 +312,40 @@ class CheckOutcome:
 
 
 @dataclass
+class CertifiedAtEps:
+    """The certificate at the radius one epsilon of the grid implies, beside the attacks' number there.
+
+    ``radius`` is the largest distance in the certificate's norm that a perturbation
+    within ``eps`` in the grid's norm can have (``eps * sqrt(d)`` for an L-inf grid
+    and an L2 certificate); ``certified`` the share of samples certified correct
+    beyond it (a lower bound on robust accuracy); ``naive``/``adaptive`` the
+    attacks' robust accuracy (upper bounds); ``disproved`` the samples an attack
+    broke inside their certified radius, per mode. ``radius`` and ``certified`` are
+    ``None`` where the grid's norm gives no bound in the certificate's.
+    """
+
+    radius: float | None
+    certified: float | None
+    naive: float
+    adaptive: float
+    disproved: dict[str, list[int]]
+
+
+@dataclass
+class CertifiedSummary:
+    """A certified defence's certificates over the evaluated samples."""
+
+    norm: str
+    params: dict[str, Any]
+    abstained: float
+    forwards: int
+    queries: int
+    seconds: float
+    curve: list[tuple[float, float]]
+    at_eps: dict[str, CertifiedAtEps]
+
+
+@dataclass
 class DefenseSummary:
     """Everything the report says about one defence."""
 
@@ -308,6 +361,7 @@ class DefenseSummary:
     eps: dict[str, EpsSummary]
     errors: dict[str, list[str]]
     detector: DetectorSummary | None = None
+    certified: CertifiedSummary | None = None
     seconds: float = 0.0
     estimated_full_seconds: float = 0.0
     checks: list[CheckOutcome] = field(default_factory=list)
@@ -316,7 +370,7 @@ class DefenseSummary:
         """The failed checks of one mode: what casts doubt on that mode's numbers."""
         return [check for check in self.checks if check.mode == mode and check.failed]
 
-    omit_when_none: ClassVar[tuple[str, ...]] = ("detector",)
+    omit_when_none: ClassVar[tuple[str, ...]] = ("detector", "certified")
 
     def json_extra(self) -> dict[str, Any]:
         return {"flags": {mode: to_json(self.flags(mode)) for mode in MODES}}

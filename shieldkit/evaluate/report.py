@@ -314,6 +314,46 @@ class ExampleGrid(Section):
         return [] if path is None else [Figure(path, self.CAPTION, "examples")]
 
 
+class Certified(Section):
+    """For certified defences: the certified accuracy (a lower bound) beside the attacks' (upper bounds)."""
+
+    CAPTION = ("Certified accuracy against radius (lower bound) and the attacks' robust accuracy at the radius each "
+               "epsilon implies (upper bounds): the true robust accuracy lies between them.")
+
+    def blocks(self, context: ReportContext) -> list[Block]:
+        summary = context.summary
+        certified = [d for d in summary.defenses if d.certified is not None]
+        if not certified:
+            return []
+        blocks: list[Block] = [Heading("Certified robustness"), Paragraph(
+            "An attack gives an upper bound on robust accuracy (what it did not break may still be breakable); a "
+            "certificate gives a lower bound no attack can beat. Each row brackets the truth from both sides at the "
+            "radius each ε of the grid implies in the certificate's norm (an L-inf ε reaches ε·√d in L2). "
+            "*disproved*: samples an attack broke inside their certified radius (the `certificate` check).")]
+        header = ["defence", "ε", "radius", "certified", "naive", "adaptive", "disproved"]
+        rows = []
+        for record in certified:
+            reasons = [r for r in _reasons(record, "adaptive") if r.startswith("certificate")]
+            for key, point in record.certified.at_eps.items():
+                radius = "-" if point.radius is None else f"{point.radius:.3g}"
+                rows.append([Cell(record.label, css="name"), Cell(key), Cell(radius), Cell(_pct(point.certified)),
+                             Cell(_pct(point.naive)), Cell(_pct(point.adaptive)),
+                             Cell(str(len(point.disproved.get("adaptive", []))), reasons)])
+        blocks.append(Table(header, rows))
+        for record in certified:
+            found = record.certified
+            settings = ", ".join(f"{k}={v}" for k, v in found.params.items() if k not in ("bounds", "seed"))
+            blocks.append(Paragraph(
+                f"**{record.label}** ({settings}): abstained on {100 * found.abstained:.1f}% of the samples; "
+                f"certification took {found.seconds:.1f} s, {found.forwards} forward passes, {found.queries} images."))
+        plotting = _plotting()
+        if plotting is not None:
+            path = plotting.certified_vs_empirical(summary, context.plots_dir / "certified.png")
+            if path is not None:
+                blocks.append(Figure(path, self.CAPTION, "certified"))
+        return blocks
+
+
 class AttackTables(Section):
     """Per defence: each attack's samples attacked and fooled, time and passes, per stage and epsilon."""
 
@@ -334,7 +374,8 @@ class AttackTables(Section):
 
 
 #: The report's sections, in order. A new section is a :class:`Section` subclass added here.
-SECTIONS: list[Section] = [SummaryTable(), Flags(), Detectors(), Costs(), Plots(), ExampleGrid(), AttackTables()]
+SECTIONS: list[Section] = [SummaryTable(), Flags(), Detectors(), Certified(), Costs(), Plots(), ExampleGrid(),
+                           AttackTables()]
 
 
 def _plotting():

@@ -40,7 +40,7 @@ from shieldkit.evaluate import masking
 from shieldkit.evaluate.adaptive import DefensePlan, plan_defense
 from shieldkit.evaluate.config import EvalConfig, check_eps, check_scalars, digest
 from shieldkit.evaluate.examples import save_examples
-from shieldkit.evaluate.records import AttackRow, CleanRow, LargeEpsRow, to_json
+from shieldkit.evaluate.records import AttackRow, CertificateRow, CleanRow, LargeEpsRow, to_json
 from shieldkit.evaluate.results import ResultsStore, check_writable, environment_record, write_json
 from shieldkit.evaluate.suite import (
     AttackEntry,
@@ -53,6 +53,7 @@ from shieldkit.evaluate.suite import (
     strongest_white_box,
 )
 from shieldkit.guard import ModelStateGuard
+from shieldkit.threat import largest_distance
 from shieldkit.validation import check_logits, model_device
 
 logger = logging.getLogger(__name__)
@@ -288,8 +289,50 @@ class Runner:
             correct=_pick(indices, ~judged.misclassified), detected=_pick(indices, judged.detected),
         ))
 
+    def _certificate(self, plan: DefensePlan, start: int, end: int) -> CertificateRow | None:
+        """A certified defence's certificates for the chunk's clean samples (once per chunk, before any attack)."""
+        if plan.defense is None or plan.defense.certifies is None:
+            return None
+        key = f"certificate|{plan.label}|{start}"
+        row = self.store.get(key)
+        if row is not None:
+            return row
+        seed = unit_seed(self.config.seed, key)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            plan.reseed(seed)
+            found = plan.defense.certify(plan.classifier, self.data.x[start:end].to(self.device),
+                                         self.data.y[start:end])
+        return self.store.append(CertificateRow(
+            key=key, defense=plan.label, chunk=(start, end), predictions=found.predictions.tolist(),
+            radii=[float(r) for r in found.radii.tolist()], forwards=found.forwards, queries=found.queries,
+            seconds=found.seconds))
+
+    def _disproved(self, plan: DefensePlan, eps: float, start: int, end: int, candidates: list[int],
+                   fooled: list[int], x_adv: Tensor, seed: int) -> list[int] | None:
+        """The fooled samples certified beyond ``eps`` whose adversarial example the defence confidently
+        classifies as another class: each disproves its certificate (or the attack's budget)."""
+        certificate = self._certificate(plan, start, end)
+        if certificate is None:
+            return None
+        reach = largest_distance(eps, self.config.norm, plan.defense.certifies, self.data.x[0].numel(),
+                                 self.config.bounds[1] - self.config.bounds[0])
+        position = {index: i for i, index in enumerate(candidates)}
+        suspects = [i for i in fooled if reach is not None and certificate.radii[i - start] > reach
+                    and certificate.predictions[i - start] == int(self.data.y[i])]
+        if not suspects:
+            return []
+        rows = torch.tensor([position[i] for i in suspects])
+        classes = torch.tensor([certificate.predictions[i - start] for i in suspects])
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            plan.reseed(seed)
+            disproved = plan.defense.disproves(plan.classifier, x_adv[rows], classes)
+        return _pick(suspects, disproved)
+
     def _chunk(self, plan: DefensePlan, eps: float, start: int, end: int) -> None:
         cascade = self.config.cascade
+        self._certificate(plan, start, end)
         clean = self._clean(plan, start, end)
         correct = list(clean.correct)
         remaining = list(correct)
@@ -346,6 +389,7 @@ class Runner:
                 row.detected, row.pred = _pick(candidates, judged.detected), judged.predictions.tolist()
                 row.seconds, row.forwards = result.seconds, result.forwards
                 row.backwards, row.queries = result.backwards, result.queries
+                row.disproved = self._disproved(plan, eps, start, end, candidates, row.fooled, result.x_adv, seed + 2)
                 self._save_examples(row, candidates, result.x_adv, judged.predictions)
         self.bar.update(1)
         return self.store.append(row)

@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
+from shieldkit.component import jsonable
+from shieldkit.defense import ABSTAIN
 from shieldkit.evaluate import masking
 from shieldkit.evaluate.records import (
     MODES,
@@ -16,6 +18,9 @@ from shieldkit.evaluate.records import (
     AttackRow,
     AttackStats,
     BlackBoxExtra,
+    CertificateRow,
+    CertifiedAtEps,
+    CertifiedSummary,
     CleanRow,
     DefenseSummary,
     DetectorSummary,
@@ -30,6 +35,7 @@ from shieldkit.evaluate.records import (
     TimeSummary,
     eps_key,
 )
+from shieldkit.threat import largest_distance
 
 _STAGE_ORDER = {stage: i for i, stage in enumerate(STAGES)}
 
@@ -49,7 +55,8 @@ def summarize(rows: list[Row], runner: Any, config_hash: str) -> RunSummary:
         by_defense[row.defense].append(row)
     suite = runner.white + runner.black
     attack_order = {entry.label: i for i, entry in enumerate(suite)}
-    defenses = [_defense_summary(plan, entry, by_defense[plan.label], config, n, attack_order)
+    size, labels = int(runner.data.x[0].numel()), runner.data.y.tolist()
+    defenses = [_defense_summary(plan, entry, by_defense[plan.label], config, n, attack_order, size, labels)
                 for plan, entry in zip(runner.plans, runner.defenses)]
     attack_seconds = sum(d.seconds for d in defenses)
     full_seconds = sum(d.estimated_full_seconds for d in defenses)
@@ -66,7 +73,8 @@ def summarize(rows: list[Row], runner: Any, config_hash: str) -> RunSummary:
     )
 
 
-def _defense_summary(plan, entry, rows: list[Row], config, n: int, attack_order: dict[str, int]) -> DefenseSummary:
+def _defense_summary(plan, entry, rows: list[Row], config, n: int, attack_order: dict[str, int],
+                     size: int, labels: list[int]) -> DefenseSummary:
     clean_rows = [r for r in rows if isinstance(r, CleanRow)]
     attack_rows = [r for r in rows if isinstance(r, AttackRow)]
     correct = {i for r in clean_rows for i in r.correct}
@@ -130,10 +138,46 @@ def _defense_summary(plan, entry, rows: list[Row], config, n: int, attack_order:
         record.eps[eps_key(eps)] = summary
     record.seconds = seconds
     record.estimated_full_seconds = max(estimated, seconds)
+    certificates = [r for r in rows if isinstance(r, CertificateRow)]
+    if certificates:
+        record.certified = _certified_summary(plan, certificates, attack_rows, record, config, size, labels)
     if config.checks:
         for mode in MODES:
             record.checks.extend(masking.check_flags(record, mode, _measurements(rows, mode, plan.view is None)))
     return record
+
+
+def _certified_summary(plan, certificates: list[CertificateRow], attack_rows: list[AttackRow],
+                       record: DefenseSummary, config, size: int, labels: list[int]) -> CertifiedSummary:
+    """Certified accuracy against radius, and at the radius each eps implies beside the attacks' numbers.
+
+    A sample is certified at radius ``r`` when its certificate is correct (not abstained) and reaches ``r``.
+    """
+    n = record.n
+    radii, correct = [], []
+    for row in certificates:
+        for offset, (prediction, radius) in enumerate(zip(row.predictions, row.radii)):
+            radii.append(radius)
+            correct.append(prediction == labels[row.chunk[0] + offset])
+    certified_at = lambda r: sum(ok and radius >= r for ok, radius in zip(correct, radii)) / n  # noqa: E731
+    largest = max(radii, default=0.0)
+    curve = [(r, certified_at(r)) for r in sorted({largest * i / 40 for i in range(41)})]
+    at_eps = {}
+    span = config.bounds[1] - config.bounds[0]
+    for eps in config.eps:
+        key = eps_key(eps)
+        reach = largest_distance(eps, config.norm, plan.defense.certifies, size, span)
+        disproved = {mode: sorted({i for r in attack_rows if r.eps == eps and r.disproved
+                                   and (mode == "adaptive" or r.stage != "adaptive") for i in r.disproved})
+                     for mode in MODES}
+        at_eps[key] = CertifiedAtEps(radius=reach, certified=None if reach is None else certified_at(reach),
+                                     naive=record.eps[key].naive, adaptive=record.eps[key].adaptive,
+                                     disproved=disproved)
+    abstained = sum(p == ABSTAIN for row in certificates for p in row.predictions) / n
+    return CertifiedSummary(
+        norm=plan.defense.certifies, params=jsonable(plan.defense.get_params()), abstained=abstained,
+        forwards=sum(r.forwards for r in certificates), queries=sum(r.queries for r in certificates),
+        seconds=sum(r.seconds for r in certificates), curve=curve, at_eps=at_eps)
 
 
 def _measurements(rows: list[Row], mode: str, same_as_naive: bool) -> masking.Measurements:
