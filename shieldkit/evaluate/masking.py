@@ -13,6 +13,9 @@ checks, every (defence, naive|adaptive) evaluation is checked for:
 5. ``zero_gradients``: input gradients that are exactly zero (or do not flow at
    all) mean gradient attacks are blind.
 6. ``errors``: an attack that crashed leaves its samples counted as robust.
+7. ``certificate``: for a certified defence, no attack may break a sample inside its
+   certified radius, and the certified accuracy (a lower bound) may not exceed the
+   attacks' robust accuracy (an upper bound).
 
 A failed check becomes a flag printed next to the number it casts doubt on.
 
