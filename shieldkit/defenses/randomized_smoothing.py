@@ -93,11 +93,12 @@ class RandomizedSmoothing(TransformDefense):
     # ----------------------------------------------------------------- noise
 
     def _transform(self, x: Tensor) -> Tensor:
-        """One noisy copy of ``x`` (what the base model sees; not clipped, as in Cohen et al.)."""
-        return x + self.sigma * torch.randn(x.shape, generator=self.rng(x.device), device=x.device, dtype=x.dtype)
+        """One noisy copy of ``x``, unclipped (as in Cohen et al.: the certificate is for Gaussian noise).
 
-    def transform(self, x: Tensor) -> Tensor:
-        return self._transform(x)  # no clipping: the certificate is for Gaussian noise, not a clipped one
+        The votes and the adaptive view use it as it is; the public ``transform`` (one draw,
+        for a user who wants to see the noise) clips to the bounds like every transform.
+        """
+        return x + self.sigma * torch.randn(x.shape, generator=self.rng(x.device), device=x.device, dtype=x.dtype)
 
     def _noise_blocks(self, total: int, shape: torch.Size, device: torch.device,
                       dtype: torch.dtype) -> Iterator[Tensor]:
@@ -237,6 +238,6 @@ class SoftSmoothedClassifier(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         draws = self.defense.attack_samples
-        noisy = self.defense.transform(x.repeat_interleave(draws, dim=0))
+        noisy = self.defense._transform(x.repeat_interleave(draws, dim=0))
         probabilities = self.model(noisy).softmax(dim=1).view(x.shape[0], draws, -1).mean(dim=1)
         return probabilities.clamp_min(1e-12).log()
