@@ -14,6 +14,8 @@ from shieldkit.validation import check_int, check_logits, check_number, model_de
 
 #: noisy images per ``randn`` call of :meth:`RandomizedSmoothing.counts` (not ``batch_size``: see ``_noise_blocks``).
 NOISE_BLOCK = 64
+#: entries of the binomial-tail table one bisection step of the confidence bound may build (8 MB in float64).
+BOUND_TABLE = 1_000_000
 
 
 def binomial_tail(k: Tensor, n: int, p: Tensor) -> Tensor:
@@ -30,7 +32,12 @@ def lower_confidence_bound(k: Tensor, n: int, alpha: float) -> Tensor:
     """The one-sided Clopper-Pearson lower bound on ``p`` from ``k`` successes in ``n`` trials at ``1 - alpha``.
 
     The ``p`` with ``P(X >= k | p) = alpha`` (0 when ``k = 0``), found by bisection on the exact binomial tail.
+    Samples are bounded a few at a time, so the ``[samples, n + 1]`` table of the tail stays near
+    ``BOUND_TABLE`` entries even for Cohen et al.'s ``n = 100,000``.
     """
+    rows = max(1, BOUND_TABLE // (n + 1))
+    if k.numel() > rows:
+        return torch.cat([lower_confidence_bound(part, n, alpha) for part in k.split(rows)])
     low = torch.zeros(k.shape, dtype=torch.float64, device=k.device)
     high = torch.ones_like(low)
     for _ in range(60):  # 2^-60: far below any Monte-Carlo error
