@@ -29,19 +29,6 @@ def mnist():
 
 
 @pytest.fixture(scope="module")
-def noisy_cnn(mnist, tmp_path_factory):
-    """A narrow CNN trained with the smoothing's Gaussian noise (sigma=0.25) on 3,000 real MNIST images."""
-    from shieldkit.models import mnist_cnn
-
-    torch.manual_seed(0)
-    model = sk.create_defense("noise_training", sigma=SIGMA).fit(mnist_cnn(width=8), mnist[0], epochs=2, seed=0)
-    path = tmp_path_factory.mktemp("model") / "noisy_cnn.pt"
-    torch.save(model, path)
-    model.saved_path = str(path)
-    return model
-
-
-@pytest.fixture(scope="module")
 def smoothing_run(noisy_cnn, mnist, tmp_path_factory):
     out = tmp_path_factory.mktemp("smoothing")
     defense = sk.create_defense("randomized_smoothing", **SMOOTHING)

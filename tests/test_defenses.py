@@ -75,7 +75,7 @@ def test_every_native_defence_is_registered_with_honest_capabilities():
     differentiable = {cls.family for cls in TRANSFORMS if cls.differentiable}
     randomized = {cls.family for cls in TRANSFORMS if cls.randomized}
     assert differentiable == {"median_smoothing", "randomization", "gaussian_noise"}
-    assert randomized == {"randomization", "gaussian_noise"}
+    assert randomized == {"randomization", "gaussian_noise", "randomized_smoothing"}
 
 
 # ------------------------------------------------------------------ transforms

@@ -24,26 +24,6 @@ REPO = Path(__file__).resolve().parents[1]
 VOLATILE = ("seconds",)
 
 
-@pytest.fixture(scope="module")
-def digits():
-    from shieldkit.data import load
-
-    return load("digits", split="test"), load("digits", split="train")
-
-
-@pytest.fixture(scope="module")
-def digits_mlp(digits, tmp_path_factory):
-    """A small MLP trained on the 1,437 digits training images (about 95% test accuracy, seconds to train)."""
-    from shieldkit.models import fit_classifier, mlp
-
-    torch.manual_seed(0)
-    model = fit_classifier(mlp(hidden=(64,)), digits[1], epochs=8, seed=0).eval()
-    path = tmp_path_factory.mktemp("model") / "mlp.pt"
-    torch.save(model, path)
-    model.saved_path = str(path)
-    return model
-
-
 def stable(rows):
     """Rows without wall-clock fields, keyed by unit."""
     return {row["key"]: {k: v for k, v in row.items() if k not in VOLATILE} for row in rows}

@@ -32,25 +32,6 @@ from shieldkit.evaluate.suite import resolve_suite
 
 
 @pytest.fixture(scope="module")
-def digits():
-    from shieldkit.data import load
-
-    return load("digits", split="test"), load("digits", split="train")
-
-
-@pytest.fixture(scope="module")
-def digits_mlp(digits, tmp_path_factory):
-    from shieldkit.models import fit_classifier, mlp
-
-    torch.manual_seed(0)
-    model = fit_classifier(mlp(hidden=(32,)), digits[1], epochs=4, seed=0).eval()
-    path = tmp_path_factory.mktemp("model") / "mlp.pt"
-    torch.save(model, path)
-    model.saved_path = str(path)
-    return model
-
-
-@pytest.fixture(scope="module")
 def small_run(digits_mlp, digits, tmp_path_factory):
     out = tmp_path_factory.mktemp("run")
     report = evaluate(digits_mlp, digits[0], attacks=["fgsm", ("pgd", {"steps": 3}), "noise"],

@@ -45,16 +45,9 @@ def one_thread():
 
 
 @pytest.fixture(scope="module")
-def trained():
-    """A CNN trained under N(0, 0.25^2) noise: 3,000 seeded MNIST training images, 2 epochs."""
-    from shieldkit.data import load
-    from shieldkit.models import mnist_cnn
-
-    train = load("mnist", split="train").subset(3000, seed=0)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        model = mnist_cnn(width=8)
-    return NoiseTraining(sigma=SIGMA).fit(model, train, epochs=2, batch_size=64, seed=0).eval()
+def trained(noisy_cnn):
+    """The session's CNN trained under N(0, 0.25^2) noise (conftest.py)."""
+    return noisy_cnn
 
 
 @pytest.fixture(scope="module")

@@ -232,7 +232,8 @@ class SmoothedClassifier(DefendedModel):
         shares = votes.to(x.dtype) / defense.n_predict
         # A vote is piecewise constant in x: its gradient is zero wherever it exists. Say so to autograd
         # (a zero gradient, not none), so a naive gradient attack sees masked gradients instead of crashing.
-        return shares + 0 * x.flatten(1).sum(dim=1, keepdim=True) if x.requires_grad else shares
+        # (x * 0 rather than 0 * sum(x): its gradient is a dense tensor that attacks may update in place.)
+        return shares + (x * 0).flatten(1).sum(dim=1, keepdim=True) if x.requires_grad else shares
 
 
 class SoftSmoothedClassifier(nn.Module):
