@@ -218,6 +218,52 @@ def test_sigkill_half_way_then_resume_equals_an_uninterrupted_run(digits_mlp, tm
     assert "bit_depth" in out
 
 
+def _wait_for_lock(out: Path, process: subprocess.Popen, timeout: float = 120) -> None:
+    """Until ``process`` holds the run lock of ``out`` (its pid is in the lock file)."""
+    lock = out / ".shieldkit.lock"
+    deadline = time.time() + timeout
+    while time.time() < deadline and process.poll() is None:
+        if lock.is_file() and lock.read_text().strip() == str(process.pid):
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"process {process.pid} never took the lock (exit status {process.poll()})")
+
+
+def _refused_while_running(args: list[str], out: Path) -> None:
+    """Start a run, then the same one again while it holds the folder: the second exits 2 at once."""
+    first = _run_cli(args)
+    _wait_for_lock(out, first)
+    second = _run_cli(args)
+    _, err = second.communicate(timeout=300)
+    assert first.poll() is None, "the first run finished before the second reached the lock"
+    assert second.returncode == 2, err
+    message = err.strip()
+    assert len(message.splitlines()) == 1 and str(out) in message and f"process {first.pid}" in message, message
+    _, err = first.communicate(timeout=300)
+    assert first.returncode == 0, err
+
+
+def test_two_runs_or_two_resumes_into_one_folder_the_second_is_refused(digits_mlp, tmp_path):
+    out = tmp_path / "run"
+    args = _cli_args(digits_mlp.saved_path, out)
+    _refused_while_running(args, out)
+    complete = read_rows(out)
+    keys = [row["key"] for row in complete]
+    assert len(keys) == len(set(keys))
+    # Cut the run in half (as a kill would) and resume it twice at once: one resumes, one is refused.
+    results = out / "results.jsonl"
+    lines = results.read_bytes().splitlines(keepends=True)
+    results.write_bytes(b"".join(lines[: len(lines) // 2]))
+    _refused_while_running(args + ["--resume"], out)
+    resumed = read_rows(out)
+    assert sorted(row["key"] for row in resumed) == sorted(keys)  # every unit exactly once
+    assert stable(resumed) == stable(complete)
+    # a lock file left by a finished (or killed) run is taken over
+    assert (out / ".shieldkit.lock").is_file()
+    again = _run_cli(args + ["--resume"])
+    assert again.wait(timeout=300) == 0
+
+
 def test_resume_drops_a_truncated_last_row_and_refuses_a_changed_config(digits_mlp, digits, tmp_path):
     options = dict(attacks=["fgsm", "noise"], defenses=["none"], eps=[0.1, 0.3], n=60, batch_size=20,
                    out_dir=tmp_path, quiet=True, checks=False)

@@ -32,6 +32,7 @@ logger = logging.getLogger(__name__)
 RESULTS = "results.jsonl"
 CONFIG = "config.json"
 ENVIRONMENT = "environment.json"
+LOCK = ".shieldkit.lock"
 #: What a fresh run clears from an old output folder (caches of fitted defences are kept).
 RUN_OUTPUTS = (RESULTS, "summary.json", "report.md", "report.html", "examples", "plots")
 
@@ -47,6 +48,50 @@ def check_writable(out_dir: str | os.PathLike) -> Path:
     except OSError as error:
         raise InvalidParameterError(f"out: cannot write to {str(path)!r}: {error.strerror or error}") from None
     return path
+
+
+class RunLock:
+    """One run per output folder: an exclusive advisory lock on ``out_dir/.shieldkit.lock``, held for the run.
+
+    A second run (or a second ``--resume``) into the same folder fails at once with
+    a one-line error naming the folder and the holder's process id, before it
+    writes anything. The lock is the operating system's (``flock``): a run killed by
+    any signal releases it with its process, so a stale lock file from a killed
+    run is simply taken over. Where ``fcntl`` does not exist (Windows) no lock is taken.
+    """
+
+    def __init__(self, out_dir: Path):
+        self.path = Path(out_dir) / LOCK
+        self._handle = None
+
+    def __enter__(self) -> RunLock:
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - not POSIX
+            logger.debug("no fcntl: %s is not locked against a second run", self.path.parent)
+            return self
+        handle = self.path.open("a+", encoding="utf-8")
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            handle.close()
+            raise InvalidParameterError(
+                f"out: {str(self.path.parent)!r} is in use by another shieldkit run (process {holder}); wait for it "
+                "to finish or choose another --out"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        self._handle = handle
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        if self._handle is not None:
+            self._handle.close()  # closing the file releases the lock
+            self._handle = None
 
 
 class ResultsStore:

@@ -41,7 +41,13 @@ from shieldkit.evaluate.adaptive import DefensePlan, plan_defense
 from shieldkit.evaluate.config import EvalConfig, check_eps, check_scalars, digest
 from shieldkit.evaluate.examples import save_examples
 from shieldkit.evaluate.records import AttackRow, CertificateRow, CleanRow, LargeEpsRow, to_json
-from shieldkit.evaluate.results import ResultsStore, check_writable, environment_record, write_json
+from shieldkit.evaluate.results import (
+    ResultsStore,
+    RunLock,
+    check_writable,
+    environment_record,
+    write_json,
+)
 from shieldkit.evaluate.suite import (
     AttackEntry,
     DefenseEntry,
@@ -199,20 +205,21 @@ class Runner:
 
         identity = self.identity()
         config_hash = digest(identity)
-        self.store = ResultsStore(self.out_dir, identity, config_hash, resume=self.resume)
-        write_json(self.out_dir / "environment.json", environment_record(self.config.seed, self.device))
-        if self.store.resumed:
-            logger.info("resuming %s: %d units already done", self.out_dir, self.store.resumed)
-        try:
-            with ModelStateGuard(self.model):
-                self.plans = [self._prepare(entry) for entry in self.defenses]
-                for plan in self.plans:
-                    self._evaluate_defense(plan)
-        finally:
-            self.store.close()
-        summary = summarize(list(self.store), self, config_hash)
-        write_json(self.out_dir / "summary.json", to_json(summary))
-        write_reports(self.out_dir, summary, self.data, quiet=self.quiet)
+        with RunLock(self.out_dir):  # before anything in the folder is read, cleared or written
+            self.store = ResultsStore(self.out_dir, identity, config_hash, resume=self.resume)
+            write_json(self.out_dir / "environment.json", environment_record(self.config.seed, self.device))
+            if self.store.resumed:
+                logger.info("resuming %s: %d units already done", self.out_dir, self.store.resumed)
+            try:
+                with ModelStateGuard(self.model):
+                    self.plans = [self._prepare(entry) for entry in self.defenses]
+                    for plan in self.plans:
+                        self._evaluate_defense(plan)
+            finally:
+                self.store.close()
+            summary = summarize(list(self.store), self, config_hash)
+            write_json(self.out_dir / "summary.json", to_json(summary))
+            write_reports(self.out_dir, summary, self.data, quiet=self.quiet)
         return Report(self.out_dir, summary)
 
     def _prepare(self, entry: DefenseEntry) -> DefensePlan:

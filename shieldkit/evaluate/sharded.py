@@ -35,6 +35,7 @@ from shieldkit.evaluate.results import (
     RESULTS,
     RUN_OUTPUTS,
     ResultsStore,
+    RunLock,
     environment_record,
     row_line,
     write_config,
@@ -52,7 +53,28 @@ def shard_dir(out_dir: Path, rank: int) -> Path:
 
 
 def run_sharded(runner):
-    """Run ``runner``'s evaluation on this rank's chunks; rank 0 merges; returns the Report on every rank."""
+    """Run ``runner``'s evaluation on this rank's chunks; rank 0 merges; returns the Report on every rank.
+
+    Rank 0 holds the output folder's :class:`~shieldkit.evaluate.results.RunLock` for the whole run (the
+    ranks are one run); when another run holds it, every rank refuses with the same message.
+    """
+    lock = RunLock(runner.out_dir)
+    refusal = None
+    if runner.shard[0] == 0:
+        try:
+            lock.__enter__()
+        except InvalidParameterError as error:
+            refusal = str(error)
+    refusal = distributed.broadcast_object(refusal)
+    if refusal is not None:
+        raise InvalidParameterError(refusal)
+    try:
+        return _run_locked(runner)
+    finally:
+        lock.__exit__(None, None, None)
+
+
+def _run_locked(runner):
     from shieldkit.evaluate.report import Report, write_reports
     from shieldkit.evaluate.summary import summarize
 
