@@ -104,6 +104,13 @@ def check_logits(logits: object, batch: int, who: str = "model") -> Tensor:
             f"{who} must return logits of shape [B, K] with B={batch} and K >= 2 classes, "
             f"got shape {tuple(logits.shape)}"
         )
+    finite = torch.isfinite(logits.detach()).all(dim=1)
+    if not bool(finite.all()):
+        first = int((~finite).nonzero()[0])
+        raise InvalidModelError(
+            f"{who} returned non-finite logits (NaN or inf) for sample {first} of the batch "
+            f"({int((~finite).sum())} of {batch} samples); every prediction and loss on them would be meaningless"
+        )
     return logits
 
 

@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 import shieldkit as sk
+from shieldkit.errors import InvalidModelError
 from shieldkit.guard import compare_state, snapshot_state
 from shieldkit.testing import tiny_batch, tiny_model
 
@@ -401,3 +402,26 @@ def test_threat_model_projection_in_every_norm():
         projected = threat.project(far, x)
         assert (threat.distance(projected, x) <= eps * (1 + 1e-5) + 1e-6).all(), norm
         assert projected.min() >= 0 and projected.max() <= 1
+
+
+def test_non_finite_logits_are_refused_naming_the_model_and_the_first_bad_sample():
+    """A model whose output turns NaN must not count as fooled (argmax of NaN is 0 for every sample)."""
+
+    class NaNAbove(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.linear = torch.nn.Linear(16, 3)
+
+        def forward(self, x):
+            logits = self.linear(x.flatten(1))
+            moved = (x.flatten(1)[:, :1] - 0.45).abs() > 0.01  # NaN anywhere but at 0.45
+            return torch.where(moved, torch.full_like(logits, float("nan")), logits)
+
+    model = NaNAbove()
+    x = torch.full((4, 1, 4, 4), 0.45)
+    x[2] = 0.9  # sample 2 gives NaN logits from the start
+    with pytest.raises(InvalidModelError, match=r"model returned non-finite logits \(NaN or inf\) for sample 2"):
+        sk.create_attack("fgsm", eps=0.1).run(model, x, torch.zeros(4, dtype=torch.long))
+    x = torch.full((4, 1, 4, 4), 0.45)  # finite on the clean images, NaN once the attack moves them
+    with pytest.raises(InvalidModelError, match="non-finite logits"):
+        sk.create_attack("fgsm", eps=0.1).run(model, x, torch.zeros(4, dtype=torch.long))
