@@ -33,6 +33,7 @@ from shieldkit.validation import (
     check_labels,
     check_logits,
     model_placement,
+    rounding_tolerance,
 )
 
 ACCESS_LEVELS = ("gradient", "score", "decision")
@@ -250,7 +251,8 @@ class Attack(Component):
             raise AttackContractError(f"{name} returned non-finite values")
         low, high = self.bounds
         overshoot = max(low - found_low, found_high - high)
-        if overshoot > BOUNDS_TOLERANCE and not self.project_output:
+        float_error = rounding_tolerance(x.dtype, self.bounds)  # an ulp of float16 is 1e-3 at 1.0
+        if overshoot > max(BOUNDS_TOLERANCE, float_error) and not self.project_output:
             raise AttackContractError(f"{name} left the bounds {self.bounds} by {overshoot:.3g}")
         eps = self.eps
         if eps is None:
@@ -259,7 +261,7 @@ class Attack(Component):
         gaps = (x_adv - x).abs_() if self.norm == "linf" else None
         distance = (gaps.amax() if gaps is not None else norm_of(x_adv - x, self.norm).max()).item()
         excess = distance - eps
-        if self.bounded and excess > 1e-4 * eps + 1e-6 and not self.project_output:
+        if self.bounded and excess > max(1e-4 * eps + 1e-6, float_error) and not self.project_output:
             raise AttackContractError(
                 f"{name} broke its {self.norm} budget: max ||x_adv - x|| = {distance:.6g} > eps = {eps:.6g} "
                 f"(by {excess:.3g})"

@@ -17,6 +17,15 @@ from shieldkit.errors import InvalidInputError, InvalidModelError, InvalidParame
 BOUNDS_TOLERANCE = 1e-6
 
 
+def rounding_tolerance(dtype: torch.dtype, bounds: tuple[float, float]) -> float:
+    """How far float error in ``dtype`` can move a pixel: a few ulps at the largest magnitude in ``bounds``.
+
+    2e-3 in float16 and 3e-2 in bfloat16 on [0, 1], against 5e-7 in float32: the attack
+    contract's tolerances take the larger of this and their float32 values.
+    """
+    return 4 * torch.finfo(dtype).eps * max(1.0, abs(bounds[0]), abs(bounds[1]))
+
+
 def check_bounds(bounds: Sequence[float], owner: str = "") -> tuple[float, float]:
     """Validate ``(low, high)`` pixel bounds."""
     prefix = f"{owner}: " if owner else ""
