@@ -230,12 +230,19 @@ def _wait_for_lock(out: Path, process: subprocess.Popen, timeout: float = 120) -
 
 
 def _refused_while_running(args: list[str], out: Path) -> None:
-    """Start a run, then the same one again while it holds the folder: the second exits 2 at once."""
+    """Start a run, then the same one again while it holds the folder: the second exits 2 at once.
+
+    The first is stopped (SIGSTOP) once it holds the lock and continued after the second has
+    exited, so the two overlap whatever the machine's speed.
+    """
     first = _run_cli(args)
     _wait_for_lock(out, first)
-    second = _run_cli(args)
-    _, err = second.communicate(timeout=300)
-    assert first.poll() is None, "the first run finished before the second reached the lock"
+    first.send_signal(signal.SIGSTOP)
+    try:
+        second = _run_cli(args)
+        _, err = second.communicate(timeout=300)
+    finally:
+        first.send_signal(signal.SIGCONT)
     assert second.returncode == 2, err
     message = err.strip()
     assert len(message.splitlines()) == 1 and str(out) in message and f"process {first.pid}" in message, message
