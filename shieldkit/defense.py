@@ -87,8 +87,8 @@ class Defense(Component):
             the certified accuracy beside the empirical one and checks the two agree.
         adaptive_attacks: the defence's own adaptive attacks, names or
             ``(name, params)`` pairs, run against the deployed model with the
-            grid's ``eps`` and ``norm``; those not registered, or not supporting
-            the grid's norm, are left out. Override :meth:`adaptive_attack` for
+            grid's ``eps`` and ``norm``; registered ones that do not support the
+            grid's norm are left out (an unregistered name is an error). Override :meth:`adaptive_attack` for
             a choice that depends on the instance.
 
     Args:

@@ -120,12 +120,13 @@ class RandomizedSmoothing(TransformDefense):
             size = (min(NOISE_BLOCK, total - start), *shape)
             yield self.sigma * torch.randn(size, generator=generator, device=device, dtype=dtype)
 
-    def counts(self, model: nn.Module, x: Tensor, draws: int) -> tuple[Tensor, int]:
+    def counts(self, model: nn.Module, x: Tensor, draws: int, batch_size: int | None = None) -> tuple[Tensor, int]:
         """Votes ``[B, K]`` of the base model over ``draws`` noisy copies of each image, and the forwards made.
 
-        Images and draws are flattened into forward passes of at most ``batch_size``
-        noisy images; the noise does not depend on ``batch_size`` (see ``_noise_blocks``).
+        Images and draws are flattened into forward passes of at most ``batch_size`` (default: the
+        defence's) noisy images; the noise does not depend on ``batch_size`` (see ``_noise_blocks``).
         """
+        batch_size = self.batch_size if batch_size is None else batch_size
         device = model_device(model)
         x = x.to(device)
         votes: Tensor | None = None
@@ -135,8 +136,8 @@ class RandomizedSmoothing(TransformDefense):
         blocks = self._noise_blocks(total, x.shape[1:], device, x.dtype)
         pending: list[Tensor] = []
         with torch.no_grad():
-            for start in range(0, total, self.batch_size):
-                index = owner[start:start + self.batch_size]
+            for start in range(0, total, batch_size):
+                index = owner[start:start + batch_size]
                 while sum(len(block) for block in pending) < len(index):
                     pending.append(next(blocks))
                 noise = torch.cat(pending) if len(pending) > 1 else pending[0]
@@ -163,17 +164,12 @@ class RandomizedSmoothing(TransformDefense):
         """
         self._check_x(x)
         n0 = self.n0 if n0 is None else check_int(self.name, "n0", n0)
-        n = self.n if n is None else check_int(self.name, "n", n)
-        alpha = self.alpha if alpha is None else check_number(self.name, "alpha", alpha, 0.0, 1.0, strict=True)
-        saved = self.batch_size
-        self.batch_size = saved if batch_size is None else check_int(self.name, "batch_size", batch_size)
+        n, alpha = self._n_alpha(n, alpha)
+        batch_size = None if batch_size is None else check_int(self.name, "batch_size", batch_size)
         started = time.perf_counter()
-        try:
-            selection, forwards0 = self.counts(model, x, n0)
-            top = selection.argmax(dim=1)
-            estimation, forwards = self.counts(model, x, n)
-        finally:
-            self.batch_size = saved
+        selection, forwards0 = self.counts(model, x, n0, batch_size)
+        top = selection.argmax(dim=1)
+        estimation, forwards = self.counts(model, x, n, batch_size)
         p_lower = lower_confidence_bound(estimation.gather(1, top[:, None]).squeeze(1).cpu(), n, alpha)
         certified = p_lower > 0.5
         predictions = torch.where(certified, top.cpu(), torch.full_like(top.cpu(), ABSTAIN))
@@ -181,12 +177,17 @@ class RandomizedSmoothing(TransformDefense):
         return Certificate(predictions, radii, forwards0 + forwards, (n0 + n) * x.shape[0],
                            time.perf_counter() - started)
 
+    def _n_alpha(self, n: int | None, alpha: float | None) -> tuple[int, float]:
+        """A call's ``n`` and ``alpha``: the defence's, or the overrides given, checked."""
+        n = self.n if n is None else check_int(self.name, "n", n)
+        alpha = self.alpha if alpha is None else check_number(self.name, "alpha", alpha, 0.0, 1.0, strict=True)
+        return n, alpha
+
     def predict(self, model: nn.Module, x: Tensor, *, n: int | None = None, alpha: float | None = None) -> Tensor:
         """PREDICT (Cohen et al.): the vote over ``n`` draws, ``ABSTAIN`` unless a two-sided binomial test
         at level ``alpha`` separates the top two classes. Wrong with probability at most ``alpha``."""
         self._check_x(x)
-        n = self.n if n is None else check_int(self.name, "n", n)
-        alpha = self.alpha if alpha is None else check_number(self.name, "alpha", alpha, 0.0, 1.0, strict=True)
+        n, alpha = self._n_alpha(n, alpha)
         votes, _ = self.counts(model, x, n)
         top2 = votes.cpu().topk(min(2, votes.shape[1]), dim=1)
         first, second = top2.values[:, 0], top2.values[:, 1]
@@ -206,8 +207,7 @@ class RandomizedSmoothing(TransformDefense):
         for which this holds shows the certificate (or the noise model) wrong.
         """
         self._check_x(x)
-        n = self.n if n is None else check_int(self.name, "n", n)
-        alpha = self.alpha if alpha is None else check_number(self.name, "alpha", alpha, 0.0, 1.0, strict=True)
+        n, alpha = self._n_alpha(n, alpha)
         votes, _ = self.counts(model, x, n)
         hits = votes.gather(1, classes.to(votes.device)[:, None]).squeeze(1).cpu()
         return upper_confidence_bound(hits, n, alpha) < 0.5

@@ -21,7 +21,7 @@ base class (documented there; the defaults suit most defences):
   ``(name, params)`` or ``Attack`` instances), e.g. the latent-space attack for a
   GAN projection. They run against the deployed ``DefendedModel`` (they may read
   ``model.defense`` and ``model.model``), with the grid's ``eps``, ``norm`` and a
-  per-chunk ``seed``; those not registered or not supporting the norm are left out.
+  per-chunk ``seed``; registered ones that do not support the norm are left out.
 - ``adaptive_view(deployed)``: the ``nn.Module`` to attack instead of the view
   chosen from the table above.
 
@@ -32,6 +32,8 @@ Reference:
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -98,12 +100,18 @@ class DefensePlan:
         if self.defense is not None and self.randomized:
             self.defense.reseed(int(seed))
 
-    @torch.no_grad()
-    def judge(self, x_adv: Tensor, y: Tensor, seed: int) -> Judgement:
-        """Predictions and detections of the deployed system on ``x_adv`` (one seeded draw)."""
+    @contextlib.contextmanager
+    def seeded(self, seed: int) -> Iterator[None]:
+        """torch's RNG (forked, so the caller's is untouched) and the defence's, both seeded with ``seed``."""
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             self.reseed(seed)
+            yield
+
+    @torch.no_grad()
+    def judge(self, x_adv: Tensor, y: Tensor, seed: int) -> Judgement:
+        """Predictions and detections of the deployed system on ``x_adv`` (one seeded draw)."""
+        with self.seeded(seed):
             predictions = self.deployed(x_adv).argmax(dim=1).cpu()
         y = y.cpu()
         misclassified = predictions != y

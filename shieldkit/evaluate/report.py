@@ -212,6 +212,8 @@ class ReportContext:
     data: Any
     out_dir: Path
     plots_dir: Path
+    #: :mod:`shieldkit.evaluate.plots`, or ``None`` without matplotlib (sections then leave their figures out)
+    plotting: Any = None
 
 
 class Section:
@@ -290,7 +292,7 @@ class Plots(Section):
     }
 
     def blocks(self, context: ReportContext) -> list[Block]:
-        plotting = _plotting()
+        plotting = context.plotting
         if plotting is None:
             return []
         figures = []
@@ -307,7 +309,7 @@ class ExampleGrid(Section):
                "deployed model, and the perturbation amplified to the full range.")
 
     def blocks(self, context: ReportContext) -> list[Block]:
-        plotting = _plotting()
+        plotting = context.plotting
         if plotting is None:
             return []
         path = plotting.example_grid(context.summary, context.data, context.out_dir, context.plots_dir / "examples.png")
@@ -346,7 +348,7 @@ class Certified(Section):
             blocks.append(Paragraph(
                 f"**{record.label}** ({settings}): abstained on {100 * found.abstained:.1f}% of the samples; "
                 f"certification took {found.seconds:.1f} s, {found.forwards} forward passes, {found.queries} images."))
-        plotting = _plotting()
+        plotting = context.plotting
         if plotting is not None:
             path = plotting.certified_vs_empirical(summary, context.plots_dir / "certified.png")
             if path is not None:
@@ -397,7 +399,7 @@ def write_reports(out_dir: Path, summary: RunSummary, data: Any, quiet: bool = T
     """Write plots/*.png, report.md and report.html into ``out_dir`` from ``sections`` (default :data:`SECTIONS`)."""
     plots = out_dir / "plots"
     plots.mkdir(exist_ok=True)
-    context = ReportContext(summary, data, out_dir, plots)
+    context = ReportContext(summary, data, out_dir, plots, _plotting())
     blocks = [block for section in (SECTIONS if sections is None else sections) for block in section.blocks(context)]
     (out_dir / "report.md").write_text(render_markdown(blocks, out_dir), encoding="utf-8")
     (out_dir / "report.html").write_text(render_html(blocks), encoding="utf-8")

@@ -305,9 +305,7 @@ class Runner:
         if row is not None:
             return row
         seed = unit_seed(self.config.seed, key)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            plan.reseed(seed)
+        with plan.seeded(seed):
             found = plan.defense.certify(plan.classifier, self.data.x[start:end].to(self.device),
                                          self.data.y[start:end])
         return self.store.append(CertificateRow(
@@ -331,9 +329,7 @@ class Runner:
             return []
         rows = torch.tensor([position[i] for i in suspects])
         classes = torch.tensor([certificate.predictions[i - start] for i in suspects])
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            plan.reseed(seed)
+        with plan.seeded(seed):
             disproved = plan.defense.disproves(plan.classifier, x_adv[rows], classes)
         return _pick(suspects, disproved)
 
@@ -429,9 +425,7 @@ class Runner:
             x = self.data.x[sample].to(self.device)
 
             def forward(images: Tensor, seed: int) -> Tensor:
-                with torch.random.fork_rng(devices=[]):
-                    torch.manual_seed(seed)
-                    plan.reseed(seed)
+                with plan.seeded(seed):
                     return plan.deployed(images).float().cpu()
 
             seeds = (unit_seed(self.config.seed, key, 1), unit_seed(self.config.seed, key, 2))
