@@ -11,13 +11,13 @@ from __future__ import annotations
 import math
 import time
 import weakref
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
-from shieldkit.component import Component
+from shieldkit.component import Component, ParamDefault
 from shieldkit.errors import (
     AttackContractError,
     InvalidInputError,
@@ -138,6 +138,27 @@ class Attack(Component):
             check_int(owner, "seed", seed, minimum=0)
         self.seed = seed
 
+    @classmethod
+    def effective_params(cls) -> dict[str, ParamDefault]:
+        """The constructor's defaults, with ``norm`` (the first of ``norms``) and ``eps`` resolved.
+
+        A bounded attack's ``eps`` defaults to ``DEFAULT_EPS[norm]``; an unbounded one
+        has no budget unless given one.
+        """
+        params = super().effective_params()
+        norm = cls.norms[0]
+        if "norm" in params and params["norm"].default is None:
+            params["norm"] = replace(params["norm"], effective=norm, rule=f"the first of {', '.join(cls.norms)}")
+        if "eps" in params and params["eps"].default is None:
+            if cls.bounded:
+                others = "; ".join(f"{other}: {DEFAULT_EPS[other]:g}" for other in cls.norms[1:])
+                rule = "DEFAULT_EPS[norm]" + (f" ({others})" if others else "")
+                params["eps"] = replace(params["eps"], effective=DEFAULT_EPS[norm], rule=rule)
+            else:
+                params["eps"] = replace(params["eps"], rule="no budget (minimal perturbation); when given, "
+                                                            "the result is projected onto the eps-ball")
+        return params
+
     # The common parameters, readable under their constructor names.
     @property
     def eps(self) -> float | None:
@@ -175,9 +196,11 @@ class Attack(Component):
     def _run(self, model: nn.Module, x: Tensor, y: Tensor, target: Tensor | None) -> Tensor | tuple[Tensor, dict]:
         """The algorithm: validated inputs on the model's device in, adversarial images out.
 
-        ``model`` is in eval mode with frozen parameters; ``x`` is a private copy.
-        Return ``x_adv`` or ``(x_adv, info)``. Bounds and the epsilon-ball are
-        checked (and float error projected away) by the base class.
+        ``model`` is in eval mode with frozen parameters; ``x`` is a private copy, ``y``
+        and ``target`` are copies too. Return ``x_adv`` or ``(x_adv, info)``, leaving the
+        model in eval mode, its parameters and the labels as they were (each is
+        checked as soon as ``_run`` returns). Bounds and the epsilon-ball are checked
+        (and float error projected away) by the base class.
         """
         raise NotImplementedError(f"{type(self).__name__} must implement _run")
 
@@ -202,10 +225,16 @@ class Attack(Component):
             y = classes.checked("y", y)
             if target is not None:
                 target = classes.checked("target", target)
+            # The algorithm gets copies of the labels: the caller's (and the y that success is
+            # computed against) can never change, and a write to the copies is named below.
+            given = {"y": y.clone()} if target is None else {"y": y.clone(), "target": target.clone()}
+            parameters = [(p, p._version) for p in model.parameters()]
             counter.enabled = True
             with _seeded(self.seed, device):
-                output = self._run(model, x_in.clone(), y, target)
+                output = self._run(model, x_in.clone(), given["y"], given.get("target"))
             counter.enabled = False
+            # Checked before the predictions below, which a model left in train mode would get wrong.
+            self._check_untouched(model, parameters, {"y": y, "target": target}, given)
             x_adv, info = output if isinstance(output, tuple) else (output, {})
             x_adv = self._enforce_contract(x_adv, x_in)
             if evaluate:
@@ -235,6 +264,28 @@ class Attack(Component):
             info=info,
         )
 
+    def _check_untouched(self, model: nn.Module, parameters: list, labels: dict, given: dict) -> None:
+        """Raise if the algorithm changed its labels, the model's eval mode or its parameters in place."""
+        name = self.name
+        for label, copy in given.items():
+            changed = int((copy != labels[label]).sum()) if copy.shape == labels[label].shape else copy.numel()
+            if changed:
+                raise _breach("labels not mutated", f"{name} wrote to its labels {label} in place ({changed} of "
+                              f"{labels[label].numel()} changed); labels are inputs, an attack must not change them")
+        written = {id(p) for p, version in parameters if p._version != version}
+        if written:
+            names = [prefix for prefix, p in model.named_parameters() if id(p) in written]
+            raise _breach("model parameters unchanged",
+                          f"{name} wrote to the model's parameters in place ({', '.join(names)}); an attack must "
+                          "not change the model, and shieldkit does not copy parameters to undo it")
+        training = [prefix or "(the model itself)" for prefix, module in model.named_modules() if module.training]
+        if training:
+            shown = ", ".join(training[:3]) + (", ..." if len(training) > 3 else "")
+            raise _breach("left the model in train mode",
+                          f"{name} left the model in train mode ({len(training)} modules: {shown}); it runs in eval "
+                          "mode and must return it so (the guard restores the caller's modes afterwards, but "
+                          "the predictions on x_adv would be made in train mode)")
+
     def _enforce_contract(self, x_adv: object, x: Tensor) -> Tensor:
         """Check the algorithm's output; project float error away, raise on real violations.
 
@@ -244,16 +295,16 @@ class Attack(Component):
         name = self.name
         if not isinstance(x_adv, Tensor) or x_adv.shape != x.shape:
             found = tuple(x_adv.shape) if isinstance(x_adv, Tensor) else type(x_adv).__name__
-            raise AttackContractError(f"{name} returned {found}, expected a tensor of shape {tuple(x.shape)}")
+            raise _breach("shape", f"{name} returned {found}, expected a tensor of shape {tuple(x.shape)}")
         x_adv = x_adv.detach().to(dtype=x.dtype, device=x.device)
         found_low, found_high = (value.item() for value in torch.aminmax(x_adv))
         if not (math.isfinite(found_low) and math.isfinite(found_high)):  # NaN and inf reach the extrema
-            raise AttackContractError(f"{name} returned non-finite values")
+            raise _breach("finite output", f"{name} returned non-finite values")
         low, high = self.bounds
         overshoot = max(low - found_low, found_high - high)
         float_error = rounding_tolerance(x.dtype, self.bounds)  # an ulp of float16 is 1e-3 at 1.0
         if overshoot > max(BOUNDS_TOLERANCE, float_error) and not self.project_output:
-            raise AttackContractError(f"{name} left the bounds {self.bounds} by {overshoot:.3g}")
+            raise _breach("bounds", f"{name} left the bounds {self.bounds} by {overshoot:.3g}")
         eps = self.eps
         if eps is None:
             return x_adv if overshoot <= 0 else self.threat.project(x_adv, x)
@@ -262,7 +313,8 @@ class Attack(Component):
         distance = (gaps.amax() if gaps is not None else norm_of(x_adv - x, self.norm).max()).item()
         excess = distance - eps
         if self.bounded and excess > max(1e-4 * eps + 1e-6, float_error) and not self.project_output:
-            raise AttackContractError(
+            raise _breach(
+                "epsilon-ball",
                 f"{name} broke its {self.norm} budget: max ||x_adv - x|| = {distance:.6g} > eps = {eps:.6g} "
                 f"(by {excess:.3g})"
             )
@@ -273,6 +325,17 @@ class Attack(Component):
         if gaps is not None:
             return self.threat.round_inside(x_adv, x, gaps)  # cheaper than a projection for float error
         return self.threat.project(x_adv, x)
+
+
+def _breach(clause: str, message: str) -> AttackContractError:
+    """An :class:`AttackContractError` tagged with the conformance clause it breaks (``error.clause``).
+
+    The conformance kit reports a breach that ``run()`` raises under that clause,
+    whatever the check that found it.
+    """
+    error = AttackContractError(message)
+    error.clause = clause
+    return error
 
 
 class _ClassWatch:

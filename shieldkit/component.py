@@ -14,6 +14,7 @@ import contextvars
 import inspect
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 #: (class, source) of the instance :meth:`Component.create` is constructing; read by ``__new__`` so that
@@ -63,6 +64,24 @@ def jsonable(value: Any, opaque: Callable[[Any], str] = repr) -> Any:
     return opaque(value)
 
 
+@dataclass(frozen=True)
+class ParamDefault:
+    """One constructor parameter's default, as the signature says it and as the class applies it.
+
+    Attributes:
+        name: the keyword.
+        default: the signature's default (often ``None`` for "derived").
+        effective: the value an instance uses when the keyword is not given, where the class
+            can say it without being built (``DEFAULT_EPS[norm]`` for ``eps``); else ``default``.
+        rule: how a ``None`` default is resolved, in words (``"eps / 4"``); empty when it is not.
+    """
+
+    name: str
+    default: Any
+    effective: Any
+    rule: str = ""
+
+
 class Component:
     """Base of :class:`~shieldkit.Attack` and :class:`~shieldkit.Defense`: who it is and how it was built.
 
@@ -71,10 +90,14 @@ class Component:
         smoke_params: constructor parameters for a quick run on a tiny model (the
             registry-wide conformance test uses them).
         source: the plugin that registered the class; set per instance by :meth:`create`.
+        param_notes: how a parameter whose default is ``None`` is resolved, in words
+            (``{"step_size": "eps / 4"}``); read by :meth:`effective_params`, ``shieldkit info``
+            and the catalogue.
     """
 
     family: ClassVar[str] = ""
     smoke_params: ClassVar[dict[str, Any]] = {}
+    param_notes: ClassVar[dict[str, str]] = {}
     source: str = ""
 
     def __new__(cls, *args: Any, **kwargs: Any):
@@ -102,6 +125,17 @@ class Component:
         """``family.source``, e.g. ``pgd.native`` (just the family when not created by name)."""
         family = self.family or type(self).__name__.lower()
         return f"{family}.{self.source}" if self.source else family
+
+    @classmethod
+    def effective_params(cls) -> dict[str, ParamDefault]:
+        """Every constructor parameter with its signature default and the default the class applies.
+
+        The base class knows only ``param_notes``; subclasses that resolve a ``None``
+        default themselves (``Attack``: ``eps`` and ``norm``) fill in ``effective``.
+        """
+        notes = cls.param_notes
+        return {name: ParamDefault(name, default, default, notes.get(name, "") if default is None else "")
+                for name, default in component_params(cls).items()}
 
     def get_params(self) -> dict[str, Any]:
         """The constructor parameters of this instance."""

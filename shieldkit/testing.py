@@ -10,13 +10,17 @@ Plugin authors call these from their own tests::
 Each check runs the candidate on a tiny built-in model (with BatchNorm and
 Dropout, left in training mode with gradients present, so that a leaked mode or
 gradient shows) and raises :class:`ConformanceError` naming the clause that broke
-and by how much.
+and by how much. Every failure is a ``ConformanceError``, whatever raised it
+inside (an ``AttackContractError`` from ``run()``, an exception of the
+candidate's own): its ``clause`` is one of :data:`ATTACK_CLAUSES` or
+:data:`DEFENSE_CLAUSES` and the inner error is its ``__cause__``.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -25,6 +29,7 @@ from torch import Tensor, nn
 
 from shieldkit.attack import Attack
 from shieldkit.component import Component
+from shieldkit.data.imagedata import ImageData
 from shieldkit.defense import (
     DefendedModel,
     Defense,
@@ -33,16 +38,87 @@ from shieldkit.defense import (
     TrainerDefense,
     TransformDefense,
 )
-from shieldkit.errors import InvalidInputError, InvalidParameterError
+from shieldkit.errors import (
+    AttackContractError,
+    InvalidInputError,
+    InvalidParameterError,
+    ShieldkitError,
+)
 from shieldkit.guard import compare_state, snapshot_state
 from shieldkit.registry import create_attack, create_defense
 from shieldkit.threat import norm_of
 
-__all__ = ["ConformanceError", "check_attack", "check_defense", "tiny_model", "tiny_batch"]
+__all__ = ["ATTACK_CLAUSES", "DEFENSE_CLAUSES", "ConformanceError", "check_attack", "check_defense", "tiny_model",
+           "tiny_batch"]
+
+#: The clauses :func:`check_attack` asserts, by the name a failure reports, in the order they are checked.
+#: ``access=...`` stands for the declared level (``access='gradient'``, ``access='score'``, ...).
+ATTACK_CLAUSES: dict[str, str] = {
+    "builds": "the attack is constructed from the given parameters",
+    "runs": "run() returns on the tiny model (an error the attack raises itself is reported here)",
+    "labels not mutated": "the caller's y and target, and the copies the algorithm gets, are unchanged",
+    "model parameters unchanged": "no parameter is written in place during the attack",
+    "left the model in train mode": "the algorithm returns with every module in the eval mode it was given",
+    "input not mutated": "the caller's x is unchanged",
+    "model state restored": "every module's training flag, requires_grad, .grad, parameter value and buffer "
+                            "is as before the run",
+    "shape": "x_adv has the shape of x",
+    "finite output": "x_adv holds no NaN or infinity",
+    "dtype and device": "x_adv has the dtype and device of x",
+    "bounds": "x_adv lies inside bounds",
+    "epsilon-ball": "bounded attacks: ||x_adv - x|| <= eps in every declared norm",
+    "success reported": "AttackResult.success agrees with the model's eval-mode predictions on x_adv",
+    "norms reported": "AttackResult.l2 and .linf are the perturbation's norms",
+    "at least one forward pass": "the attack's forward passes through the model are counted (at least one)",
+    "access=...": "gradient attacks make a backward pass; score and decision attacks make none",
+    "targeted semantics": "a targeted run raises the target's log-probability",
+    "targeted=False": "an untargeted-only attack refuses target= with InvalidParameterError",
+    "deterministic under seed": "two runs with the same seed give the same x_adv",
+    "randomized=False": "an attack declared deterministic gives the same x_adv under different RNG states",
+    "bad input": "a NaN image is refused with InvalidInputError",
+}
+
+#: The clauses :func:`check_defense` asserts, by kind (``attack_view(...)`` stands for each gradient mode).
+DEFENSE_CLAUSES: dict[str, str] = {
+    "builds": "the defence is constructed from the given parameters",
+    "kind": "the class subclasses one of the four kinds",
+    "input not mutated": "transforms: the caller's x is unchanged",
+    "shape and dtype": "transforms: the output has the shape and dtype of x",
+    "bounds": "transforms: the output lies inside bounds",
+    "deterministic under seed": "randomised transforms: two instances with the same seed agree",
+    "randomized=True": "randomised transforms: repeated unseeded calls differ",
+    "randomized=False": "deterministic transforms: repeated calls agree",
+    "wrap": "wrap(model) returns a DefendedModel whose output is [B, K] logits",
+    "attack_view(...) gradient": "each gradient mode (bpda, surrogate, exact where differentiable) gives a "
+                                 "finite, non-zero input gradient",
+    "differentiable=False": "attack_view(gradient='exact') is refused for a non-differentiable defence",
+    "differentiable=True": "autograd through the deployed model gives a useful gradient",
+    "attack through the view": "FGSM through attack_view keeps its budget",
+    "detect before fit": "detectors: detect() before fit() is refused with InvalidParameterError",
+    "fit on zero samples": "detectors: fit() on an empty batch is refused with InvalidInputError",
+    "model state restored": "detectors: fit() leaves the model's state as it was",
+    "threshold": "detectors: fit() sets a finite threshold",
+    "score": "detectors: score() returns [B] finite values",
+    "detect": "detectors: detect() returns [B] bool",
+    "false-positive rate": "detectors: at most the requested share of the fitting data is flagged",
+    "trainer fit": "trainers: fit(model, ImageData) runs",
+    "trainer returns a model": "trainers: fit returns an nn.Module",
+    "trained model output": "trainers: the trained model gives [B, K] logits",
+}
 
 
-class ConformanceError(AssertionError):
-    """A clause of the attack or defence contract does not hold."""
+class ConformanceError(ShieldkitError, AssertionError):
+    """A clause of the attack or defence contract does not hold.
+
+    Attributes:
+        owner: the component's name.
+        clause: the clause that broke (a key of :data:`ATTACK_CLAUSES` or :data:`DEFENSE_CLAUSES`).
+        detail: what was found, and by how much.
+    """
+
+    def __init__(self, owner: str, clause: str, detail: str, where: str = ""):
+        self.owner, self.clause, self.detail = owner, clause, detail
+        super().__init__(f"{owner}: clause '{clause}' failed{f' ({where})' if where else ''}: {detail}")
 
 
 def tiny_model(in_channels: int = 1, size: int = 16, num_classes: int = 10, seed: int = 0) -> nn.Module:
@@ -91,13 +167,26 @@ def _input_shape(model: nn.Module) -> tuple[int, int, int]:
     return getattr(model, "_conformance_shape", (1, 16, 16))
 
 
-def _fail(owner: str, clause: str, detail: str) -> None:
-    raise ConformanceError(f"{owner}: clause '{clause}' failed: {detail}")
+def _fail(owner: str, clause: str, detail: str, where: str = "") -> None:
+    raise ConformanceError(owner, clause, detail, where)
 
 
-def _check(condition: bool, owner: str, clause: str, detail: str) -> None:
+def _check(condition: bool, owner: str, clause: str, detail: str, where: str = "") -> None:
     if not condition:
-        _fail(owner, clause, detail)
+        _fail(owner, clause, detail, where)
+
+
+@contextmanager
+def _clause(owner: str, clause: str, where: str = "") -> Iterator[None]:
+    """Report any error raised inside as a :class:`ConformanceError`: under the clause an
+    ``AttackContractError`` from ``run()`` names, else under ``clause``; the error is kept as ``__cause__``."""
+    try:
+        yield
+    except ConformanceError:
+        raise
+    except Exception as error:
+        named = getattr(error, "clause", None) if isinstance(error, AttackContractError) else None
+        raise ConformanceError(owner, named or clause, f"{type(error).__name__}: {error}", where) from error
 
 
 def _predict(model: nn.Module, x: Tensor) -> Tensor:
@@ -143,12 +232,16 @@ def check_attack(
 ) -> dict[str, Any]:
     """Run an attack on a tiny model and assert the whole attack contract.
 
-    Clauses: output shape, dtype and device; bounds; epsilon-ball in every declared
-    norm (for bounded attacks); the input not mutated; the model's training flags,
-    ``requires_grad``, ``.grad``, parameters and buffers restored; the same output
-    for the same ``seed``; ``AttackResult`` consistent with the model's predictions;
-    targeted semantics (or a clear refusal); the declared ``access`` and
-    ``randomized`` capabilities true; bad input rejected.
+    Clauses (:data:`ATTACK_CLAUSES`, the name a failure reports): ``builds``;
+    ``runs``; ``labels not mutated``; ``model parameters unchanged``; ``left the
+    model in train mode``; ``input not mutated``; ``model state restored``
+    (training flags, ``requires_grad``, ``.grad``, parameter values, buffers);
+    ``shape``; ``finite output``; ``dtype and device``; ``bounds``;
+    ``epsilon-ball`` (bounded attacks, every declared norm); ``success
+    reported``; ``norms reported``; ``at least one forward pass`` (counted through
+    the model); ``access=...`` (the declared level); ``targeted semantics`` or
+    ``targeted=False``; ``deterministic under seed``; ``randomized=False``;
+    ``bad input``.
 
     Args:
         name_or_attack: a registered name, an ``Attack`` instance or an ``Attack`` subclass.
@@ -159,12 +252,16 @@ def check_attack(
 
     Returns:
         a small report: the attack's name, norms checked, success rates and costs.
+
+    Raises:
+        ConformanceError: naming the clause that broke; an error raised inside is its ``__cause__``.
     """
     params.setdefault("seed", 1234)
-
+    label = name_or_attack if isinstance(name_or_attack, str) else getattr(name_or_attack, "__name__", "attack")
     build = _builder(name_or_attack, params, create_attack)
 
-    attack = build()
+    with _clause(str(label), "builds"):
+        attack = build()
     owner = attack.name
     if model is None:
         model = tiny_model(shape[1], shape[2], num_classes)
@@ -174,24 +271,9 @@ def check_attack(
     report: dict[str, Any] = {"attack": owner, "norms": {}}
 
     for norm in attack.norms:
-        candidate = attack if norm == attack.norm else build(norm=norm)
+        with _clause(owner, "builds", f"norm={norm!r}"):
+            candidate = attack if norm == attack.norm else build(norm=norm)
         report["norms"][norm] = _check_one_run(candidate, model, x, y, None, owner)
-
-    # Same seed, same output.
-    first = attack.run(model, x, y).x_adv
-    second = build().run(model, x, y).x_adv
-    gap = (first - second).abs().max().item()
-    _check(gap <= 1e-6, owner, "deterministic under seed", f"two runs with seed={attack.seed} differ by up to {gap:.3g}")
-
-    if not attack.randomized:
-        unseeded = build(seed=None)
-        torch.manual_seed(1)
-        one = unseeded(model, x, y)
-        torch.manual_seed(2)
-        two = unseeded(model, x, y)
-        gap = (one - two).abs().max().item()
-        _check(gap <= 1e-6, owner, "randomized=False",
-               f"declared deterministic but two unseeded runs differ by up to {gap:.3g}")
 
     target = (y + 1) % num_classes
     if attack.targeted:
@@ -202,8 +284,28 @@ def check_attack(
             attack.run(model, x, y, target=target)
         except InvalidParameterError:
             pass
+        except Exception as error:
+            _fail_from(error, owner, "targeted=False", "refused target= with the wrong error")
         else:
             _fail(owner, "targeted=False", "accepted target= although it declares it cannot target")
+
+    # Same seed, same output (after the contract clauses, so that a broken one is named as itself).
+    with _clause(owner, "runs", "seeded twice"):
+        first = attack.run(model, x, y).x_adv
+        second = build().run(model, x, y).x_adv
+    gap = (first - second).abs().max().item()
+    _check(gap <= 1e-6, owner, "deterministic under seed", f"two runs with seed={attack.seed} differ by up to {gap:.3g}")
+
+    if not attack.randomized:
+        with _clause(owner, "runs", "unseeded"):
+            unseeded = build(seed=None)
+            torch.manual_seed(1)
+            one = unseeded(model, x, y)
+            torch.manual_seed(2)
+            two = unseeded(model, x, y)
+        gap = (one - two).abs().max().item()
+        _check(gap <= 1e-6, owner, "randomized=False",
+               f"declared deterministic but two unseeded runs differ by up to {gap:.3g}")
 
     bad = x.clone()
     bad[0, 0, 0, 0] = float("nan")
@@ -211,52 +313,66 @@ def check_attack(
         attack.run(model, bad, y)
     except InvalidInputError:
         pass
+    except Exception as error:
+        _fail_from(error, owner, "bad input", "a NaN image was refused with the wrong error")
     else:
         _fail(owner, "bad input", "a NaN image was accepted")
     return report
 
 
-def _check_one_run(attack: Attack, model: nn.Module, x: Tensor, y: Tensor, target: Tensor | None, owner: str) -> dict:
-    x_before = x.clone()
-    state_before = snapshot_state(model)
-    result = attack.run(model, x, y, target=target)
-    clause_suffix = f" ({attack.norm}{', targeted' if target is not None else ''})"
+def _fail_from(error: Exception, owner: str, clause: str, detail: str) -> None:
+    raise ConformanceError(owner, clause, f"{detail}: {type(error).__name__}: {error}") from error
 
-    _check(torch.equal(x, x_before), owner, "input not mutated" + clause_suffix,
-           f"x changed in place by up to {(x - x_before).abs().max().item():.3g}")
+
+def _check_one_run(attack: Attack, model: nn.Module, x: Tensor, y: Tensor, target: Tensor | None, owner: str) -> dict:
+    where = f"{attack.norm}{', targeted' if target is not None else ''}"
+    x_before, y_before = x.clone(), y.clone()
+    target_before = None if target is None else target.clone()
+    state_before = snapshot_state(model)
+    with _clause(owner, "runs", where):
+        result = attack.run(model, x, y, target=target)
+
+    _check(torch.equal(y, y_before) and (target is None or torch.equal(target, target_before)), owner,
+           "labels not mutated", "the caller's labels changed in place", where)
+    _check(torch.equal(x, x_before), owner, "input not mutated",
+           f"x changed in place by up to {(x - x_before).abs().max().item():.3g}", where)
     problems = compare_state(state_before, snapshot_state(model))
-    _check(not problems, owner, "model state restored" + clause_suffix, "; ".join(problems[:5]))
+    _check(not problems, owner, "model state restored", "; ".join(problems[:5]), where)
 
     x_adv = result.x_adv
     _check(isinstance(x_adv, Tensor) and x_adv.shape == x.shape, owner, "shape",
-           f"x_adv has shape {tuple(getattr(x_adv, 'shape', ()))}, expected {tuple(x.shape)}")
+           f"x_adv has shape {tuple(getattr(x_adv, 'shape', ()))}, expected {tuple(x.shape)}", where)
+    _check(bool(torch.isfinite(x_adv).all()), owner, "finite output", "x_adv holds NaN or infinity", where)
     _check(x_adv.dtype == x.dtype and x_adv.device == x.device, owner, "dtype and device",
-           f"x_adv is {x_adv.dtype} on {x_adv.device}, x is {x.dtype} on {x.device}")
+           f"x_adv is {x_adv.dtype} on {x_adv.device}, x is {x.dtype} on {x.device}", where)
     low, high = attack.bounds
     outside = max(low - x_adv.min().item(), x_adv.max().item() - high, 0.0)
-    _check(outside == 0.0, owner, "bounds" + clause_suffix, f"x_adv leaves {attack.bounds} by {outside:.3g}")
+    _check(outside == 0.0, owner, "bounds", f"x_adv leaves {attack.bounds} by {outside:.3g}", where)
     if attack.eps is not None:
         distance = norm_of(x_adv - x, attack.norm).max().item()
         allowed = attack.eps * (1 + 1e-5) + 1e-6
-        _check(distance <= allowed, owner, "epsilon-ball" + clause_suffix,
-               f"max ||x_adv - x||_{attack.norm} = {distance:.6g} > eps = {attack.eps:.6g} by {distance - attack.eps:.3g}")
+        _check(distance <= allowed, owner, "epsilon-ball",
+               f"max ||x_adv - x||_{attack.norm} = {distance:.6g} > eps = {attack.eps:.6g} by {distance - attack.eps:.3g}",
+               where)
 
     predictions = _predict(model, x_adv)
     expected = predictions == target if target is not None else predictions != y
     mismatched = (expected != result.success).sum().item()
-    _check(mismatched == 0, owner, "success reported" + clause_suffix,
-           f"{mismatched} samples' success disagrees with the model's predictions on x_adv")
+    _check(mismatched == 0, owner, "success reported",
+           f"{mismatched} samples' success disagrees with the model's predictions on x_adv", where)
     for norm, reported in (("l2", result.l2), ("linf", result.linf)):
         gap = (norm_of(x_adv - x, norm) - reported).abs().max().item()
-        _check(gap <= 1e-4, owner, f"{norm} reported" + clause_suffix, f"reported {norm} off by {gap:.3g}")
+        _check(gap <= 1e-4, owner, "norms reported", f"reported {norm} off by {gap:.3g}", where)
 
-    _check(result.forwards >= 1, owner, "forwards counted" + clause_suffix, "no forward pass was counted")
+    _check(result.forwards >= 1, owner, "at least one forward pass",
+           "no forward pass through the model was counted (an attack that never queries the model, or one "
+           "that calls a copy of it)", where)
     if attack.access == "gradient":
-        _check(result.backwards >= 1, owner, "access='gradient'" + clause_suffix,
-               "declared a gradient attack but made no backward pass through the model")
+        _check(result.backwards >= 1, owner, "access='gradient'",
+               "declared a gradient attack but made no backward pass through the model", where)
     else:
-        _check(result.backwards == 0, owner, f"access={attack.access!r}" + clause_suffix,
-               f"declared {attack.access}-based but made {result.backwards} backward passes")
+        _check(result.backwards == 0, owner, f"access={attack.access!r}",
+               f"declared {attack.access}-based but made {result.backwards} backward passes", where)
 
     if target is not None:
         model.eval()
@@ -265,7 +381,7 @@ def _check_one_run(attack: Attack, model: nn.Module, x: Tensor, y: Tensor, targe
             after = F.log_softmax(model(x_adv), 1).gather(1, target[:, None]).mean().item()
         model.train()
         _check(after >= before - 0.05, owner, "targeted semantics",
-               f"mean log-probability of the target fell from {before:.4f} to {after:.4f}")
+               f"mean log-probability of the target fell from {before:.4f} to {after:.4f}", where)
     return {"success_rate": result.success_rate, "forwards": result.forwards,
             "backwards": result.backwards, "seconds": result.seconds}
 
@@ -296,11 +412,21 @@ def check_defense(
         name_or_defense: a registered name, a ``Defense`` instance or subclass.
         fit_options: keyword arguments for a trainer's ``fit`` (keep them small).
         **params: constructor parameters (for names and classes).
+
+    A trainer's ``fit`` receives what the evaluation gives it: a
+    :class:`~shieldkit.data.ImageData` (the tiny batch, its labels and
+    ``num_classes`` class names), so the defence's bounds must lie inside ``[0, 1]``.
+
+    Raises:
+        ConformanceError: naming the clause (:data:`DEFENSE_CLAUSES`) that broke; an error raised
+            inside is its ``__cause__``.
     """
 
     build = _builder(name_or_defense, params, create_defense)
+    label = name_or_defense if isinstance(name_or_defense, str) else getattr(name_or_defense, "__name__", "defense")
 
-    defense = build()
+    with _clause(str(label), "builds"):
+        defense = build()
     owner = defense.name
     if model is None:
         model = tiny_model(shape[1], shape[2], num_classes)
@@ -315,11 +441,15 @@ def check_defense(
     elif isinstance(defense, DetectorDefense):
         report.update(_check_detector(defense, model, x, owner))
     elif isinstance(defense, TrainerDefense):
-        trained = defense.fit(model, (x, y), **(fit_options or {}))
+        with _clause(owner, "trainer fit"):
+            train_data = ImageData(x, y, classes=[str(k) for k in range(num_classes)], name="conformance",
+                                   split="train")
+            trained = defense.fit(model, train_data, **(fit_options or {}))
         _check(isinstance(trained, nn.Module), owner, "trainer returns a model", f"fit returned {type(trained).__name__}")
-        trained.eval()
-        with torch.no_grad():
-            out = trained(x)
+        with _clause(owner, "trained model output"):
+            trained.eval()
+            with torch.no_grad():
+                out = trained(x)
         _check(out.shape == (x.shape[0], num_classes), owner, "trained model output",
                f"logits of shape {tuple(out.shape)}, expected {(x.shape[0], num_classes)}")
     else:
@@ -329,80 +459,96 @@ def check_defense(
 
 def _check_transform(build, defense: TransformDefense, model, x, y, owner) -> None:
     x_before = x.clone()
-    out = defense(x)
+    with _clause(owner, "shape and dtype", "transform"):
+        out = defense(x)
     _check(torch.equal(x, x_before), owner, "input not mutated", "the transform changed x in place")
     _check(out.shape == x.shape and out.dtype == x.dtype, owner, "shape and dtype",
            f"got {tuple(out.shape)} {out.dtype}, expected {tuple(x.shape)} {x.dtype}")
     low, high = defense.bounds
     _check(out.min().item() >= low and out.max().item() <= high, owner, "bounds", f"output leaves {defense.bounds}")
     if defense.randomized:
-        seeded_a, seeded_b = build(seed=7)(x), build(seed=7)(x)
+        with _clause(owner, "deterministic under seed"):
+            seeded_a, seeded_b = build(seed=7)(x), build(seed=7)(x)
         gap = (seeded_a - seeded_b).abs().max().item()
         _check(gap <= 1e-6, owner, "deterministic under seed", f"two instances with seed=7 differ by {gap:.3g}")
-        unseeded = build(seed=None)
-        differs = any(not torch.equal(unseeded(x), unseeded(x)) for _ in range(3))
+        with _clause(owner, "randomized=True"):
+            unseeded = build(seed=None)
+            differs = any(not torch.equal(unseeded(x), unseeded(x)) for _ in range(3))
         _check(differs, owner, "randomized=True", "declared randomized but repeated calls give identical outputs")
     else:
-        gap = (defense(x) - out).abs().max().item()
+        with _clause(owner, "randomized=False"):
+            gap = (defense(x) - out).abs().max().item()
         _check(gap <= 1e-6, owner, "randomized=False", f"declared deterministic but repeated calls differ by {gap:.3g}")
     _check_wrapped(defense, model, x, y, owner)
 
 
 def _check_wrapped(defense, model, x, y, owner) -> None:
-    defended = defense.wrap(model)
+    with _clause(owner, "wrap"):
+        defended = defense.wrap(model)
     _check(isinstance(defended, DefendedModel), owner, "wrap", f"wrap returned {type(defended).__name__}")
-    with torch.no_grad():
+    with _clause(owner, "wrap"), torch.no_grad():
         logits = defended(x)
-    _check(logits.shape == (x.shape[0], model(x).shape[1]), owner, "wrap output", f"logits {tuple(logits.shape)}")
+        classes = model(x).shape[1]
+    _check(logits.shape == (x.shape[0], classes), owner, "wrap", f"logits {tuple(logits.shape)}, expected "
+           f"{(x.shape[0], classes)}")
     gradients = ["bpda", "surrogate"] + (["exact"] if defense.differentiable else [])
     for gradient in gradients:
-        view = defended.attack_view(gradient=gradient, eot=2 if defense.randomized else 1)
-        inputs = x.clone().requires_grad_(True)
-        loss = F.cross_entropy(view(inputs), y)
-        (grad,) = torch.autograd.grad(loss, inputs)
-        _check(bool(torch.isfinite(grad).all()), owner, f"attack_view({gradient!r}) gradient", "non-finite gradient")
-        _check(grad.abs().sum().item() > 0, owner, f"attack_view({gradient!r}) gradient", "gradient is all zero")
+        clause = "attack_view(...) gradient"
+        with _clause(owner, clause, gradient):
+            view = defended.attack_view(gradient=gradient, eot=2 if defense.randomized else 1)
+            inputs = x.clone().requires_grad_(True)
+            loss = F.cross_entropy(view(inputs), y)
+            (grad,) = torch.autograd.grad(loss, inputs)
+        _check(bool(torch.isfinite(grad).all()), owner, clause, "non-finite gradient", gradient)
+        _check(grad.abs().sum().item() > 0, owner, clause, "gradient is all zero", gradient)
     if not defense.differentiable:
         try:
             defended.attack_view(gradient="exact")
         except InvalidParameterError:
             pass
+        except Exception as error:
+            _fail_from(error, owner, "differentiable=False", "attack_view(gradient='exact') failed with the wrong error")
         else:
             _fail(owner, "differentiable=False", "attack_view(gradient='exact') was allowed")
     else:
-        inputs = x.clone().requires_grad_(True)
-        (grad,) = torch.autograd.grad(F.cross_entropy(defended(inputs), y), inputs)
+        with _clause(owner, "differentiable=True"):
+            inputs = x.clone().requires_grad_(True)
+            (grad,) = torch.autograd.grad(F.cross_entropy(defended(inputs), y), inputs)
         _check(bool(torch.isfinite(grad).all()) and grad.abs().sum().item() > 0, owner,
                "differentiable=True", "autograd through the deployed model gives no useful gradient")
-    attack = create_attack("fgsm.native", eps=0.1)
-    x_adv = attack(defended.attack_view(gradient="bpda"), x, y)
+    with _clause(owner, "attack through the view"):
+        attack = create_attack("fgsm.native", eps=0.1)
+        x_adv = attack(defended.attack_view(gradient="bpda"), x, y)
     _check(norm_of(x_adv - x, "linf").max().item() <= 0.1 + 1e-6, owner, "attack through the view",
            "FGSM through attack_view broke its budget")
 
 
 def _check_detector(defense: DetectorDefense, model, x, owner) -> dict:
-    try:
-        defense.detect(model, x)
-    except InvalidParameterError:
-        pass
-    else:
-        _fail(owner, "detect before fit", "detect() worked without fit()")
-    try:
-        defense.fit(model, x[:0], fpr=0.1)
-    except InvalidInputError:
-        pass
-    else:
-        _fail(owner, "fit on zero samples", "fit accepted an empty batch")
+    for clause, call, expected in (
+        ("detect before fit", lambda: defense.detect(model, x), InvalidParameterError),
+        ("fit on zero samples", lambda: defense.fit(model, x[:0], fpr=0.1), InvalidInputError),
+    ):
+        try:
+            call()
+        except expected:
+            continue
+        except Exception as error:
+            _fail_from(error, owner, clause, f"refused without {expected.__name__}")
+        _fail(owner, clause, "detect() worked without fit()" if clause == "detect before fit"
+              else "fit accepted an empty batch")
     x_fit = torch.cat([x, x.flip(0), x.flip(-1), x.flip(-2)])
     state_before = snapshot_state(model)
-    defense.fit(model, x_fit, fpr=0.25)
+    with _clause(owner, "threshold", "fit"):
+        defense.fit(model, x_fit, fpr=0.25)
     problems = compare_state(state_before, snapshot_state(model))
     _check(not problems, owner, "model state restored", "; ".join(problems[:5]))
     _check(defense.threshold is not None and math.isfinite(defense.threshold), owner, "threshold", "fit set no finite threshold")
-    scores = defense.score(model, x_fit)
+    with _clause(owner, "score"):
+        scores = defense.score(model, x_fit)
     _check(scores.shape == (x_fit.shape[0],) and bool(torch.isfinite(scores).all()), owner, "score",
            f"scores of shape {tuple(scores.shape)} (finite: {bool(torch.isfinite(scores).all())})")
-    flagged = defense.detect(model, x_fit)
+    with _clause(owner, "detect"):
+        flagged = defense.detect(model, x_fit)
     _check(flagged.dtype == torch.bool and flagged.shape == scores.shape, owner, "detect", "detect must return [B] bool")
     rate = flagged.float().mean().item()
     _check(rate <= 0.25 + 1.0 / x_fit.shape[0] + 1e-6, owner, "false-positive rate",
