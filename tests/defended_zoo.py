@@ -1,0 +1,329 @@
+"""A zoo of defended MNIST models written in plain PyTorch, the defence hidden inside ``forward()``.
+
+Each entry of :data:`ZOO` takes a trained base classifier (an ``nn.Module`` mapping
+``[B, 1, 28, 28]`` images in ``[0, 1]`` to logits) and returns the model a user
+would hand shieldkit: nothing about the defence is declared anywhere, so whatever
+shieldkit does with it (diagnosis, remedies, evaluation) has to find it from outside.
+:data:`EXPECTED_FLAGS` says which diagnosis checks each one should raise and the
+docstrings say why. :func:`pgd_trained_cnn` trains (once, cached on disk) a small
+Madry-style PGD-trained CNN: a genuinely robust model that should raise nothing.
+
+Randomised defences draw from torch's global RNG (so seeding torch reproduces a draw)
+and randomise with functional calls (``F.dropout(..., training=True)``), so they stay
+random in eval mode, which is the mode attacks and the diagnosis run the model in.
+
+This is a helper module for the tests (``import defended_zoo`` from ``tests/``), not a test file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+logger = logging.getLogger(__name__)
+
+
+class Defended(nn.Module):
+    """A base classifier with something in front of or behind it; ``base`` stays a submodule."""
+
+    def __init__(self, base: nn.Module):
+        super().__init__()
+        self.base = base
+
+
+class Undefended(Defended):
+    """No defence at all: the base classifier as is. Expected flags: none."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.base(x)
+
+
+class Quantize(Defended):
+    """Input rounding to ``levels`` grey levels (bit-depth reduction, Xu et al. 2018).
+
+    ``torch.round`` has a zero derivative everywhere, so the input gradient exists but is
+    exactly zero. Expected flags: ``zero_gradients``.
+    """
+
+    def __init__(self, base: nn.Module, levels: int = 4):
+        super().__init__(base)
+        self.levels = levels
+
+    def forward(self, x: Tensor) -> Tensor:
+        steps = self.levels - 1
+        return self.base(torch.round(x * steps) / steps)
+
+
+class Binarize(Defended):
+    """Input binarisation at 0.5 by a comparison (the classic MNIST "defence").
+
+    A comparison has no derivative at all: the output carries no autograd graph back to
+    the input. Expected flags: ``missing_gradients``.
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.base((x > 0.5).to(x.dtype))
+
+
+class Thermometer(Defended):
+    """Thermometer encoding (Buckman et al. 2018) with ``levels`` thresholds, decoded to one channel.
+
+    Each pixel becomes ``levels`` bits ``[x > k/levels]`` computed with ``torch.heaviside``;
+    their mean is a quantised image the base classifier reads. The output does require
+    grad, but backward raises (heaviside has no derivative). Expected flags: ``missing_gradients``.
+    """
+
+    def __init__(self, base: nn.Module, levels: int = 8):
+        super().__init__(base)
+        self.levels = levels
+
+    def forward(self, x: Tensor) -> Tensor:
+        thresholds = torch.arange(self.levels, device=x.device, dtype=x.dtype) / self.levels
+        bits = torch.heaviside(x.unsqueeze(-1) - thresholds, torch.zeros((), device=x.device, dtype=x.dtype))
+        return self.base(bits.mean(-1))
+
+
+class RandomResizePad(Defended):
+    """Random resizing and padding (Xie et al. 2018): resize to a random size in
+    ``[28, 34]``, pad at a random offset to 34, resize back to 28 for the base.
+
+    Every forward draws a new size and offset. Expected flags: ``random_forward``.
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        size = int(torch.randint(28, 35, ()).item())
+        resized = F.interpolate(x, size=(size, size), mode="nearest")
+        room = 34 - size
+        left, top = (int(v) for v in torch.randint(0, room + 1, (2,)))
+        padded = F.pad(resized, (left, room - left, top, room - top))
+        return self.base(F.interpolate(padded, size=(28, 28), mode="bilinear", align_corners=False))
+
+
+class ScaledLogits(Defended):
+    """Logits multiplied by ``scale`` (1e4): same predictions, but softmax saturates.
+
+    The top class gets probability exactly 1.0 and the cross-entropy gradient underflows
+    to exactly zero on every correctly classified sample. Expected flags:
+    ``saturated_logits``, ``zero_gradients``.
+    """
+
+    def __init__(self, base: nn.Module, scale: float = 1e4):
+        super().__init__(base)
+        self.scale = scale
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.base(x) * self.scale
+
+
+class SoftmaxOutput(Defended):
+    """The model ends in softmax: it returns probabilities instead of logits.
+
+    Cross-entropy on probabilities is nearly flat, so loss-based attacks crawl.
+    Expected flags: ``probability_outputs``.
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.softmax(self.base(x), dim=1)
+
+
+class GaussianNoise(Defended):
+    """Test-time Gaussian noise of standard deviation ``sigma`` on the input (then clipped).
+
+    Expected flags: ``random_forward``.
+    """
+
+    def __init__(self, base: nn.Module, sigma: float = 0.1):
+        super().__init__(base)
+        self.sigma = sigma
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.base((x + self.sigma * torch.randn_like(x)).clamp(0, 1))
+
+
+class ActiveDropout(Defended):
+    """Dropout left active at test time (Monte-Carlo dropout), here on the input pixels.
+
+    ``F.dropout(..., training=True)`` stays random in eval mode; the kept pixels are not
+    rescaled, so the image keeps its brightness. Expected flags: ``random_forward``.
+    """
+
+    def __init__(self, base: nn.Module, p: float = 0.2):
+        super().__init__(base)
+        self.p = p
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.base(F.dropout(x, self.p, training=True) * (1 - self.p))
+
+
+class NumpyRoundTrip(Defended):
+    """A non-differentiable NumPy preprocessing step (a 3x3 median filter computed in NumPy).
+
+    ``x.detach().cpu().numpy()`` cuts the graph: the output does not require grad.
+    Expected flags: ``missing_gradients``.
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        images = x.detach().cpu().numpy()
+        padded = np.pad(images, ((0, 0), (0, 0), (1, 1), (1, 1)), mode="edge")
+        h, w = images.shape[-2:]
+        windows = [padded[..., i:i + h, j:j + w] for i in range(3) for j in range(3)]
+        filtered = np.median(np.stack(windows), axis=0).astype(images.dtype)
+        return self.base(torch.from_numpy(filtered).to(x.device))
+
+
+class InputSeededNoise(Defended):
+    """Gaussian noise (``sigma``) seeded from a hash of each image's bytes.
+
+    Deterministic per input, so repeated forwards agree, but the slightest change of the
+    input draws entirely different noise: the output jumps under perturbations however
+    small. Expected flags: ``input_seeded_randomness``.
+    """
+
+    def __init__(self, base: nn.Module, sigma: float = 0.25):
+        super().__init__(base)
+        self.sigma = sigma
+
+    def forward(self, x: Tensor) -> Tensor:
+        noise = torch.empty_like(x)
+        for i, image in enumerate(x.detach().cpu().numpy()):
+            seed = int.from_bytes(hashlib.sha256(image.tobytes()).digest()[:8], "little")
+            generator = torch.Generator().manual_seed(seed)
+            noise[i] = torch.randn(image.shape, generator=generator).to(x.device, x.dtype)
+        return self.base((x + self.sigma * noise).clamp(0, 1))
+
+
+class ShatteredGradients(Defended):
+    """A high-frequency input transform ``x + amplitude * sin(frequency * x)``.
+
+    It moves a pixel by at most ``amplitude`` (0.02: predictions barely change) but its
+    derivative oscillates between ``1 - a*f`` and ``1 + a*f`` (-19 and 21) on a period of
+    ``2*pi/f`` (0.006): the gradient is exact and finite, and useless at any step an
+    attack takes. Expected flags: ``shattered_gradients``.
+    """
+
+    def __init__(self, base: nn.Module, amplitude: float = 0.02, frequency: float = 1000.0):
+        super().__init__(base)
+        self.amplitude = amplitude
+        self.frequency = frequency
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.base(x + self.amplitude * torch.sin(self.frequency * x))
+
+
+class NaNLogits(Defended):
+    """A buggy model: the log of its raw logits (NaN wherever a logit is negative).
+
+    Expected flags: ``nonfinite_outputs``, ``nonfinite_gradients``.
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.log(self.base(x))
+
+
+ZOO: dict[str, Callable[[nn.Module], nn.Module]] = {
+    "undefended": Undefended,
+    "quantize": Quantize,
+    "binarize": Binarize,
+    "thermometer": Thermometer,
+    "random_resize_pad": RandomResizePad,
+    "scaled_logits": ScaledLogits,
+    "softmax_output": SoftmaxOutput,
+    "gaussian_noise": GaussianNoise,
+    "active_dropout": ActiveDropout,
+    "numpy_round_trip": NumpyRoundTrip,
+    "input_seeded_noise": InputSeededNoise,
+    "shattered_gradients": ShatteredGradients,
+    "nan_logits": NaNLogits,
+}
+
+#: The diagnosis flags each zoo model should raise (reasons in the docstrings above).
+EXPECTED_FLAGS: dict[str, tuple[str, ...]] = {
+    "undefended": (),
+    "quantize": ("zero_gradients",),
+    "binarize": ("missing_gradients",),
+    "thermometer": ("missing_gradients",),
+    "random_resize_pad": ("random_forward",),
+    "scaled_logits": ("saturated_logits", "zero_gradients"),
+    "softmax_output": ("probability_outputs",),
+    "gaussian_noise": ("random_forward",),
+    "active_dropout": ("random_forward",),
+    "numpy_round_trip": ("missing_gradients",),
+    "input_seeded_noise": ("input_seeded_randomness",),
+    "shattered_gradients": ("shattered_gradients",),
+    "nan_logits": ("nonfinite_outputs", "nonfinite_gradients"),
+}
+
+
+# ------------------------------------------------------------- a robust model
+
+
+def small_cnn(width: int = 16) -> nn.Module:
+    """A narrow CNN for [B, 1, 28, 28] images in [0, 1]: conv5(w)-pool-conv5(2w)-pool-fc(64)-fc(10)."""
+    return nn.Sequential(
+        nn.Conv2d(1, width, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(width, 2 * width, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Linear(2 * width * 7 * 7, 64), nn.ReLU(), nn.Linear(64, 10),
+    )
+
+
+def _pgd(model: nn.Module, x: Tensor, y: Tensor, eps: float, steps: int) -> Tensor:
+    """L-inf PGD with a random start (Madry et al. 2018), cross-entropy, step 2.5*eps/steps."""
+    step = 2.5 * eps / steps
+    x_adv = (x + torch.empty_like(x).uniform_(-eps, eps)).clamp(0, 1)
+    for _ in range(steps):
+        x_adv.requires_grad_(True)
+        grad, = torch.autograd.grad(F.cross_entropy(model(x_adv), y), x_adv)
+        x_adv = x_adv.detach() + step * grad.sign()
+        x_adv = torch.min(torch.max(x_adv, x - eps), x + eps).clamp(0, 1)
+    return x_adv.detach()
+
+
+def pgd_trained_cnn(cache_dir: str | Path, *, eps: float = 0.3, n_train: int = 10000, epochs: int = 3,
+                    steps: int = 5, width: int = 16, seed: int = 0) -> nn.Module:
+    """A small PGD-adversarially-trained MNIST CNN (Madry et al. 2018), trained once and cached.
+
+    Trained on ``n_train`` real MNIST training images (``$SHIELDKIT_DATA``) with PGD-``steps``
+    adversarial examples at ``eps``; the training epsilon ramps up linearly over the first
+    epoch (from scratch at 0.3 a narrow CNN otherwise often stalls at chance). Saved as a
+    state dict under ``cache_dir`` keyed by every argument; later calls load it.
+    Returns the model on the CPU in eval mode. Expected diagnosis flags: none.
+    """
+    from shieldkit.data import load
+
+    path = Path(cache_dir) / f"pgd_cnn_eps{eps}_n{n_train}_e{epochs}_s{steps}_w{width}_seed{seed}.pt"
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = small_cnn(width)
+        if path.is_file():
+            model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+            return model.eval()
+        data = load("mnist", split="train").subset(n_train, seed=seed)
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+        batch_size = 100
+        batches_per_epoch = (n_train + batch_size - 1) // batch_size
+        for epoch in range(epochs):
+            order = torch.randperm(n_train)
+            for b in range(batches_per_epoch):
+                index = order[b * batch_size:(b + 1) * batch_size]
+                x, y = data.x[index], data.y[index]
+                ramp = min(1.0, (epoch * batches_per_epoch + b + 1) / batches_per_epoch)
+                model.eval()  # no BatchNorm or dropout here; eval keeps the attack honest anyway
+                x_adv = _pgd(model, x, y, eps * ramp, steps)
+                model.train()
+                loss = F.cross_entropy(model(x_adv), y)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+            logger.info("pgd_trained_cnn: epoch %d/%d, last batch loss %.3f", epoch + 1, epochs, loss.item())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_suffix(".tmp")
+    torch.save(model.state_dict(), temporary)
+    temporary.replace(path)
+    return model.eval()
