@@ -75,3 +75,24 @@ def fooled(logits: Tensor, labels: Tensor, targeted: bool) -> Tensor:
     predictions = logits.argmax(dim=1)
     return predictions == labels if targeted else predictions != labels
 
+
+
+def targeted_dlr(logits: Tensor, labels: Tensor, target: Tensor) -> Tensor:
+    """Croce and Hein's targeted DLR against the true class: ``(z_t - z_y) / (z_pi1 - (z_pi3 + z_pi4) / 2)``.
+
+    Ascended by an attacker that pulls the true class ``labels`` down towards the
+    ``target`` (APGD-T). Unlike ``dlr(..., targeted=True)``, which compares the
+    target with the best other class, it needs the true labels as well.
+
+    Reference:
+        Croce, Hein. Reliable evaluation of adversarial robustness with an ensemble of
+        diverse parameter-free attacks. ICML 2020.
+    """
+    num_classes = logits.shape[1]
+    if num_classes < 4:
+        raise InvalidInputError(f"the targeted DLR loss needs a model with at least 4 classes, got {num_classes}")
+    ordered = logits.sort(dim=1, descending=True).values
+    own = logits.gather(1, labels[:, None]).squeeze(1)
+    wanted = logits.gather(1, target[:, None]).squeeze(1)
+    scale = ordered[:, 0] - 0.5 * (ordered[:, 2] + ordered[:, 3]) + 1e-12
+    return (wanted - own) / scale
