@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
 from torch import nn
+
+from shieldkit.errors import InvalidInputError, InvalidParameterError
 
 
 class Normalize(nn.Module):
@@ -24,28 +27,42 @@ class Normalize(nn.Module):
 
     def __init__(self, mean: Sequence[float] | float, std: Sequence[float] | float):
         super().__init__()
-        mean_t = torch.as_tensor(mean, dtype=torch.float32).reshape(-1)
-        std_t = torch.as_tensor(std, dtype=torch.float32).reshape(-1)
-        if mean_t.numel() == 0 or std_t.numel() == 0:
-            raise ValueError("Normalize: mean and std must not be empty")
-        if not torch.isfinite(mean_t).all() or not torch.isfinite(std_t).all():
-            raise ValueError(f"Normalize: mean and std must be finite, got mean={mean!r}, std={std!r}")
+        mean_t = _per_channel("mean", mean)
+        std_t = _per_channel("std", std)
         if (std_t <= 0).any():
-            raise ValueError(f"Normalize: std must be positive, got std={std!r}")
+            raise InvalidParameterError(f"Normalize: std must be positive, got std={std!r}")
         if mean_t.numel() != std_t.numel() and 1 not in (mean_t.numel(), std_t.numel()):
-            raise ValueError(
-                f"Normalize: mean has {mean_t.numel()} values and std {std_t.numel()}; give one per channel"
+            raise InvalidParameterError(
+                f"Normalize: mean has {mean_t.numel()} values and std {std_t.numel()}; give one per channel "
+                "(or a single value for all)"
             )
         self.register_buffer("mean", mean_t.view(1, -1, 1, 1))
         self.register_buffer("std", std_t.view(1, -1, 1, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4:
-            raise ValueError(f"Normalize: expected images [B, C, H, W], got shape {tuple(x.shape)}")
-        channels = self.mean.shape[1]
+            raise InvalidInputError(f"Normalize: x must be images [B, C, H, W], got shape {tuple(x.shape)}")
+        channels = max(self.mean.shape[1], self.std.shape[1])
         if channels != 1 and x.shape[1] != channels:
-            raise ValueError(f"Normalize: input has {x.shape[1]} channels, mean/std have {channels}")
+            raise InvalidInputError(
+                f"Normalize: x has {x.shape[1]} channels but mean/std have {channels} (shape {tuple(x.shape)})"
+            )
         return (x - self.mean) / self.std
 
     def extra_repr(self) -> str:
         return f"mean={self.mean.flatten().tolist()}, std={self.std.flatten().tolist()}"
+
+
+def _per_channel(name: str, values: Sequence[float] | float) -> torch.Tensor:
+    """``values`` as a flat float32 tensor of finite numbers, or a one-line error naming ``name``."""
+    flat = [values] if isinstance(values, (int, float)) else values
+    try:
+        numbers = [float(v) for v in (flat.flatten().tolist() if isinstance(flat, torch.Tensor) else flat)]
+    except (TypeError, ValueError):
+        raise InvalidParameterError(f"Normalize: {name} must be a number or one number per channel, "
+                                    f"got {name}={values!r}") from None
+    if not numbers:
+        raise InvalidParameterError(f"Normalize: {name} is empty; give one value per channel, got {name}={values!r}")
+    if not all(math.isfinite(v) for v in numbers):
+        raise InvalidParameterError(f"Normalize: {name} must be finite, got {name}={values!r}")
+    return torch.tensor(numbers, dtype=torch.float32)

@@ -15,6 +15,9 @@ from torch import Tensor, nn
 from shieldkit.errors import InvalidInputError, InvalidModelError, InvalidParameterError
 
 BOUNDS_TOLERANCE = 1e-6
+#: Channel counts of grey, RGB and RGBA images: a batch whose last dimension is one of these while the
+#: two before it are larger is channels-last ``[B, H, W, C]`` (an image 1, 3 or 4 pixels wide is not one).
+IMAGE_CHANNELS = (1, 3, 4)
 
 
 def rounding_tolerance(dtype: torch.dtype, bounds: tuple[float, float]) -> float:
@@ -51,6 +54,12 @@ def check_images(x: object, bounds: tuple[float, float], name: str = "x") -> Ten
         raise InvalidInputError(f"{name} must have shape [B, C, H, W] (4 dimensions), got shape {tuple(x.shape)}")
     if x.shape[0] == 0:
         raise InvalidInputError(f"{name} is an empty batch (shape {tuple(x.shape)})")
+    if x.shape[3] in IMAGE_CHANNELS and min(x.shape[1], x.shape[2]) > max(IMAGE_CHANNELS):
+        # Caught here because the model would fail on it with a torch error that names neither x nor the layout.
+        raise InvalidInputError(
+            f"{name} looks channels-last (NHWC, shape {tuple(x.shape)}); images must be [B, C, H, W]: "
+            f"pass {name}.permute(0, 3, 1, 2)"
+        )
     # One pass over the batch: NaN propagates into the extrema, and so does inf.
     found_low, found_high = (value.item() for value in torch.aminmax(x.detach()))
     if not (math.isfinite(found_low) and math.isfinite(found_high)):
