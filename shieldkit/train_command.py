@@ -9,7 +9,8 @@ Under ``torchrun`` every process joins the process group (nccl on CUDA, gloo
 otherwise), the trainer's loop wraps the network in DistributedDataParallel and
 draws each rank's samples with a DistributedSampler; ``--batch-size`` is per
 process. Rank 0 alone writes the checkpoints (``out/checkpoints``, one per
-epoch), ``out/model.pt`` (the whole module: ``shieldkit evaluate --model
+epoch), ``out/model.pt`` (the state dict and the spec that rebuilds the
+network, read with ``weights_only=True``: ``shieldkit evaluate --model
 out/model.pt``) and ``out/train.json``. ``--resume`` continues from the last
 checkpoint. Bad input fails before any compute with exit status 2.
 """
@@ -37,8 +38,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--defense", required=True, metavar="DEFENSE",
                         help="a trainer defence with parameters, e.g. adversarial_training:attack=pgd:eps=0.3")
     parser.add_argument("--model", default="mnist_cnn",
-                        help="a registered model name (fresh weights, seeded) or a file saved with torch.save(model) "
-                             "to fine-tune (default mnist_cnn)")
+                        help="a registered model name (fresh weights, seeded), a model file to fine-tune (torch.export "
+                             ".pt2, TorchScript, an earlier model.pt) or a factory pkg.module:build (default mnist_cnn)")
+    parser.add_argument("--weights", metavar="FILE", help="a state dict for the --model factory")
+    parser.add_argument("--trust-pickle", action="store_true",
+                        help="allow a --model file pickled whole with torch.save(model) (runs any code it holds)")
     parser.add_argument("--data", default="mnist", help="a dataset name (default mnist); its train split is used")
     parser.add_argument("--train-samples", type=int, metavar="N", help="train on a seeded subset of N samples")
     parser.add_argument("--epochs", type=int, default=1)
@@ -61,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
         out = _out_dir(args.out)
         with distributed.rank_zero_first():
             train_data, test_data = _data(args)
-        model = _model(args.model, train_data, args.seed)
+        model, spec = _model(args, train_data)
     except SETUP_ERRORS as error:
         return usage_error("train", error)
     if distributed.active() and not _uses_shared_loop(defense):
@@ -76,10 +80,11 @@ def run(args: argparse.Namespace) -> int:
     seconds = time.perf_counter() - started
     if distributed.is_main():
         from shieldkit.models import accuracy
+        from shieldkit.models.files import save_model
 
         fitted = fitted.cpu().eval()
         test_accuracy = accuracy(fitted, test_data.x, test_data.y)
-        _save(fitted, out / "model.pt")
+        save_model(fitted, out / "model.pt", spec)
         record = {"defense": defense.name, "params": defense.get_params(), "fit": options, "model": args.model,
                   "data": args.data, "train_samples": len(train_data), "world_size": distributed.world_size(),
                   "global_batch_size": args.batch_size * distributed.world_size(), "seconds": seconds,
@@ -129,27 +134,35 @@ def _data(args: argparse.Namespace):
     return train, load(args.data, split="test")
 
 
-def _model(spec: str, data: Any, seed: int):
-    """A saved module, or a registered model built for the data's shape with seeded initial weights."""
+def _model(args: argparse.Namespace, data: Any) -> tuple[Any, dict[str, Any]]:
+    """The starting model and the spec that rebuilds its network (saved with the trained weights): a
+    model file, a factory with optional weights, or a registered model built for the data's shape with
+    seeded initial weights."""
     import torch
 
-    from shieldkit.models.files import load_model_file, looks_like_model_file
+    from shieldkit.models.files import (
+        build_with_weights,
+        is_factory,
+        load_model_file,
+        looks_like_file,
+    )
     from shieldkit.registry import create_model, model_info
 
-    if looks_like_model_file(spec):
-        return load_model_file(spec)
+    spec = args.model
+    weights = getattr(args, "weights", None)
+    if weights is not None and not is_factory(spec):
+        raise ValueError("--weights: a state dict needs the factory that builds its network: "
+                         "--model pkg.module:build --weights FILE")
+    if looks_like_file(spec):
+        model = load_model_file(spec, trust_pickle=getattr(args, "trust_pickle", False))
+        return model, {"base": str(Path(spec).resolve())}
+    if is_factory(spec):
+        return build_with_weights(spec, weights), {"factory": spec, "kwargs": {}}
     params = model_info(spec)["params"]
     channels, height, width = data.shape
     sized = {"in_channels": channels, "num_classes": data.num_classes, "input_size": height,
              "in_features": channels * height * width}
+    chosen = {k: v for k, v in sized.items() if k in params}
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)  # the same initial weights on every rank (DDP broadcasts rank 0's anyway)
-        return create_model(spec, **{k: v for k, v in sized.items() if k in params})
-
-
-def _save(model, path: Path) -> None:
-    import torch
-
-    temporary = path.with_name(path.name + ".tmp")
-    torch.save(model, temporary)
-    os.replace(temporary, path)
+        torch.manual_seed(args.seed)  # the same initial weights on every rank (DDP broadcasts rank 0's anyway)
+        return create_model(spec, **chosen), {"name": spec, "params": chosen}

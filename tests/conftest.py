@@ -42,13 +42,14 @@ def digits():
 @pytest.fixture(scope="session")
 def digits_mlp(digits, tmp_path_factory):
     """A small MLP trained on the 1,437 digits training images (about 95% test accuracy, seconds to train);
-    ``saved_path`` is the whole module saved with ``torch.save``."""
+    ``saved_path`` is the model saved as a ``torch.export`` program (a safe format: loading runs no code)."""
     from shieldkit.models import fit_classifier, mlp
 
     torch.manual_seed(0)
     model = fit_classifier(mlp(hidden=(64,)), digits[1], epochs=8, seed=0).eval()
-    path = tmp_path_factory.mktemp("model") / "mlp.pt"
-    torch.save(model, path)
+    path = tmp_path_factory.mktemp("model") / "mlp.pt2"
+    batch = torch.export.Dim("batch")
+    torch.export.save(torch.export.export(model, (digits[0].x[:2],), dynamic_shapes=({0: batch},)), path)
     model.saved_path = str(path)
     return model
 
@@ -56,7 +57,8 @@ def digits_mlp(digits, tmp_path_factory):
 @pytest.fixture(scope="session")
 def noisy_cnn(tmp_path_factory):
     """A narrow CNN trained under N(0, 0.25^2) input noise (``noise_training``) on 3,000 seeded real MNIST
-    training images for 2 epochs: the base model randomised smoothing needs. ``saved_path`` as above."""
+    training images for 2 epochs: the base model randomised smoothing needs. ``saved_path`` as above
+    (a ``torch.export`` program)."""
     from shieldkit.data import load
     from shieldkit.defenses import NoiseTraining
     from shieldkit.models import mnist_cnn
@@ -66,7 +68,8 @@ def noisy_cnn(tmp_path_factory):
         torch.manual_seed(0)
         model = mnist_cnn(width=8)
     model = NoiseTraining(sigma=0.25).fit(model, train, epochs=2, batch_size=64, seed=0).eval()
-    path = tmp_path_factory.mktemp("noisy") / "noisy_cnn.pt"
-    torch.save(model, path)
+    path = tmp_path_factory.mktemp("noisy") / "noisy_cnn.pt2"
+    batch = torch.export.Dim("batch")
+    torch.export.save(torch.export.export(model, (train.x[:2],), dynamic_shapes=({0: batch},)), path)
     model.saved_path = str(path)
     return model

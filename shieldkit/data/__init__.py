@@ -13,6 +13,7 @@ from shieldkit.data.folder import image_folder
 from shieldkit.data.idx import DatasetNotFoundError, data_root
 from shieldkit.data.imagedata import ImageData
 from shieldkit.data.mnist import FASHION_MNIST_CLASSES, MNIST_CLASSES, fashion_mnist, mnist
+from shieldkit.data.tensors import tensor_file
 
 __all__ = [
     "DATASETS",
@@ -26,10 +27,11 @@ __all__ = [
     "image_folder",
     "load",
     "mnist",
+    "tensor_file",
 ]
 
 #: The built-in dataset loaders, registered by the native plugin under their function names.
-DATASETS = (digits, mnist, fashion_mnist, image_folder)
+DATASETS = (digits, mnist, fashion_mnist, image_folder, tensor_file)
 
 
 def load(

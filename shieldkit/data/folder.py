@@ -21,8 +21,8 @@ def image_folder(
     split: str = "test",
     root: str | os.PathLike | None = None,
     *,
-    size: int = 28,
-    channels: int = 1,
+    size: int | None = 28,
+    channels: int | None = 1,
 ) -> ImageData:
     """Your own images: a folder with one sub-folder of pictures per class.
 
@@ -35,8 +35,9 @@ def image_folder(
     Args:
         split: which sub-folder to read (``"train"``, ``"test"``, ...), if present.
         root: the folder; required.
-        size: every image is resized (bilinear) to ``size x size``.
-        channels: 1 (grayscale) or 3 (RGB).
+        size: every image is resized (bilinear) to ``size x size``; ``None``: the images' own
+            size (they must all have the same).
+        channels: 1 (grayscale) or 3 (RGB); ``None``: 3 if any image is in colour, else 1.
 
     Returns:
         ``ImageData`` named after the folder.
@@ -48,10 +49,10 @@ def image_folder(
         raise ValueError(
             "image_folder: root is required (the folder holding one sub-folder per class)"
         )
-    if channels not in (1, 3):
-        raise ValueError(f"image_folder: channels must be 1 or 3, got {channels!r}")
-    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-        raise ValueError(f"image_folder: size must be an int >= 1, got {size!r}")
+    if channels not in (1, 3, None):
+        raise ValueError(f"image_folder: channels must be 1, 3 or None, got {channels!r}")
+    if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
+        raise ValueError(f"image_folder: size must be an int >= 1 or None, got {size!r}")
     try:
         from PIL import Image
     except ImportError as error:
@@ -78,13 +79,33 @@ def image_folder(
             f"image_folder: no images ({', '.join(IMAGE_SUFFIXES)}) in class sub-folders of {str(base)!r}"
         )
 
+    if channels is None or size is None:
+        channels, size = _inferred(files, channels, size, Image)
     mode = "L" if channels == 1 else "RGB"
     images = []
     for path, _ in files:
         with Image.open(path) as image:
-            image = image.convert(mode).resize((size, size), Image.BILINEAR)
+            image = image.convert(mode)
+            if image.size != (size, size):
+                image = image.resize((size, size), Image.BILINEAR)
             pixels = torch.frombuffer(bytearray(image.tobytes()), dtype=torch.uint8)
         images.append(pixels.view(size, size, channels).permute(2, 0, 1))
     x = torch.stack(images).to(torch.float32).div_(255.0)
     y = torch.tensor([label for _, label in files], dtype=torch.int64)
     return ImageData(x, y, classes=classes, name=Path(root).expanduser().name, split=split)
+
+
+def _inferred(files: list, channels: int | None, size: int | None, image_module) -> tuple[int, int]:
+    """Channels and size read from the images' headers (no pixels are decoded)."""
+    colour, sizes = False, set()
+    for path, _ in files:
+        with image_module.open(path) as image:
+            colour = colour or image.mode not in ("1", "L", "LA", "I", "I;16", "F")
+            sizes.add(image.size)
+    if size is None:
+        if len(sizes) != 1 or len({s for pair in sizes for s in pair}) != 1:
+            shown = ", ".join(f"{w}x{h}" for w, h in sorted(sizes)[:4])
+            raise ValueError(f"image_folder: the images are not all square and of one size ({shown}); "
+                             "pass size= to resize them")
+        size = next(iter(sizes))[0]
+    return (channels or (3 if colour else 1)), size

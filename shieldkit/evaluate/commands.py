@@ -2,8 +2,10 @@
 
 With no arguments it runs the demo (:mod:`shieldkit.evaluate.demo`) on the bundled
 digits data. Otherwise it reads ``--config run.toml`` and lets flags override it.
-Every check on the input (names, norms, epsilons, data files, the output folder)
-runs before any compute; a failure prints one line and exits with status 2.
+Every check on the input (names, norms, epsilons, model and data files, the
+output folder) runs before any compute; a failure prints one line and exits with
+status 2. A failure during the run (a full disk, a file that vanished) prints one
+line and exits with status 1; the rows already written are kept for ``--resume``.
 Under ``torchrun`` every process joins the process group, rank 0 prepares (and
 caches) the model first, the ranks share the chunks and rank 0 writes the run
 (see docs/distributed.md).
@@ -13,10 +15,18 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from shieldkit.errors import EXIT_OK, SETUP_ERRORS, usage_error
+from shieldkit.errors import (
+    EXIT_FAILURE,
+    EXIT_OK,
+    SETUP_ERRORS,
+    InvalidParameterError,
+    UnknownNameError,
+    usage_error,
+)
 
 if TYPE_CHECKING:
     from shieldkit.evaluate.suite import Setup
@@ -33,8 +43,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                           "runs the demo suite on the bundled digits data.")
     parser.add_argument("--config", metavar="TOML", help="run configuration (flags given as well override it)")
     parser.add_argument("--model", help="a registered model name (trained once on the data's train split and "
-                                        "cached) or a file saved with torch.save(model)")
-    parser.add_argument("--data", help="a dataset name (digits, mnist, fashion-mnist, ...)")
+                                        "cached), a model file (torch.export .pt2, TorchScript, shieldkit train's "
+                                        "model.pt) or a factory pkg.module:build with --weights")
+    parser.add_argument("--weights", metavar="FILE", help="a state dict (torch.save(model.state_dict(), FILE)) "
+                                                         "for the --model factory")
+    parser.add_argument("--trust-pickle", action="store_true",
+                        help="allow a --model file pickled whole with torch.save(model): unpickling runs any code "
+                             "the file holds, so only for files you trust")
+    parser.add_argument("--normalize", metavar="MEAN:STD",
+                        help="put Normalize(mean, std) in front of your model, per channel, e.g. "
+                             "0.49,0.48,0.45:0.25,0.24,0.26 (attacks stay in pixel space)")
+    parser.add_argument("--data", help="a dataset name (digits, mnist, fashion-mnist, ...), an image folder "
+                                       "(one sub-folder per class) or a .npz/.pt file of x and y")
     parser.add_argument("--split", help="the data split to evaluate on (default: test)")
     parser.add_argument("--attacks", nargs="+", metavar="ATTACK",
                         help="attack names, comma- or space-separated; parameters as pgd:steps=20:random_start=false")
@@ -58,6 +78,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Run ``shieldkit evaluate``; returns the exit status."""
     from shieldkit import distributed
+    from shieldkit.defenses.training import progress_log
+    from shieldkit.evaluate.results import DiskFullError
     from shieldkit.evaluate.runner import Runner
 
     distributed.init_from_env()  # under torchrun: join the process group (nothing otherwise)
@@ -70,11 +92,25 @@ def run(args: argparse.Namespace) -> int:
                         resume=args.resume, suite=setup.suite)
     except SETUP_ERRORS as error:
         return usage_error("evaluate", error)
-    report = runner.run()
+    try:
+        with progress_log(args.quiet):
+            report = runner.run()
+    except DiskFullError as error:
+        return run_failure("evaluate", error)
+    except (InvalidParameterError, UnknownNameError) as error:  # the folder's lock, a resume of another run
+        return usage_error("evaluate", error)
+    except OSError as error:  # during the run, not a path the user named (those were checked up front)
+        return run_failure("evaluate", error)
     if distributed.is_main():
         print(report.table())
         print(f"\nreport: {report.html_path}  (also report.md, summary.json, results.jsonl in {report.out_dir})")
     return EXIT_OK
+
+
+def run_failure(command: str, error: BaseException) -> int:
+    """Print a failure during the run as one line; returns exit status 1."""
+    print(f"shieldkit {command}: error: {error}", file=sys.stderr)
+    return EXIT_FAILURE
 
 
 def is_demo(args: argparse.Namespace) -> bool:
@@ -102,14 +138,25 @@ def prepare(args: argparse.Namespace) -> Setup:
     data_spec = dict(config.data) or {"name": "digits"}
     model_spec = dict(config.model) or {"name": "mnist_cnn"}
     _check_model_spec(model_spec)
+    if "name" in model_spec and "path" in data_spec:
+        raise InvalidParameterError(f"--model {model_spec['name']}: a registered model is trained on a registered "
+                                    "dataset; with your own --data give your own model (a file, or a factory with "
+                                    "--weights)")
     data, train_data = load_data(data_spec, need_train=any(d.kind in ("trainer", "detector") for d in suite.defenses))
     model = load_model(model_spec, data_spec, quiet=args.quiet)
     return Setup(config, model, data, train_data, suite)
 
 
 def _apply_flags(config, args: argparse.Namespace, demo: bool) -> None:
-    from shieldkit.evaluate.config import check_scalars, parse_eps, parse_spec, split_list
-    from shieldkit.models.files import looks_like_model_file
+    from shieldkit.evaluate.config import (
+        check_scalars,
+        data_spec,
+        model_spec,
+        parse_eps,
+        parse_normalize,
+        parse_spec,
+        split_list,
+    )
     from shieldkit.threat import check_norm
 
     if args.attacks:
@@ -125,9 +172,17 @@ def _apply_flags(config, args: argparse.Namespace, demo: bool) -> None:
         if value is not None:
             setattr(config, key, value)
     if args.model:
-        config.model = {"path": args.model} if looks_like_model_file(args.model) else {"name": args.model}
+        config.model = model_spec(args.model)
+    if getattr(args, "weights", None):
+        config.model = {**config.model, "weights": args.weights}
+    if getattr(args, "trust_pickle", False):
+        config.model = {**config.model, "trust_pickle": True}
+    if getattr(args, "normalize", None):
+        config.model = {**config.model, "normalize": parse_normalize(args.normalize, "--normalize")}
     if args.data:
-        config.data = {**config.data, "name": args.data}
+        given = data_spec(args.data)
+        # a file replaces the table's dataset and its options; a name keeps the options (root, ...)
+        config.data = {**({} if "path" in given else config.data), **given}
     if args.split:
         config.data = {**config.data, "split": args.split}
     if args.full_grid:
@@ -139,22 +194,60 @@ def _apply_flags(config, args: argparse.Namespace, demo: bool) -> None:
     check_scalars(config)
 
 
+_MODEL_KEYS = {"name", "path", "factory", "weights", "kwargs", "trust_pickle", "normalize",
+               "epochs", "n_train", "seed", "cache_dir"}
+
+
 def _check_model_spec(spec: dict[str, Any]) -> None:
+    """The model's table, its files and its factory, before any data is read or model trained."""
+    from shieldkit.models.files import file_format, load_factory
     from shieldkit.registry import get_registry
 
-    if "path" in spec:
-        if not Path(spec["path"]).is_file():
-            raise FileNotFoundError(f"--model: no such file {spec['path']!r}")
-    elif "name" in spec:
+    unknown = sorted(set(spec) - _MODEL_KEYS)
+    if unknown:
+        raise InvalidParameterError(f"model: unknown key{'s' if len(unknown) > 1 else ''} "
+                                    f"{', '.join(map(repr, unknown))}; valid keys: {', '.join(sorted(_MODEL_KEYS))}")
+    sources = [key for key in ("name", "path", "factory") if key in spec]
+    if len(sources) != 1:
+        raise InvalidParameterError(f"model: give one of 'name' (a registered model), 'path' (a model file) or "
+                                    f"'factory' (pkg.module:build with weights), got {spec}")
+    if "weights" in spec and "factory" not in spec:
+        raise InvalidParameterError("--weights: a state dict needs the factory that builds its network: "
+                                    "--model pkg.module:build --weights FILE")
+    if "kwargs" in spec and not isinstance(spec["kwargs"], dict):
+        raise InvalidParameterError(f"model.kwargs: expected a table of the factory's arguments, got {spec['kwargs']!r}")
+    if "name" in spec:
+        if "normalize" in spec:
+            raise InvalidParameterError("--normalize: registered models are trained on pixels in [0, 1] (any "
+                                        "normalisation is inside them); it is for your own model file or factory")
         get_registry().resolve("model", spec["name"])  # unknown names fail here, with suggestions
+    elif "path" in spec:
+        path = Path(spec["path"])
+        if not path.is_file():
+            raise FileNotFoundError(f"--model: no such file {spec['path']!r}")
+        if file_format(path) == "pickle" and not spec.get("trust_pickle", False):
+            from shieldkit.models.files import load_model_file
+
+            load_model_file(path, trust_pickle=False)  # raises the refusal, naming the safe formats
     else:
-        raise ValueError(f"model: give 'name' (a registered model) or 'path' (a saved module), got {spec}")
+        load_factory(spec["factory"], "--model")
+        if "weights" in spec and not Path(spec["weights"]).is_file():
+            raise FileNotFoundError(f"--weights: no such file {spec['weights']!r}")
 
 
 def load_data(spec: dict[str, Any], need_train: bool):
     """The evaluation split (and the train split when something must be fitted)."""
     from shieldkit.data import load
 
+    spec = dict(spec)
+    if "path" in spec:  # your own data: a folder of class sub-folders, or a tensor file
+        path = Path(spec.pop("path")).expanduser()
+        if not path.exists():
+            raise FileNotFoundError(f"--data: no such file or folder {str(path)!r}")
+        if path.is_dir():
+            spec = {"name": "image_folder", "size": None, "channels": None, **spec, "root": str(path)}
+        else:
+            spec = {"name": "tensor_file", **spec, "path": str(path)}
     options = {k: v for k, v in spec.items() if k not in ("name", "split")}
     name = spec.get("name", "digits")
     data = load(name, split=spec.get("split", "test"), **options)
@@ -163,13 +256,24 @@ def load_data(spec: dict[str, Any], need_train: bool):
 
 
 def load_model(spec: dict[str, Any], data_spec: dict[str, Any], quiet: bool = True):
-    """A saved module, or a registered model trained on the data's train split (cached)."""
-    from shieldkit.models.files import load_model_file
+    """A model file, a factory with its weights, or a registered model trained on the data's train split
+    (cached); with ``normalize``, ``Normalize(mean, std)`` in front."""
+    from shieldkit.models.files import build_with_weights, load_model_file
 
     if "path" in spec:
-        return load_model_file(spec["path"])
-    from shieldkit.models.cache import pretrained
+        model = load_model_file(spec["path"], trust_pickle=bool(spec.get("trust_pickle", False)))
+    elif "factory" in spec:
+        model = build_with_weights(spec["factory"], spec.get("weights"), spec.get("kwargs"))
+    else:
+        from shieldkit.models.cache import pretrained
 
-    options = {k: spec[k] for k in ("epochs", "n_train", "seed", "cache_dir") if k in spec}
-    return pretrained(spec["name"], data=data_spec.get("name", "digits"), quiet=quiet, root=data_spec.get("root"),
-                      **options)
+        options = {k: spec[k] for k in ("epochs", "n_train", "seed", "cache_dir") if k in spec}
+        return pretrained(spec["name"], data=data_spec.get("name", "digits"), quiet=quiet,
+                          root=data_spec.get("root"), **options)
+    if "normalize" in spec:
+        from torch import nn
+
+        from shieldkit.layers import Normalize
+
+        model = nn.Sequential(Normalize(spec["normalize"]["mean"], spec["normalize"]["std"]), model).eval()
+    return model

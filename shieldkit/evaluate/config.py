@@ -16,11 +16,17 @@ TOML layout (every key optional; the defaults are the demo's)::
     [model]
     name = "mnist_cnn"        # a registered model, trained once and cached ...
     epochs = 1
-    # path = "model.pt"       # ... or a saved nn.Module
+    # path = "model.pt2"      # ... or a model file (torch.export, TorchScript, shieldkit train's model.pt) ...
+    # factory = "pkg.module:build"   # ... or a factory with a state dict
+    # weights = "weights.pt"
+    # kwargs = { width = 16 }        # the factory's arguments
+    # normalize = { mean = [0.49, 0.48, 0.45], std = [0.25, 0.24, 0.26] }  # put Normalize in front
+    # trust_pickle = true     # allow a pickled whole module (runs any code the file holds)
 
     [data]
-    name = "mnist"
+    name = "mnist"            # a registered dataset ...
     split = "test"
+    # path = "images.npz"     # ... or a .npz/.pt tensor file or an image folder (docs/evaluate.md)
 
     [[attacks]]
     name = "pgd"
@@ -113,6 +119,7 @@ class EvalConfig:
         record["attacks"] = [_spec_record(s, "attacks") for s in self.attacks]
         record["defenses"] = [_spec_record(s, "defenses") for s in self.defenses]
         record["bounds"] = list(self.bounds)
+        record["model"].pop("trust_pickle", None)  # how a file may be read, not what it holds
         return _jsonable(record)
 
 
@@ -268,10 +275,13 @@ def config_from_mapping(mapping: dict[str, Any], base: EvalConfig | None = None)
             config.norm = check_norm(value, owner="config")
         elif key in ("model", "data"):
             if isinstance(value, str):
-                value = {"path": value} if _looks_like_path(value) else {"name": value}
+                value = model_spec(value) if key == "model" else data_spec(value)
             if not isinstance(value, dict):
                 raise InvalidParameterError(f"{key}: expected a table or a name, got {value!r}")
-            setattr(config, key, dict(value))
+            value = dict(value)
+            if key == "model" and "normalize" in value:
+                value["normalize"] = parse_normalize(value["normalize"], "model.normalize")
+            setattr(config, key, value)
         elif key == "bounds":
             config.bounds = tuple(float(b) for b in value)  # type: ignore[assignment]
         else:
@@ -302,8 +312,47 @@ def check_scalars(config: EvalConfig) -> None:
         raise InvalidParameterError(f"out must be a folder path, got {config.out!r}")
 
 
-def _looks_like_path(value: str) -> bool:
-    return os.sep in value or value.endswith((".pt", ".pth", ".ts"))
+def model_spec(value: str) -> dict[str, Any]:
+    """A ``--model`` argument as the ``[model]`` table: a file, a factory (``pkg.module:build``) or a name."""
+    from shieldkit.models.files import is_factory, looks_like_file
+
+    if looks_like_file(value):
+        return {"path": value}
+    return {"factory": value} if is_factory(value) else {"name": value}
+
+
+def data_spec(value: str) -> dict[str, Any]:
+    """A ``--data`` argument as the ``[data]`` table: an image folder, a tensor file or a dataset name."""
+    from shieldkit.models.files import looks_like_file
+
+    return {"path": value} if looks_like_file(value) else {"name": value}
+
+
+def parse_normalize(value: Any, what: str = "--normalize") -> dict[str, list[float]]:
+    """``"m1,m2,m3:s1,s2,s3"`` (or a ``{mean, std}`` table) -> ``{"mean": [...], "std": [...]}``, checked."""
+    if isinstance(value, str):
+        mean_text, sep, std_text = value.partition(":")
+        if not sep:
+            raise InvalidParameterError(f"{what}: expected MEAN:STD, e.g. 0.49,0.48,0.45:0.25,0.24,0.26, "
+                                        f"got {value!r}")
+        value = {"mean": split_list(mean_text), "std": split_list(std_text)}
+    if not isinstance(value, dict) or set(value) != {"mean", "std"}:
+        raise InvalidParameterError(f"{what}: expected a table with mean and std, got {value!r}")
+    parsed = {}
+    for part in ("mean", "std"):
+        numbers = value[part] if isinstance(value[part], list) else [value[part]]
+        try:
+            parsed[part] = [float(v) for v in numbers]
+        except (TypeError, ValueError):
+            raise InvalidParameterError(f"{what}: {part} must be numbers, got {value[part]!r}") from None
+        if not parsed[part] or not all(math.isfinite(v) for v in parsed[part]):
+            raise InvalidParameterError(f"{what}: {part} must be finite numbers, got {value[part]!r}")
+    if any(v <= 0 for v in parsed["std"]):
+        raise InvalidParameterError(f"{what}: std must be positive, got {parsed['std']}")
+    if len(parsed["mean"]) != len(parsed["std"]) and 1 not in (len(parsed["mean"]), len(parsed["std"])):
+        raise InvalidParameterError(f"{what}: {len(parsed['mean'])} means but {len(parsed['std'])} stds; "
+                                    "give one of each per channel")
+    return parsed
 
 
 def digest(value: Any) -> str:

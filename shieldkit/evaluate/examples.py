@@ -15,6 +15,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from shieldkit.models.files import save_atomically
+
 FOLDER = "examples"
 
 
@@ -24,9 +26,7 @@ def save_examples(out_dir: Path, key: str, indices: list[int], x_adv: Tensor, pr
     folder = Path(out_dir) / FOLDER
     folder.mkdir(exist_ok=True)
     record = {"indices": list(indices), "x_adv": x_adv.detach().cpu().clone(), "pred": list(predictions)}
-    temporary = folder / (name + ".tmp")
-    torch.save(record, temporary)
-    os.replace(temporary, folder / name)
+    save_atomically(record, folder / name)  # a full disk is an OSError here, not torch's zip-writer error
     return name
 
 

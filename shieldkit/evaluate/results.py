@@ -11,6 +11,7 @@ hash; a resume with another format or configuration is refused.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -24,7 +25,7 @@ from typing import Any
 
 import torch
 
-from shieldkit.errors import InvalidParameterError
+from shieldkit.errors import InvalidParameterError, ShieldkitError
 from shieldkit.evaluate.records import RESULTS_FORMAT, Row, row_from_json, to_json
 
 logger = logging.getLogger(__name__)
@@ -35,6 +36,25 @@ ENVIRONMENT = "environment.json"
 LOCK = ".shieldkit.lock"
 #: What a fresh run clears from an old output folder (caches of fitted defences are kept).
 RUN_OUTPUTS = (RESULTS, "summary.json", "report.md", "report.html", "examples", "plots")
+
+
+class DiskFullError(ShieldkitError, OSError):
+    """The disk filled up during a run: the message names the folder, says the completed rows are kept
+    and that ``--resume`` continues."""
+
+    def __init__(self, out_dir: Path, rows_kept: int):
+        self.out_dir, self.rows_kept = Path(out_dir), rows_kept
+        super().__init__(errno.ENOSPC, f"no space left on device writing to {str(self.out_dir)!r}: the {rows_kept} "
+                                       f"completed rows are kept in {RESULTS}; free some space and run again with "
+                                       "--resume to continue")
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+def is_disk_full(error: BaseException) -> bool:
+    """Whether ``error`` is the operating system saying the disk (or the user's quota) is full."""
+    return isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT)
 
 
 def check_writable(out_dir: str | os.PathLike) -> Path:
@@ -188,18 +208,25 @@ class ResultsStore:
         key = row.key
         if key in self.rows:
             return self.rows[key]
-        self._handle.write(row_line(row))
-        self._handle.flush()
-        os.fsync(self._handle.fileno())
+        self._write(row_line(row))
         self.rows[key] = row
         return row
+
+    def _write(self, line: str) -> None:
+        """Append one line durably; a failed write leaves at most a partial last line, which a resume drops."""
+        self._handle.write(line)
+        self._handle.flush()
+        os.fsync(self._handle.fileno())
 
     def __iter__(self) -> Iterator[Row]:
         return iter(self.rows.values())
 
     def close(self) -> None:
         if not self._handle.closed:
-            self._handle.close()
+            try:
+                self._handle.close()
+            except OSError as error:  # the buffered part of a failed write: a resume drops that partial line
+                logger.debug("closing %s: %s", self.path, error)
 
 
 def row_line(row: Row) -> str:

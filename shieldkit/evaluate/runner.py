@@ -35,6 +35,7 @@ from torch import Tensor, nn
 from shieldkit import distributed
 from shieldkit.data.imagedata import ImageData
 from shieldkit.defense import DetectorDefense, TrainerDefense
+from shieldkit.defenses.training import Progress
 from shieldkit.errors import InvalidInputError, InvalidModelError, InvalidParameterError
 from shieldkit.evaluate import masking
 from shieldkit.evaluate.adaptive import DefensePlan, plan_defense
@@ -42,10 +43,12 @@ from shieldkit.evaluate.config import EvalConfig, check_eps, check_scalars, dige
 from shieldkit.evaluate.examples import save_examples
 from shieldkit.evaluate.records import AttackRow, CertificateRow, CleanRow, LargeEpsRow, to_json
 from shieldkit.evaluate.results import (
+    DiskFullError,
     ResultsStore,
     RunLock,
     check_writable,
     environment_record,
+    is_disk_full,
     write_json,
 )
 from shieldkit.evaluate.suite import (
@@ -59,6 +62,7 @@ from shieldkit.evaluate.suite import (
     strongest_white_box,
 )
 from shieldkit.guard import ModelStateGuard
+from shieldkit.models.files import load_state_dict_file, save_model
 from shieldkit.threat import largest_distance
 from shieldkit.validation import check_logits, model_device
 
@@ -205,21 +209,27 @@ class Runner:
 
         identity = self.identity()
         config_hash = digest(identity)
+        self.store = None
         with RunLock(self.out_dir):  # before anything in the folder is read, cleared or written
-            self.store = ResultsStore(self.out_dir, identity, config_hash, resume=self.resume)
-            write_json(self.out_dir / "environment.json", environment_record(self.config.seed, self.device))
-            if self.store.resumed:
-                logger.info("resuming %s: %d units already done", self.out_dir, self.store.resumed)
             try:
-                with ModelStateGuard(self.model):
-                    self.plans = [self._prepare(entry) for entry in self.defenses]
-                    for plan in self.plans:
-                        self._evaluate_defense(plan)
-            finally:
-                self.store.close()
-            summary = summarize(list(self.store), self, config_hash)
-            write_json(self.out_dir / "summary.json", to_json(summary))
-            write_reports(self.out_dir, summary, self.data, quiet=self.quiet)
+                self.store = ResultsStore(self.out_dir, identity, config_hash, resume=self.resume)
+                write_json(self.out_dir / "environment.json", environment_record(self.config.seed, self.device))
+                if self.store.resumed:
+                    logger.info("resuming %s: %d units already done", self.out_dir, self.store.resumed)
+                try:
+                    with ModelStateGuard(self.model):
+                        self.plans = [self._prepare(entry) for entry in self.defenses]
+                        for plan in self.plans:
+                            self._evaluate_defense(plan)
+                finally:
+                    self.store.close()
+                summary = summarize(list(self.store), self, config_hash)
+                write_json(self.out_dir / "summary.json", to_json(summary))
+                write_reports(self.out_dir, summary, self.data, quiet=self.quiet)
+            except OSError as error:
+                if is_disk_full(error):  # one line for the user, not torch's or json's traceback
+                    raise DiskFullError(self.out_dir, len(self.store.rows) if self.store else 0) from error
+                raise
         return Report(self.out_dir, summary)
 
     def _prepare(self, entry: DefenseEntry) -> DefensePlan:
@@ -242,11 +252,14 @@ class Runner:
                       "train": tensor_digest(self.train_data.x[:2000], self.train_data.y[:2000])})
         cache = self.out_dir / "cache" / f"{entry.label.replace('/', '_')}-{key}.pt"
         if cache.is_file():
+            # The fitted weights only (read with weights_only=True); the network is the evaluated model's,
+            # whose digest is in the file's name.
             try:
-                fitted = torch.load(cache, map_location=self.device, weights_only=False)
+                fitted = copy.deepcopy(self.model)
+                fitted.load_state_dict(load_state_dict_file(cache, "cache"))
                 logger.info("loaded the fitted %s model from %s", entry.label, cache)
                 return fitted.eval()
-            except Exception as error:  # noqa: BLE001 - a broken cache is refitted
+            except Exception as error:  # noqa: BLE001 - a broken or foreign cache is refitted
                 logger.warning("ignoring unreadable cache %s: %s", cache, error)
         logger.info("fitting %s on %d training samples", entry.label, len(self.train_data))
         student = copy.deepcopy(self.model)
@@ -264,24 +277,22 @@ class Runner:
             fitted = defense.fit(student, self.train_data, **options)
         fitted.eval()
         cache.parent.mkdir(parents=True, exist_ok=True)
-        temporary = cache.with_name(cache.name + ".tmp")
-        torch.save(fitted, temporary)
-        os.replace(temporary, cache)
+        save_model(fitted, cache, {"base": "the evaluated model", "model_digest": model_digest(self.model)})
         return fitted
 
     # ------------------------------------------------------ one defence
 
     def _evaluate_defense(self, plan: DefensePlan) -> None:
-        from tqdm.auto import tqdm
-
         total = len(self.config.eps) * len(self.chunks) * len(self.white + self.black + self._adaptive_entries(plan))
-        with tqdm(total=total, desc=f"{plan.label}", unit="unit", disable=self.quiet, leave=False) as bar:
+        with Progress(total, plan.label, quiet=self.quiet) as bar:  # a bar on a terminal, else a line per chunk
             self.bar = bar
             for eps in self.config.eps:
                 for start, end in self.chunks:
                     self._chunk(plan, eps, start, end)
+                    bar.group_done(f"eps={eps:g}, samples {start}-{end}")
             if self.config.checks:
                 self._checks(plan)
+                bar.group_done("masking checks")
 
     def _clean(self, plan: DefensePlan, start: int, end: int) -> CleanRow:
         key = f"clean|{plan.label}|{start}"
