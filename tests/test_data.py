@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import shutil
 from pathlib import Path
 
@@ -149,6 +150,81 @@ def test_digits_validates_arguments():
         digits("val")
     with pytest.raises(ValueError, match="size"):
         digits(size=0)
+
+
+def _digits_from_scikit_learn(split: str, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The reference: the split and resize written out from scikit-learn's own loader (what digits() did before
+    the data shipped inside shieldkit)."""
+    load_digits = pytest.importorskip("sklearn.datasets").load_digits
+    bunch = load_digits()
+    x = torch.tensor(bunch.images, dtype=torch.float32).unsqueeze(1) / 16
+    y = torch.tensor(bunch.target, dtype=torch.int64)
+    order = torch.randperm(1797, generator=torch.Generator().manual_seed(0))
+    part = order[:1437] if split == "train" else order[1437:]
+    x, y = x[part], y[part]
+    if size != 8:
+        x = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", align_corners=False).clamp(0, 1)
+    return x, y
+
+
+@pytest.mark.parametrize("split", ["train", "test"])
+@pytest.mark.parametrize("size", [8, 28])
+def test_packaged_digits_equal_scikit_learns_bit_for_bit(split, size):
+    expected_x, expected_y = _digits_from_scikit_learn(split, size)
+    data = digits(split, size=size)
+    assert data.x.dtype == expected_x.dtype and data.y.dtype == expected_y.dtype
+    assert torch.equal(data.x, expected_x) and torch.equal(data.y, expected_y)
+
+
+def test_packaged_digits_file_holds_plain_arrays_and_is_what_the_generator_writes(tmp_path):
+    import numpy as np
+
+    from shieldkit.data import _make_digits
+
+    packaged = Path(_make_digits.__file__).with_name("digits.npz")
+    # allow_pickle=False: loading fails on any object array, so the file cannot carry code.
+    with np.load(packaged, allow_pickle=False) as archive:
+        stored = {name: archive[name] for name in archive.files}
+    assert sorted(stored) == ["images", "labels"]
+    assert stored["images"].dtype == np.uint8 and stored["images"].shape == (1797, 8, 8)
+    assert stored["labels"].dtype == np.uint8 and stored["labels"].shape == (1797,)
+    assert packaged.stat().st_size < 120_000
+    pytest.importorskip("sklearn")
+    fresh = _make_digits.digits_arrays()
+    for name, array in fresh.items():
+        assert np.array_equal(stored[name], array), name
+    # The generator is reproducible: two writes of the same data give the same bytes.
+    _make_digits.write_npz(tmp_path / "a.npz", fresh)
+    _make_digits.write_npz(tmp_path / "b.npz", fresh)
+    assert (tmp_path / "a.npz").read_bytes() == (tmp_path / "b.npz").read_bytes()
+
+
+def test_digits_load_without_scikit_learn(monkeypatch):
+    import sys
+
+    digits_module = importlib.import_module("shieldkit.data.digits")  # the package exports the function by that name
+    monkeypatch.setitem(sys.modules, "sklearn", None)  # any import of scikit-learn now raises ImportError
+    digits_module._native_digits.cache_clear()
+    try:
+        data = digits("test", size=8)
+    finally:
+        digits_module._native_digits.cache_clear()
+    assert len(data) == 360 and data.x.max().item() == 1.0
+
+
+def test_a_damaged_packaged_file_is_a_one_line_error_saying_to_reinstall(monkeypatch):
+    from shieldkit.errors import ShieldkitError
+
+    digits_module = importlib.import_module("shieldkit.data.digits")
+
+    monkeypatch.setattr(digits_module, "_DATA_FILE", "no-such-digits.npz")
+    digits_module._native_digits.cache_clear()
+    try:
+        with pytest.raises(ShieldkitError, match="no-such-digits.npz.*reinstall shieldkit") as caught:
+            digits("test")
+    finally:
+        digits_module._native_digits.cache_clear()
+    assert "\n" not in str(caught.value)
 
 
 # -- image_folder ------------------------------------------------------------------
