@@ -66,6 +66,15 @@ def _cmd_list(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _shown(value: object) -> str:
+    """A default as a reader compares it: pixel fractions as ``8/255 (0.0314)``, the rest as repr."""
+    if isinstance(value, float) and 0 < value < 1:
+        levels = value * 255
+        if abs(levels - round(levels)) < 1e-9:
+            return f"{round(levels)}/255 ({value:.4f})"
+    return repr(value)
+
+
 def _cmd_info(args: argparse.Namespace) -> int:
     errors = []
     for kind in ("attack", "defense", "model", "dataset"):
@@ -76,14 +85,16 @@ def _cmd_info(args: argparse.Namespace) -> int:
             continue
         if args.json:
             print(json.dumps(record, indent=2))
-        else:
-            for key, value in record.items():
-                if key == "params":
-                    print("params:")
-                    for param, default in value.items():
-                        print(f"  {param} = {default!r}")
-                else:
-                    print(f"{key}: {value}")
+            return EXIT_OK
+        effective, rules = record.pop("effective_params"), record.pop("param_rules")
+        for key, value in record.items():
+            if key != "params":
+                print(f"{key}: {value}")
+                continue
+            print("params (effective defaults):")
+            for param in value:
+                rule = rules.get(param)
+                print(f"  {param} = {_shown(effective.get(param))}" + (f"  ({rule})" if rule else ""))
         return EXIT_OK
     raise errors[0]
 
@@ -107,10 +118,31 @@ def _cmd_plugins(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+class _CommandParser(argparse.ArgumentParser):
+    """A subcommand's parser; with ``intermixed`` set, options may come before, between or after positionals.
+
+    argparse matches consecutive positionals in one go: in ``list attacks --source
+    probe 'sign*'`` the optional pattern is consumed (as absent) with ``attacks``,
+    and ``'sign*'`` is then left over. Intermixed parsing reads the options first.
+    """
+
+    intermixed = False
+    _parsing = False
+
+    def parse_known_args(self, args=None, namespace=None):
+        if not self.intermixed or self._parsing:
+            return super().parse_known_args(args, namespace)
+        self._parsing = True  # parse_known_intermixed_args calls parse_known_args itself
+        try:
+            return self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._parsing = False
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="shieldkit", description="Adversarial attacks and defences for PyTorch image classifiers.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_CommandParser)
     commands.required = True
 
     listing = commands.add_parser("list", help="List registered attacks, defences, models or datasets")
@@ -121,11 +153,13 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("--kind", dest="defense_kind", help="defences only: transform, postprocess, detector or trainer")
     listing.add_argument("--json", action="store_true", help="machine-readable output")
     listing.set_defaults(handler=_cmd_list)
+    listing.intermixed = True
 
     info = commands.add_parser("info", help="Describe one attack, defence, model or dataset")
     info.add_argument("name")
     info.add_argument("--json", action="store_true")
     info.set_defaults(handler=_cmd_info)
+    info.intermixed = True
 
     plugins = commands.add_parser("plugins", help="List plugins: status, distribution, version, errors")
     plugins.add_argument("--json", action="store_true")

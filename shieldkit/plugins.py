@@ -87,8 +87,10 @@ class PluginManager:
         self.pm.add_hookspecs(hookspecs)
         self.plugins: dict[str, PluginInfo] = {}
         self.strict = _env_flag("SHIELDKIT_STRICT_PLUGINS")
+        _trace_to_stderr(_env_flag("SHIELDKIT_TRACE_PLUGINS"))
         if _env_flag("SHIELDKIT_TRACE_PLUGINS"):
-            self._enable_tracing()
+            self.pm.trace.root.setwriter(lambda message: logger.debug("%s", message.rstrip()))
+            self.pm.enable_tracing()
 
     # ----------------------------------------------------------------- loading
 
@@ -210,13 +212,42 @@ class PluginManager:
                 self._fail(info, f"hook {hook} raised {type(error).__name__}: {error}")
             logger.debug("plugin %s: %s took %.1f ms", info.name, hook, 1e3 * (time.perf_counter() - started))
 
-    def _enable_tracing(self) -> None:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("shieldkit.plugins: %(message)s"))
-        logger.addHandler(handler)
+
+class _TraceHandler(logging.StreamHandler):
+    """Writes trace lines to whatever ``sys.stderr`` is at the time (as logging's last resort does)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
+def _trace_to_stderr(enabled: bool) -> None:
+    """Turn the plugin trace on stderr on or off for the process.
+
+    One handler, however many managers a process makes (a reset registry makes a
+    new one), and no propagation while it is on: a handler on the root logger (the
+    CLI's ``logging.basicConfig``) would print every line a second time.
+    """
+    handlers = [h for h in logger.handlers if isinstance(h, _TraceHandler)]
+    if enabled:
+        if not handlers:
+            handler = _TraceHandler()
+            handler.setFormatter(logging.Formatter("shieldkit.plugins: %(message)s"))
+            logger.addHandler(handler)
         logger.setLevel(logging.DEBUG)
-        self.pm.trace.root.setwriter(lambda message: logger.debug("%s", message.rstrip()))
-        self.pm.enable_tracing()
+        logger.propagate = False
+    elif handlers:
+        for handler in handlers:
+            logger.removeHandler(handler)
+        logger.setLevel(logging.NOTSET)
+        logger.propagate = True
 
 
 def _entry_points() -> list:

@@ -235,6 +235,11 @@ class Registry:
             record.update(defense_kind=obj.kind, differentiable=obj.differentiable, randomized=obj.randomized)
         params = component_params(obj) if kind in ("attack", "defense") else (_callable_params(obj) or {})
         record["params"] = {k: jsonable(v) for k, v in params.items()}
+        # What an instance uses when a parameter is not given (eps = DEFAULT_EPS[norm], step_size = eps / 4),
+        # next to the signature's defaults above, and how each None default is resolved, where the class says.
+        defaults = obj.effective_params() if kind in ("attack", "defense") else {}
+        record["effective_params"] = {k: jsonable(d.effective) for k, d in defaults.items()} or dict(record["params"])
+        record["param_rules"] = {k: d.rule for k, d in defaults.items() if d.rule}
         return record
 
 
