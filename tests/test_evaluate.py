@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
@@ -433,3 +434,92 @@ def test_demo_report_renders_in_headless_chromium(demo_run, tmp_path):
         server.shutdown()
     assert problems == []
     assert screenshot.stat().st_size > 20_000  # a blank page compresses to a few kB
+
+
+# ------------------------------------------------------------ failures during the run, progress
+
+
+def _small_run(model_path: str, out: Path) -> list[str]:
+    return ["evaluate", "--model", model_path, "--data", "digits", "--attacks", "fgsm", "pgd:steps=3",
+            "--eps", "0.1,0.2", "--n", "40", "--batch-size", "20", "--out", str(out), "--quiet"]
+
+
+def test_a_full_disk_is_one_line_exit_1_and_resume_gives_the_uninterrupted_result(digits_mlp, tmp_path, capsys,
+                                                                                    monkeypatch):
+    import errno
+
+    from shieldkit.evaluate.results import ResultsStore
+
+    assert main(_small_run(digits_mlp.saved_path, tmp_path / "reference")) == 0
+    expected = stable(read_rows(tmp_path / "reference"))
+    kept = 5
+    written = []
+    original = ResultsStore._write
+
+    def fills_up(store, line):
+        if len(written) == kept:  # half a line reaches the disk, then the device is full
+            store._handle.write(line[: len(line) // 2])
+            store._handle.flush()
+            raise OSError(errno.ENOSPC, "No space left on device")
+        written.append(line)
+        original(store, line)
+
+    monkeypatch.setattr(ResultsStore, "_write", fills_up)
+    capsys.readouterr()
+    run = tmp_path / "run"
+    assert main(_small_run(digits_mlp.saved_path, run)) == 1
+    err = capsys.readouterr().err
+    assert err.strip().count("\n") == 0, err
+    assert "no space left on device" in err and repr(str(run)) in err
+    assert f"the {kept} completed rows are kept" in err and "--resume" in err
+    assert len(read_rows(run)) == kept
+
+    monkeypatch.setattr(ResultsStore, "_write", original)
+    assert main([*_small_run(digits_mlp.saved_path, run), "--resume"]) == 0
+    rows = read_rows(run)
+    assert len(rows) == len({row["key"] for row in rows}) == len(expected)
+    assert stable(rows) == expected
+
+
+def test_a_file_missing_during_the_run_is_exit_1_not_bad_input(digits_mlp, tmp_path, capsys, monkeypatch):
+    import shieldkit.evaluate.report as report
+
+    def vanished(*args, **kwargs):
+        raise FileNotFoundError(2, "No such file or directory", str(tmp_path / "run" / "plots" / "robustness.png"))
+
+    monkeypatch.setattr(report, "write_reports", vanished)
+    capsys.readouterr()
+    assert main(_small_run(digits_mlp.saved_path, tmp_path / "run")) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("shieldkit evaluate: error:") and err.strip().count("\n") == 0 and "robustness.png" in err
+    capsys.readouterr()
+    assert main(_small_run(str(tmp_path / "no-such-model.pt2"), tmp_path / "other")) == 2  # named by the user
+
+
+class _Stderr(io.StringIO):
+    """A stand-in for sys.stderr that is (or is not) a terminal."""
+
+    def __init__(self, terminal: bool):
+        super().__init__()
+        self.terminal = terminal
+
+    def isatty(self) -> bool:
+        return self.terminal
+
+
+@pytest.mark.parametrize("terminal", [True, False])
+def test_progress_bars_draw_only_on_a_terminal(terminal, digits_mlp, tmp_path, monkeypatch):
+    stream = _Stderr(terminal)
+    monkeypatch.setattr(sys, "stderr", stream)
+    argv = [a for a in _small_run(digits_mlp.saved_path, tmp_path / "run") if a != "--quiet"]
+    assert main(argv) == 0
+    text = stream.getvalue()
+    lines = [line for line in text.splitlines() if "done (" in line]
+    if terminal:
+        assert "\r" in text and "unit" in text and not lines  # tqdm's bar, redrawn in place
+    else:
+        assert "\r" not in text
+        # One line per epsilon and sample range (2 x 2), then one for the masking checks; the last counts all.
+        assert len(lines) == 5, text
+        assert lines[0].endswith("none: eps=0.1, samples 0-20 done (2/8 units)")
+        assert "masking checks done (8/8 units)" in lines[-1]
