@@ -152,7 +152,7 @@ class Attack(Component):
         if "eps" in params and params["eps"].default is None:
             if cls.bounded:
                 others = "; ".join(f"{other}: {DEFAULT_EPS[other]:g}" for other in cls.norms[1:])
-                rule = "DEFAULT_EPS[norm]" + (f" ({others})" if others else "")
+                rule = "DEFAULT_EPS[norm]" + (f"; {others}" if others else "")
                 params["eps"] = replace(params["eps"], effective=DEFAULT_EPS[norm], rule=rule)
             else:
                 params["eps"] = replace(params["eps"], rule="no budget (minimal perturbation); when given, "

@@ -90,7 +90,7 @@ def test_info_shows_the_effective_eps_of_a_bounded_attack(capsys):
     assert code == 0
     lines = {line.split(" = ")[0].strip(): line for line in out.splitlines() if " = " in line}
     # 8/255 and 0.5 are torchattacks' and the literature's defaults, which shieldkit's DEFAULT_EPS follows.
-    assert lines["eps"].strip() == f"eps = 8/255 ({8 / 255:.4f})  (DEFAULT_EPS[norm] (l2: 0.5))"
+    assert lines["eps"].strip() == f"eps = 8/255 ({8 / 255:.4f})  (DEFAULT_EPS[norm]; l2: 0.5)"
     assert lines["norm"].strip() == "norm = 'linf'  (the first of linf, l2)"
     assert lines["seed"].strip() == "seed = None"
 
