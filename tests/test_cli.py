@@ -39,7 +39,7 @@ def test_list_with_no_match(capsys):
 
 def test_info(capsys):
     code, out, _ = run(capsys, "info", "fgsm")
-    assert code == 0 and "name: fgsm.native" in out and "eps = None" in out
+    assert code == 0 and "name: fgsm.native" in out and "eps = 8/255 (0.0314)" in out  # the effective default
     code, out, _ = run(capsys, "info", "mnist", "--json")
     assert code == 0 and json.loads(out)["kind"] == "dataset"
 

@@ -85,7 +85,7 @@ def is_factory(value: str) -> bool:
 
 
 def file_format(path: str | os.PathLike) -> str:
-    """What the file holds, from its content: ``"export"``, ``"torchscript"``, ``"shieldkit"`` (a
+    """What the file holds, from its content: ``"export"``, ``"torchscript"``, ``"shieldkit_model"`` (a
     state dict with its spec), ``"state_dict"``, ``"pickle"`` (code: a whole pickled module or other
     object) or ``"unknown"``. Nothing in the file is executed to find out."""
     path = Path(path)
@@ -106,7 +106,7 @@ def file_format(path: str | os.PathLike) -> str:
     except Exception:  # noqa: BLE001 - the restricted unpickler refused: it holds code or objects
         return "pickle"
     if isinstance(content, Mapping) and content.get("format") == SHIELDKIT_MODEL_FORMAT:
-        return "shieldkit"
+        return "shieldkit_model"
     if isinstance(content, Mapping) and content and all(isinstance(v, torch.Tensor) for v in content.values()):
         return "state_dict"
     return "unknown"
@@ -138,7 +138,7 @@ def load_model_file(path: str | os.PathLike, what: str = "--model", *, trust_pic
             model: nn.Module = ExportedModel(torch.export.load(str(path)))
         elif kind == "torchscript":
             model = ScriptedModel(torch.jit.load(str(path), map_location="cpu"))
-        elif kind == "shieldkit":
+        elif kind == "shieldkit_model":
             model = build_from_spec(torch.load(path, map_location="cpu", weights_only=True), what,
                                     trust_pickle=trust_pickle)
         elif kind == "pickle":
