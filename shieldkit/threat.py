@@ -163,6 +163,29 @@ class ThreatModel:
             gaps = (x_adv - x).abs_()
         return x_adv, gaps.amax().item() <= eps
 
+    def cast_inside(self, x_adv: Tensor, x: Tensor) -> Tensor:
+        """``x_adv``, computed in a wider dtype than ``x``'s (a library run in float32 on a half-precision
+        model), in ``x``'s dtype without leaving the L-inf ball, measured exactly.
+
+        Rounding to nearest moves each coordinate by up to half an ulp of ``x``'s dtype
+        (2e-3 in bfloat16 at 1.0), which carries a pixel at the edge of the ball out of
+        it: 0.1002 for eps 0.1. The attack contract compares distances in the dtype,
+        where ``x_adv - x`` rounds too and hides that; here the gap is measured in the
+        wide dtype (the difference of two float16 or bfloat16 numbers in [0, 1] is exact
+        in float32) and a coordinate outside is moved one ulp back towards ``x``.
+        Other norms, and unbounded threat models, are only rounded.
+        """
+        rounded = x_adv.to(x.dtype)
+        if self.eps is None or self.norm != "linf" or x_adv.dtype == x.dtype:
+            return rounded
+        wide = x.to(x_adv.dtype)
+        for _ in range(2):  # one ulp back suffices for a point that was inside before rounding
+            outside = (rounded.to(x_adv.dtype) - wide).abs_() > self.eps
+            if not bool(outside.any()):
+                break
+            rounded = torch.where(outside, torch.nextafter(rounded, x), rounded)
+        return rounded
+
     def eps_in(self, dtype: torch.dtype) -> float:
         """``eps`` rounded to ``dtype``: what a comparison of ``dtype`` tensors with ``eps`` compares against."""
         return torch.tensor(self.eps, dtype=dtype).item()

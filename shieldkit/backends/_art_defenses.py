@@ -153,7 +153,7 @@ class _ArtEstimatedGradient(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: Tensor):  # type: ignore[override]
         (x,) = ctx.saved_tensors
-        estimate = ctx.defense.art_object().estimate_gradient(to_numpy(x), to_numpy(grad))
+        estimate = ctx.defense.art_object().estimate_gradient(to_numpy(x.float()), to_numpy(grad.float()))  # no bfloat16 in NumPy
         return from_numpy(estimate, grad), None
 
 
@@ -177,7 +177,7 @@ class ArtTransform(_ArtDefenseMixin, TransformDefense):
 
     def _transform(self, x: Tensor) -> Tensor:
         with library_rng(_seed_from(self)):
-            out, _ = self.art_object()(to_numpy(x))
+            out, _ = self.art_object()(to_numpy(x.float()))  # NumPy has no bfloat16
         return from_numpy(out, x)
 
     def surrogate(self, x: Tensor) -> Tensor:

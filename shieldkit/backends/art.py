@@ -151,6 +151,11 @@ class _ModelRef(nn.Module):
 
     ART calls ``train()``/``eval()`` and ``zero_grad()`` on this module, never on the
     user's model; counting hooks on the model still see every forward pass.
+
+    ART feeds float32 (NumPy has no bfloat16, and ART's own arrays are float32): each
+    input is rounded to the model's ``dtype`` and a half-precision model's outputs
+    come back in float32, so ART computes its losses and steps in float32 while the
+    model computes exactly as on half-precision images.
     """
 
     def __init__(self, model: nn.Module, *, dtype: torch.dtype, probabilities: bool, layout: str,
@@ -159,8 +164,8 @@ class _ModelRef(nn.Module):
         self.__dict__["_model"] = weakref.ref(model)
         self.dtype, self.probabilities, self.layout, self.grey = dtype, probabilities, layout, grey
         self.image_shape = image_shape
-        # Some ART attacks read the device from ``next(model.parameters())``: an empty one says where.
-        self.device_marker = nn.Parameter(torch.empty(0, device=model_device(model), dtype=dtype),
+        # Some ART attacks read the device (and dtype) from ``next(model.parameters())``: an empty one says where.
+        self.device_marker = nn.Parameter(torch.empty(0, device=model_device(model), dtype=_art_dtype(dtype)),
                                           requires_grad=False)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -174,8 +179,17 @@ class _ModelRef(nn.Module):
             x = x.reshape(-1, *self.image_shape)
         if self.grey:
             x = x.mean(dim=1, keepdim=True)
-        logits = model(x)
+        logits = model(x).to(_art_dtype(self.dtype))
         return logits.softmax(dim=1) if self.probabilities else logits
+
+
+#: Dtypes ART does not compute in (NumPy has no bfloat16; float16 losses underflow): it gets float32.
+LOW_PRECISION = (torch.float16, torch.bfloat16)
+
+
+def _art_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype ART's side of the estimator computes in for a model computing in ``dtype``."""
+    return torch.float32 if dtype in LOW_PRECISION else dtype
 
 
 _ESTIMATORS: weakref.WeakKeyDictionary[nn.Module, dict[tuple, Any]] = weakref.WeakKeyDictionary()
@@ -332,7 +346,7 @@ class ArtAttack(BackendAttack):
             inputs = inputs.permute(0, 2, 3, 1)
         elif layout == "flat":
             inputs = inputs.reshape(x.shape[0], -1)
-        x_np = np.ascontiguousarray(to_numpy(inputs))
+        x_np = np.ascontiguousarray(to_numpy(inputs.float()))  # NumPy has no bfloat16
         labels = (target if target is not None else y).cpu().numpy()
         y_np = labels if options.index_labels else np.eye(num_classes, dtype=np.float32)[labels]
 
@@ -352,12 +366,16 @@ class ArtAttack(BackendAttack):
             if options.patch:
                 x_adv = attack.apply_patch(x_np, scale=self.scale)
 
-        x_adv = from_numpy(x_adv, x)
+        low_precision = x.dtype in LOW_PRECISION
+        x_adv = from_numpy(x_adv, x.float() if low_precision else x)
         if layout == "nhwc":
             x_adv = x_adv.permute(0, 3, 1, 2)
         if grey:
             x_adv = x_adv.mean(dim=1, keepdim=True)
-        return x_adv.reshape(x.shape)  # the base class projects it onto the threat model
+        x_adv = x_adv.reshape(x.shape)
+        if low_precision:  # ART's float32 result, rounded to the input's dtype inside the ball
+            return self.threat.cast_inside(x_adv, x)
+        return x_adv  # the base class projects it onto the threat model
 
     def _art_kwargs(self, estimator: Any, x: Tensor, target: Tensor | None, accepted: Mapping) -> dict[str, Any]:
         """The ART constructor's keywords: the translated parameters plus what the run determines."""

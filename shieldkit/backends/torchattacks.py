@@ -26,6 +26,7 @@ import logging
 from dataclasses import dataclass
 from functools import partial
 
+import torch
 from torch import Tensor, nn
 
 from shieldkit.backends import (
@@ -92,6 +93,31 @@ class _GreyAsRGB(nn.Module):
         return self.model(z.mean(dim=1, keepdim=True))
 
 
+#: Dtypes torchattacks cannot compute in (its attacks make float32 tensors: steps, noise, kernels), run
+#: through :class:`_Float32View`.
+LOW_PRECISION = (torch.float16, torch.bfloat16)
+
+
+class _Float32View(nn.Module):
+    """A half-precision model seen through float32 tensors: ``model(z.to(dtype)).float()``.
+
+    torchattacks builds float32 tensors of its own (random starts, kernels, Adam
+    state, constants) and mixes them with the input, which fails on a float16 or
+    bfloat16 model or overflows in float16 (CW's ``atanh``, SPSA's estimates). Through
+    this view the library computes in float32 while the model computes exactly as it
+    does on half-precision images: each input is rounded to the model's dtype first,
+    so the library's result, rounded to that dtype by the attack contract, is an
+    input the library itself evaluated. Gradients flow back through both casts.
+    """
+
+    def __init__(self, model: nn.Module, dtype: torch.dtype):
+        super().__init__()
+        self.model, self.dtype = model, dtype
+
+    def forward(self, z: Tensor) -> Tensor:
+        return self.model(z.to(self.dtype)).float()
+
+
 class TorchattacksAttack(BackendAttack):
     """An attack run by torchattacks (the generated classes below subclass this)."""
 
@@ -104,6 +130,8 @@ class TorchattacksAttack(BackendAttack):
         low, high = self.bounds
         scale = high - low
         net, z = model, x
+        if x.dtype in LOW_PRECISION:
+            net, z = _Float32View(net, x.dtype), x.float()
         if (low, high) != (0.0, 1.0):
             net, z = _UnitBox(net, low, scale), (x - low) / scale
         grey = self._grey(x)
@@ -141,6 +169,8 @@ class TorchattacksAttack(BackendAttack):
         if grey:
             z_adv = z_adv.mean(dim=1, keepdim=True)
         x_adv = low + scale * z_adv if (low, high) != (0.0, 1.0) else z_adv
+        if x.dtype in LOW_PRECISION:  # float32 from the library: rounded to the input's dtype inside the ball
+            return self.threat.cast_inside(x_adv.detach(), x)
         return x_adv.detach()  # the base class projects it onto the threat model
 
 
