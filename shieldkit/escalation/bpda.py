@@ -7,7 +7,8 @@ soft.detach())`` is ``hard`` to the bit):
 1. **Operations** (a :class:`~torch.overrides.TorchFunctionMode`): rounding-like
    functions whose derivative is zero (``round``, ``floor``, ``ceil``, ``trunc``,
    ``fix``, ``sign``) pass the gradient straight through (the identity); comparisons
-   (``>``, ``>=``, ``<``, ``<=``), whose result is a boolean with no gradient, get
+   (``>``, ``>=``, ``<``, ``<=``), whose result is a boolean with no gradient, and step
+   functions (``heaviside``, whose derivative is not implemented) get
    a sigmoid relaxation whose temperature is fitted to the spread of the compared
    difference, carried through ``cat``/``stack``/reshapes of the booleans and
    delivered where they are cast to floats, multiplied or used in ``where``; a float
@@ -44,6 +45,8 @@ from shieldkit.validation import check_choice, check_number
 
 PREPROCESSING = ("auto", "identity", "keep")
 STRAIGHT_THROUGH = frozenset({"round", "floor", "ceil", "trunc", "fix", "sign", "sgn"})
+#: Step functions of a float (their derivative is zero or not implemented): relaxed like a comparison with 0.
+STEPS = frozenset({"heaviside"})
 GREATER = frozenset({"gt", "ge", "greater", "greater_equal", "__gt__", "__ge__"})
 LESS = frozenset({"lt", "le", "less", "less_equal", "__lt__", "__le__"})
 #: The sigmoid's temperature, as a share of the standard deviation of the compared difference.
@@ -85,6 +88,10 @@ class _Relaxation(TorchFunctionMode):
         if name in STRAIGHT_THROUGH and _differentiable(first) and out.shape == first.shape:
             self.found.add(f"{name}: straight-through")
             return first + (out - first).detach()
+        if name in STEPS and _differentiable(first) and out.shape == first.shape:
+            soft = torch.sigmoid(first / self._temperature(first))
+            self.found.add(f"{name}: sigmoid relaxation")
+            return out.detach() + (soft - soft.detach())
         if (name in GREATER or name in LESS) and out.dtype == torch.bool and len(args) >= 2:
             return self._compare(name, args[0], args[1], out)
         companions = self._companions(args, kwargs)
@@ -100,13 +107,15 @@ class _Relaxation(TorchFunctionMode):
         if not (_differentiable(a) or _differentiable(b)):
             return out
         difference = a - b if name in GREATER else b - a
+        self.soft[id(out)] = (out, torch.sigmoid(difference / self._temperature(difference)))
+        self.found.add(f"{name}: sigmoid relaxation")
+        return out
+
+    def _temperature(self, difference: Tensor) -> float:
         # The step's width follows the spread of what is compared, so the relaxation is
         # in the units of that difference (pixels, activations) without being told them.
         spread = difference.detach().float().std() if difference.numel() > 1 else difference.detach().abs()
-        temperature = self.temperature * float(spread.clamp_min(1e-6))
-        self.soft[id(out)] = (out, torch.sigmoid(difference / temperature))
-        self.found.add(f"{name}: sigmoid relaxation")
-        return out
+        return self.temperature * float(spread.clamp_min(1e-6))
 
     def _companions(self, args, kwargs) -> bool:
         found = False

@@ -180,9 +180,10 @@ def plan_remedies(
     if shattered:
         add("bpda_identity", shattered, lambda m, x: BPDAView(averaged(m), preprocessing="identity"), random_note)
     if seeded:
+        # autograd through the noisy copies needs a gradient: BPDA under it where one is cut
         add("jitter_smoothing", seeded,
-            lambda m, x: SmoothedView(outputs(m), sigma=sigma, samples=max(2, smoothing_samples // 4),
-                                      estimator="autograd"))
+            lambda m, x: SmoothedView(BPDAView(outputs(m)) if cut else outputs(m), sigma=sigma,
+                                      samples=max(2, smoothing_samples // 4), estimator="autograd"))
     if randomized and not (cut or shattered):
         add("eot", ("random_forward",), lambda m, x: averaged(m))
     if cut or shattered or seeded:

@@ -51,7 +51,7 @@ def distill_surrogate(
     bounds: tuple[float, float] = (0.0, 1.0),
     copies: int = 8,
     noise: float = 0.2,
-    epochs: int = 8,
+    epochs: int = 5,
     seed: int = 0,
 ) -> nn.Module:
     """A small CNN fitted to ``model``'s soft labels on ``x`` and noisy copies of it.
