@@ -12,7 +12,8 @@ images, ``torch.set_num_threads(2)``.
 * PGD-40: L-inf, eps=0.3, step 0.01, one random start, cross-entropy; native vs
   torchattacks.PGD vs ART ProjectedGradientDescent vs a 10-line loop (the floor).
 * DeepFool: L2, 50 steps, overshoot 0.02, 10 candidate classes; native vs ART
-  DeepFool (its defaults otherwise) vs torchattacks.DeepFool. torchattacks takes
+  DeepFool (its defaults otherwise) vs torchattacks.DeepFool. Issue 13's targets:
+  native median L2 at most ART's on the same images, at least 30x faster, >= 99% fooled. torchattacks takes
   minutes per hundred images (a Jacobian per image), so it runs on a subset
   (``--ta-deepfool-n``) and its time is scaled linearly to the full batch (marked).
 
@@ -244,7 +245,7 @@ def report(args, model, x, y, times, results, clean_accuracy, iterations, load_b
             f"{result['fooling_rate']:.2%} | {result['median_l2']:.3f} | {result['max_linf']:.3f} | "
             f"{'-' if peak is None else f'{peak:.0f}'} |"
         )
-    lines += ["", "## Targets (issue 4)", ""]
+    lines += ["", "## Targets (issues 4 and 13)", ""]
 
     def ratio(a, b):
         if a in times and b in times:
@@ -260,7 +261,7 @@ def report(args, model, x, y, times, results, clean_accuracy, iterations, load_b
         checks.append((f"PGD-40 native / torchattacks = {r:.3f} (target <= 1)", r <= 1.0))
     r = ratio(("deepfool", "art"), ("deepfool", "native"))
     if r is not None:
-        checks.append((f"DeepFool ART / native = {r:.1f}x (target >= 20x)", r >= 20))
+        checks.append((f"DeepFool ART / native = {r:.1f}x (target >= 30x, issue 13)", r >= 30))
     native_df = results.get(("deepfool", "native"))
     if native_df:
         checks.append((f"DeepFool fooling rate on correctly classified images = {native_df['fooling_rate']:.2%} "
@@ -274,7 +275,7 @@ def report(args, model, x, y, times, results, clean_accuracy, iterations, load_b
             same = metrics(model, x[:count], y[:count], native_df["x_adv"][:count])  # on ART's images
             gap = same["median_l2"] / art_df["median_l2"] - 1
             checks.append((f"DeepFool median L2 on the same {count} images: native {same['median_l2']:.3f} vs ART "
-                           f"{art_df['median_l2']:.3f} ({gap:+.1%}; target within 3%)", abs(gap) <= 0.03))
+                           f"{art_df['median_l2']:.3f} ({gap:+.1%}; target <= ART, issue 13)", gap <= 0))
         pgd_peak = results.get(("pgd", "native"), {}).get("peak_mb")
         if native_df.get("peak_mb") is not None and pgd_peak:
             r = native_df["peak_mb"] / pgd_peak
