@@ -93,11 +93,12 @@ class FMN(Attack):
                 logits = model(point)
                 values = margin(logits, labels_rows, targeted)
                 gradient = None if last else torch.autograd.grad(values.sum(), point)[0]
+            point = point.detach()
             predictions = logits.detach().argmax(dim=1)
             adversarial = predictions == labels_rows if targeted else predictions != labels_rows
             length = norm_of(delta, norm)
             smaller = adversarial & (length < best_norm[rows])
-            best[rows[smaller]] = point.detach()[smaller]
+            best[rows[smaller]] = point[smaller]
             best_norm[rows[smaller]] = length[smaller]
             if last:
                 break
@@ -110,12 +111,16 @@ class FMN(Attack):
                 keep = ~settled
                 rows, x_rows, labels_rows, farthest_rows = rows[keep], x_rows[keep], labels_rows[keep], farthest_rows[keep]
                 delta, radius, found, adversarial = delta[keep], radius[keep], found[keep], adversarial[keep]
-                values, gradient, length = values[keep], gradient[keep], length[keep]
+                values, gradient, length, point = values[keep], gradient[keep], length[keep], point[keep]
                 if rows.numel() == 0:
                     break
             alpha = cosine_annealed(alpha_start, alpha_end, iteration, self.steps)
             gamma = cosine_annealed(self.gamma, gamma_end, iteration, self.steps)
             found |= adversarial
+            # Components pushing a pixel already at a bound further out would be clipped away: drop them
+            # before measuring the distance and normalising the step (as DeepFool does), or the estimate
+            # and the step both fall short (on MNIST most pixels sit at 0).
+            gradient = gradient.masked_fill_(((point <= low) & (gradient < 0)) | ((point >= high) & (gradient > 0)), 0.0)
             flat = gradient.flatten(1)
             to_boundary = values.detach().abs() / norm_of(gradient, DUAL[norm]).clamp_min(1e-12)
             radius = torch.where(

@@ -160,13 +160,18 @@ class Square(Attack):
         count, channels, height, width = x.shape
         window = _window_masks(count, side, height, width, x.device)
         signs = _random_signs(count, channels, 1, 1, like=x)
-        for _ in range(REDRAWS):
-            candidate = torch.where(window, (x + self.eps * signs).clamp_(low, high), best)
-            unchanged = (candidate - best).abs().flatten(1).amax(dim=1) < 1e-7
-            if not unchanged.any():
+        candidate = torch.where(window, (x + self.eps * signs).clamp_(low, high), best)
+        # A square that already holds the drawn values would waste a query: draw again for those samples
+        # (with one channel the only other draw is the flipped sign, so flip it at once).
+        pending = torch.arange(count, device=x.device)
+        for _ in range(1 if channels == 1 else REDRAWS):
+            same = (candidate[pending] - best[pending]).abs().flatten(1).amax(dim=1) < 1e-7
+            pending = pending[same]
+            if pending.numel() == 0:
                 break
-            # The square already holds these values: a query on it would be wasted, so draw again.
-            signs = torch.where(unchanged[:, None, None, None], _random_signs(count, channels, 1, 1, like=x), signs)
+            signs = -signs[pending] if channels == 1 else _random_signs(pending.numel(), channels, 1, 1, like=x)
+            candidate[pending] = torch.where(window[pending], (x[pending] + self.eps * signs).clamp_(low, high),
+                                             best[pending])
         return candidate
 
     def _l2_candidate(self, x: Tensor, best: Tensor, side: int, low: float, high: float) -> Tensor:
