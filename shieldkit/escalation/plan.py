@@ -56,19 +56,22 @@ class AttackSettings:
         loss: its loss (``"margin"`` wherever the outputs' scale cannot be trusted).
         draws: random draws the view already averages (EOT), for the record.
         queries: the score-based attack's query budget.
+        early_stop: keep each sample's first fooling iterate; right where the view's values are
+            the deployed model's own deterministic outputs (not for a randomised model, where
+            one fooling draw of the average is not a fooled model).
     """
 
     attack: str = "pgd"
     loss: str = "ce"
     draws: int = 1
     queries: int | None = None
+    early_stop: bool = False
 
     def params(self) -> dict[str, Any]:
         """Keyword arguments for ``create_attack(attack, eps=..., **params)`` besides the threat model."""
-        params: dict[str, Any] = {"loss": self.loss}
-        if self.queries is not None:
-            params["queries"] = self.queries
-        return params
+        if self.attack == "square":
+            return {} if self.queries is None else {"queries": self.queries}
+        return {"loss": self.loss, "early_stop": self.early_stop}
 
 
 @dataclass(frozen=True)
@@ -169,7 +172,8 @@ def plan_remedies(
     def add(name: str, checks: tuple[str, ...], build: ViewBuilder | None, note: str = "",
             remedy_loss: str | None = None) -> None:
         reason = _describe(diagnosis, checks + output_checks) + note
-        remedies.append(Remedy(name, reason, AttackSettings(loss=remedy_loss or loss, draws=draws), build))
+        settings = AttackSettings(loss=remedy_loss or loss, draws=draws, early_stop=not randomized)
+        remedies.append(Remedy(name, reason, settings, build))
 
     cut = tuple(c for c in GRADIENT_CUT if c in found)
     shattered = ("shattered_gradients",) if "shattered_gradients" in found else ()
@@ -197,7 +201,8 @@ def plan_remedies(
             "; transfer from a surrogate distilled on the images under attack",
             remedy_loss="margin")  # the surrogate's logits and the model's outputs differ in scale
     if not remedies:
-        remedies.append(Remedy("direct", "no finding: the model's own gradients", AttackSettings(loss="ce")))
+        remedies.append(Remedy("direct", "no finding: the model's own gradients",
+                               AttackSettings(loss="ce", early_stop=True)))
     reason = "always last: a score-based attack needs no gradient (flags: " + (", ".join(sorted(found)) or "none") + ")"
     remedies.append(Remedy("score_based", reason, AttackSettings(attack="square", loss="margin", queries=queries)))
     return tuple(remedies)
