@@ -107,8 +107,10 @@ def main() -> int:
     torch.manual_seed(0)
     model = fit_classifier(mnist_cnn(), load("mnist", split="train").subset(4000, seed=0), epochs=1)
     with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / "model.pt"
-        torch.save(model.eval(), path)
+        path = Path(folder) / "model.pt2"  # a torch.export program: --model refuses a whole pickled module
+        batch = torch.export.Dim("batch")
+        torch.export.save(torch.export.export(model.eval(), (torch.zeros(2, 1, 28, 28),),
+                                              dynamic_shapes=({0: batch},)), path)
         options = {"device": args.device, "threads": args.threads, "n": args.n, "batch_size": args.batch_size,
                    "train_samples": args.train_samples, "global_batch": args.global_batch, "model": str(path)}
         best: dict[int, dict] = {}

@@ -170,7 +170,8 @@ class PluginManager:
 
     def _missing(self, info: PluginInfo, reason: str) -> None:
         info.status = "missing"
-        info.errors.append(reason)
+        if reason not in info.errors:  # a library's every hook reports the same missing import
+            info.errors.append(reason)
         logger.debug("plugin %s: %s", info.name, reason)
 
     def _fail(self, info: PluginInfo, reason: str) -> None:

@@ -70,14 +70,16 @@ def small_cnn() -> nn.Module:
 
 @pytest.fixture(scope="module")
 def model_file(tmp_path_factory) -> Path:
-    """A small CNN trained for two epochs on 4,000 real MNIST images (about 85% test accuracy), saved whole."""
+    """A small CNN trained for two epochs on 4,000 real MNIST images (about 85% test accuracy), saved as a torch.export program."""
     from shieldkit.data import load
     from shieldkit.models import fit_classifier
 
     torch.manual_seed(0)
     model = fit_classifier(small_cnn(), load("mnist", split="train").subset(4000, seed=0), epochs=2, lr=3e-3)
-    path = tmp_path_factory.mktemp("model") / "cnn.pt"
-    torch.save(model.eval(), path)
+    path = tmp_path_factory.mktemp("model") / "cnn.pt2"
+    batch = torch.export.Dim("batch")
+    program = torch.export.export(model.eval(), (torch.zeros(2, 1, 28, 28),), dynamic_shapes=({0: batch},))
+    torch.export.save(program, path)
     return path
 
 
