@@ -7,10 +7,6 @@ handed to attacks, defences and the evaluation raise on their first forward
 pass, so a row that validated after computing fails with that error instead.
 CLI rows run ``shieldkit.cli.main`` in this process and must exit 2 with exactly
 one error line, no traceback, and no attack run (``Runner.run`` raises here).
-
-Rows whose fix lives in a module this file's owner does not own are marked
-``xfail(strict=True)`` with the module and the change needed, so the mark fails
-the moment the fix lands and must then be removed.
 """
 
 from __future__ import annotations
@@ -56,10 +52,6 @@ def case():
     generator = torch.Generator().manual_seed(0)
     x = torch.rand(4, 1, 16, 16, generator=generator)
     return SimpleNamespace(model=ExplodingModel(), x=x, y=torch.tensor([0, 1, 2, 3]))
-
-
-def _needs_fix(where: str, what: str):
-    return pytest.mark.xfail(strict=True, raises=(AssertionError, Exception), reason=f"needs fix in {where}: {what}")
 
 
 @dataclass(frozen=True)
@@ -210,10 +202,7 @@ API_ROWS = [
     pytest.param(Bad(lambda c: sk.evaluate.evaluate(c.model, (c.x, c.y), attacks=["pgdd"], quiet=True),
                      UnknownNameError, ("pgdd",), r"unknown attack"), id="evaluate-attack-unknown"),
     pytest.param(Bad(lambda c: _evaluate(c, data=(c.x[:0], c.y[:0])), InvalidInputError, ("data",), r"empty"),
-                 id="evaluate-empty-data",
-                 marks=_needs_fix("shieldkit/evaluate/runner.py", "Runner.__init__ (or evaluate): check the data "
-                                  "is non-empty before indexing it; raise InvalidInputError('data: the evaluation "
-                                  "set is empty (0 samples)') instead of IndexError")),
+                 id="evaluate-empty-data"),
     pytest.param(Bad(lambda c: _evaluate(c, data=(c.x, c.y[:3])), InvalidInputError, ("data", "y"),
                      r"4|3"), id="evaluate-data-length-mismatch"),
 ]
@@ -284,10 +273,7 @@ CLI_ROWS = [
     pytest.param(lambda tmp: ["evaluate", "--config", str(tmp / "nope.toml"), "--quiet"], ("--config",),
                  r"no such file", id="config-missing"),
     pytest.param(_config_argv("eps = [0.1\n"), ("--config",), r"not valid TOML", id="config-invalid-toml"),
-    pytest.param(_config_argv('bounds = "ab"\n'), ("bounds",), r"pair|number", id="config-bounds-string",
-                 marks=_needs_fix("shieldkit/evaluate/config.py", "config_from_mapping: parse 'bounds' with "
-                                  "validation.check_bounds(value, 'config') instead of float() per element, so "
-                                  "the message names bounds instead of 'could not convert string to float'")),
+    pytest.param(_config_argv('bounds = "ab"\n'), ("bounds",), r"pair|number", id="config-bounds-string"),
     pytest.param(_config_argv("bounds = [1.0, 0.0]\n"), ("bounds",), r"low < high", id="config-bounds-reversed"),
     pytest.param(_config_argv("epz = [0.1]\n"), ("epz",), r"unknown key", id="config-unknown-key"),
     pytest.param(_config_argv('n = "ten"\n'), ("n",), r"integer", id="config-n-string"),

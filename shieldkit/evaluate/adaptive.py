@@ -74,6 +74,8 @@ class DefensePlan:
         extra_attacks: the defence's own adaptive attacks (``adaptive_attack()``).
         randomized: the deployed model's output depends on randomness.
         eot: random draws averaged by ``view``.
+        remedies: the escalations the diagnosis chose (:func:`shieldkit.escalation.plan_remedies`),
+            attacked in the adaptive stage through their own views of the attack target.
     """
 
     label: str
@@ -86,6 +88,13 @@ class DefensePlan:
     extra_attacks: list[Any] = field(default_factory=list)
     randomized: bool = False
     eot: int = 1
+    remedies: list[Any] = field(default_factory=list)
+    remedy_views: dict[str, nn.Module] = field(default_factory=dict)
+
+    @property
+    def attack_target(self) -> nn.Module:
+        """What gradient attacks differentiate adaptively: the view, or the deployed model when there is none."""
+        return self.view if self.view is not None else self.deployed
 
     @property
     def detector(self) -> DetectorDefense | None:
@@ -93,7 +102,7 @@ class DefensePlan:
 
     @property
     def has_adaptive_stage(self) -> bool:
-        return self.view is not None or bool(self.extra_attacks)
+        return self.view is not None or bool(self.extra_attacks) or bool(self.remedies)
 
     def reseed(self, seed: int) -> None:
         """Fix the defence's randomness for one unit of work, so results do not depend on run order."""

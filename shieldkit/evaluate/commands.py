@@ -58,6 +58,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--split", help="the data split to evaluate on (default: test)")
     parser.add_argument("--attacks", nargs="+", metavar="ATTACK",
                         help="attack names, comma- or space-separated; parameters as pgd:steps=20:random_start=false")
+    parser.add_argument("--suite", choices=("quick", "standard", "thorough"),
+                        help="the preset attack suite when --attacks is not given: quick, standard (default; "
+                             "AutoAttack's strength) or thorough")
     parser.add_argument("--defenses", nargs="+", metavar="DEFENSE",
                         help="defence names ('none' = undefended), parameters as jpeg:quality=50")
     parser.add_argument("--eps", nargs="+", metavar="EPS", help="budgets, e.g. 0.1,0.2,0.3")
@@ -159,8 +162,12 @@ def _apply_flags(config, args: argparse.Namespace, demo: bool) -> None:
     )
     from shieldkit.threat import check_norm
 
+    if args.attacks and getattr(args, "suite", None):
+        raise InvalidParameterError("--suite: give --attacks or --suite, not both")
     if args.attacks:
         config.attacks = [parse_spec(a, "--attacks") for a in split_list(args.attacks)]
+    if getattr(args, "suite", None):
+        config.suite, config.attacks = args.suite, []  # the demo's own list gives way to the preset too
     if args.defenses:
         config.defenses = [parse_spec(d, "--defenses") for d in split_list(args.defenses)]
     if args.eps:

@@ -55,11 +55,10 @@ from typing import Any
 
 from shieldkit.component import jsonable
 from shieldkit.errors import InvalidParameterError
+from shieldkit.evaluate.presets import DEFAULT_SUITE, check_suite
 from shieldkit.threat import check_norm
+from shieldkit.validation import check_bounds
 
-#: The default attack suite (noise and semantic first in the list, but the runner
-#: orders white-box attacks before black-box ones; see runner.py).
-DEFAULT_ATTACKS = ("noise", "semantic", "fgsm", "pgd", "deepfool")
 DEFAULT_EPS = (0.1, 0.2, 0.3)
 DEFAULT_OUT = "shieldkit-runs/evaluate"
 #: Keys of a component table that are not constructor parameters.
@@ -94,7 +93,9 @@ class EvalConfig:
     ``{"path": ...}``); the Python API passes objects instead and records their digests.
     """
 
-    attacks: list[ComponentSpec] = field(default_factory=lambda: [ComponentSpec(a) for a in DEFAULT_ATTACKS])
+    #: empty: the preset ``suite`` (:mod:`~shieldkit.evaluate.presets`) for the grid's norm
+    attacks: list[ComponentSpec] = field(default_factory=list)
+    suite: str = DEFAULT_SUITE
     defenses: list[ComponentSpec] = field(default_factory=lambda: [ComponentSpec("none")])
     eps: list[float] = field(default_factory=lambda: list(DEFAULT_EPS))
     norm: str = "linf"
@@ -248,7 +249,7 @@ def load_toml(path: str | os.PathLike) -> dict[str, Any]:
 
 
 _TOP_KEYS = {
-    "attacks", "defenses", "eps", "norm", "n", "batch_size", "seed", "cascade", "adaptive", "eot",
+    "attacks", "suite", "defenses", "eps", "norm", "n", "batch_size", "seed", "cascade", "adaptive", "eot",
     "checks", "examples", "fpr", "bounds", "out", "model", "data",
 }
 
@@ -282,8 +283,10 @@ def config_from_mapping(mapping: dict[str, Any], base: EvalConfig | None = None)
             if key == "model" and "normalize" in value:
                 value["normalize"] = parse_normalize(value["normalize"], "model.normalize")
             setattr(config, key, value)
+        elif key == "suite":
+            config.suite = check_suite(value)
         elif key == "bounds":
-            config.bounds = tuple(float(b) for b in value)  # type: ignore[assignment]
+            config.bounds = check_bounds(value, "config")
         else:
             setattr(config, key, value)
     check_scalars(config)

@@ -1,6 +1,6 @@
 """The default evaluation (``shieldkit evaluate`` with no arguments, what ``make demo`` runs).
 
-On scikit-learn's bundled digits (no download), it trains once and caches a
+On the digits bundled inside the package (no download), it trains once and caches a
 reference CNN and a small generator, then evaluates noise, semantic, FGSM, PGD,
 DeepFool, one torchattacks and one ART attack against no defence, JPEG, bit
 depth, randomisation, gradient masking, Defense-GAN and a quickly adversarially
@@ -48,7 +48,7 @@ DEFENSES = (
 def demo_config() -> EvalConfig:
     """The demo's settings; the suite is filled in by :func:`prepare` from what is registered."""
     config = EvalConfig(eps=list(DEMO_EPS), n=DEMO_N, batch_size=DEMO_N, out="shieldkit-runs/demo",
-                        examples=6, eot=4)
+                        examples=6, eot=4, suite="quick")
     config.model = {"name": "mnist_cnn", "width": MODEL_WIDTH, "epochs": MODEL_EPOCHS}
     config.data = {"name": "digits"}
     config.attacks = demo_attacks()
@@ -63,14 +63,19 @@ def demo_attacks() -> list[ComponentSpec]:
 
     specs = [ComponentSpec(name, dict(params)) for name, params in NATIVE_ATTACKS]
     registered = set(list_attacks())
-    for choices, library in ((TORCHATTACKS_CHOICES, "torchattacks"), (ART_CHOICES, "ART")):
+    missing = []
+    for choices, library, extra in ((TORCHATTACKS_CHOICES, "torchattacks", "torchattacks"), (ART_CHOICES, "ART", "art")):
         for name, params in choices:
             if name in registered:
                 accepted = component_params(get_registry().resolve("attack", name).obj)
                 specs.append(ComponentSpec(name, {k: v for k, v in params.items() if k in accepted}))
                 break
         else:
-            logger.warning("demo: no %s attack is available (is the library installed?)", library)
+            missing.append((library, extra))
+    if missing:
+        logger.warning("demo: no %s attack is available (not installed); running the native attacks only: "
+                       "pip install 'shieldkit[%s]'", " or ".join(library for library, _ in missing),
+                       ",".join(extra for _, extra in missing))
     return specs
 
 

@@ -20,8 +20,11 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Union
 
-#: Version of the JSON forms of rows and summaries (1: before the typed records; no version field).
-RESULTS_FORMAT = 2
+from shieldkit.diagnosis import Diagnosis
+
+#: Version of the JSON forms of rows and summaries (1: before the typed records, no version field;
+#: 2: typed records; 3: adds the diagnosis row and the "attack that broke it" counts).
+RESULTS_FORMAT = 3
 MODES = ("naive", "adaptive")
 STAGES = ("naive", "blackbox", "adaptive")
 
@@ -208,7 +211,34 @@ class LargeEpsRow(_PerMode):
     error: str | None = None
 
 
-Row = CleanRow | AttackRow | CertificateRow | RandomnessRow | GradientRow | LargeEpsRow
+@dataclass
+class RemedyNote:
+    """One escalation the diagnosis chose (:mod:`shieldkit.escalation`): its name, why, and the attack it ran."""
+
+    name: str
+    reason: str
+    attack: str = ""
+
+
+@dataclass
+class DiagnosisRow(_Row):
+    """What :func:`shieldkit.diagnosis.diagnose` found on one defence's attack target, and the remedies it chose.
+
+    Attributes:
+        target: ``"deployed"`` (the model as given, or as the defence deploys it) or
+            ``"adaptive view"`` (the defence's BPDA/EOT view).
+        diagnosis: the findings, one per check.
+        remedies: the escalations run in the adaptive stage (empty when none was needed
+            or the run is naive only).
+    """
+
+    type: ClassVar[str] = "diagnosis"
+    target: str
+    diagnosis: Diagnosis
+    remedies: list[RemedyNote] = field(default_factory=list)
+
+
+Row = CleanRow | AttackRow | CertificateRow | RandomnessRow | GradientRow | LargeEpsRow | DiagnosisRow
 
 
 def row_from_json(data: dict[str, Any]) -> Row:
@@ -220,6 +250,8 @@ def row_from_json(data: dict[str, Any]) -> Row:
         return from_json(AttackRow, data)
     if kind == "certificate":
         return from_json(CertificateRow, data)
+    if kind == "diagnosis":
+        return from_json(DiagnosisRow, data)
     if kind == "check":
         name, _, mode = str(data.get("check", "")).partition("|")
         if name == "randomness":
@@ -280,6 +312,9 @@ class EpsSummary:
     black_box_extra: BlackBoxExtra
     attacks: list[AttackStats]
     examples: dict[str, ExampleRef]
+    #: per attack label, the samples it broke first (stages in order, the suite's order within each):
+    #: the report's "attack that broke it" table; every sample counted once
+    broken_by: dict[str, int] = field(default_factory=dict)
     detection_rate: float | None = None
     classifier_only: float | None = None
     correct_or_detected: float | None = None
@@ -365,12 +400,14 @@ class DefenseSummary:
     seconds: float = 0.0
     estimated_full_seconds: float = 0.0
     checks: list[CheckOutcome] = field(default_factory=list)
+    #: the diagnosis of the attack target and the remedies it chose (``None`` on runs without one)
+    diagnosis: DiagnosisRow | None = None
 
     def flags(self, mode: str) -> list[CheckOutcome]:
         """The failed checks of one mode: what casts doubt on that mode's numbers."""
         return [check for check in self.checks if check.mode == mode and check.failed]
 
-    omit_when_none: ClassVar[tuple[str, ...]] = ("detector", "certified")
+    omit_when_none: ClassVar[tuple[str, ...]] = ("detector", "certified", "diagnosis")
 
     def json_extra(self) -> dict[str, Any]:
         return {"flags": {mode: to_json(self.flags(mode)) for mode in MODES}}

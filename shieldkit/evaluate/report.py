@@ -294,7 +294,7 @@ class Plots(Section):
     def blocks(self, context: ReportContext) -> list[Block]:
         plotting = context.plotting
         if plotting is None:
-            return []
+            return [Paragraph("No plots: matplotlib is not installed (`pip install 'shieldkit[report]'`).")]
         figures = []
         for name, caption in self.CAPTIONS.items():
             path = getattr(plotting, name)(context.summary, context.plots_dir / f"{name}.png")
@@ -376,8 +376,51 @@ class AttackTables(Section):
 
 
 #: The report's sections, in order. A new section is a :class:`Section` subclass added here.
-SECTIONS: list[Section] = [SummaryTable(), Flags(), Detectors(), Certified(), Costs(), Plots(), ExampleGrid(),
-                           AttackTables()]
+class Diagnosis(Section):
+    """What the diagnosis found on each attack target before any attack, and the remedies it chose."""
+
+    def blocks(self, context: ReportContext) -> list[Block]:
+        records = [r for r in context.summary.defenses if r.diagnosis is not None]
+        if not records:
+            return []
+        rows = []
+        for record in records:
+            row = record.diagnosis
+            found = [f for f in row.diagnosis.findings if f.found]
+            findings = "; ".join(f"{f.check}: {f.detail}" for f in found) or "nothing found"
+            remedies = "; ".join(f"{note.name} ({note.attack}): {note.reason}" for note in row.remedies) or "none needed"
+            rows.append([Cell(record.label, css="name"), Cell(row.target, css="text"),
+                         Cell(findings, [f.check for f in found], css="text"), Cell(remedies, css="text")])
+        intro = ("Before attacking, each attack target is probed from outside (repeated and slightly perturbed "
+                 "forwards, gradients, outputs); each finding chooses an escalation that the adaptive stage runs "
+                 "with no hint from the user (see docs/diagnosis.md and docs/escalation.md).")
+        return [Heading("Diagnosis"), Paragraph(intro),
+                Table(["defence", "diagnosed", "findings", "remedies run (attack): why"], rows, id="diagnosis")]
+
+
+class BrokenBy(Section):
+    """Per defence and epsilon, how many samples each attack broke first: which attack the number rests on."""
+
+    def blocks(self, context: ReportContext) -> list[Block]:
+        summary = context.summary
+        rows = []
+        for record in summary.defenses:
+            for key in summary.eps_keys:
+                entry = record.eps[key]
+                for attack, count in entry.broken_by.items():
+                    rows.append([Cell(record.label, css="name"), Cell(key), Cell(attack, css="text"),
+                                 Cell(str(count))])
+        if not rows:
+            return []
+        intro = ("Every sample fooled counted once, under the first attack that fooled it (stages in order: naive, "
+                 "black-box, adaptive; the suite's order within each). An attack with 0 added nothing the ones "
+                 "before it had not found.")
+        return [Heading("Attack that broke it"), Paragraph(intro),
+                Table(["defence", "eps", "attack", "samples it broke first"], rows, id="broken-by")]
+
+
+SECTIONS: list[Section] = [SummaryTable(), Flags(), Diagnosis(), BrokenBy(), Detectors(), Certified(), Costs(),
+                           Plots(), ExampleGrid(), AttackTables()]
 
 
 def _plotting():

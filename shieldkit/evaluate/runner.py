@@ -36,12 +36,23 @@ from shieldkit import distributed
 from shieldkit.data.imagedata import ImageData
 from shieldkit.defense import DetectorDefense, TrainerDefense
 from shieldkit.defenses.training import Progress
+from shieldkit.diagnosis import Diagnosis, diagnose
 from shieldkit.errors import InvalidInputError, InvalidModelError, InvalidParameterError
+from shieldkit.escalation import Remedy, plan_remedies
 from shieldkit.evaluate import masking
 from shieldkit.evaluate.adaptive import DefensePlan, plan_defense
 from shieldkit.evaluate.config import EvalConfig, check_eps, check_scalars, digest
 from shieldkit.evaluate.examples import save_examples
-from shieldkit.evaluate.records import AttackRow, CertificateRow, CleanRow, LargeEpsRow, to_json
+from shieldkit.evaluate.presets import REMEDY_ATTACK
+from shieldkit.evaluate.records import (
+    AttackRow,
+    CertificateRow,
+    CleanRow,
+    DiagnosisRow,
+    LargeEpsRow,
+    RemedyNote,
+    to_json,
+)
 from shieldkit.evaluate.results import (
     DiskFullError,
     ResultsStore,
@@ -63,10 +74,15 @@ from shieldkit.evaluate.suite import (
 )
 from shieldkit.guard import ModelStateGuard
 from shieldkit.models.files import load_state_dict_file, save_model
+from shieldkit.registry import get_registry
 from shieldkit.threat import largest_distance
 from shieldkit.validation import check_logits, model_device
 
 logger = logging.getLogger(__name__)
+
+#: samples the diagnosis probes (the first of the evaluation set), and that a remedy's surrogate is distilled on
+DIAGNOSIS_SAMPLES = 64
+REMEDY_SAMPLES = 256
 
 
 def unit_seed(seed: int, *parts: Any) -> int:
@@ -143,6 +159,8 @@ class Runner:
         self.model = model
         self.device = model_device(model)
         data = as_image_data(data, "data")
+        if len(data) == 0:
+            raise InvalidInputError("data: the evaluation set is empty (0 samples)")
         image_size = int(data.x[0].numel())
         check_eps(config.eps, config.norm, config.bounds, image_size)
         if config.n is not None and config.n > len(data):
@@ -243,8 +261,77 @@ class Runner:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(unit_seed(self.config.seed, "fit", entry.label))
                 defense.fit(self.model, clean, fpr=fpr)
-        return plan_defense(entry.label, defense, model, eot=self.config.eot, adaptive=self.config.adaptive,
+        plan = plan_defense(entry.label, defense, model, eot=self.config.eot, adaptive=self.config.adaptive,
                             norm=self.config.norm)
+        self._diagnose(plan)
+        return plan
+
+    # --------------------------------------------------- diagnosis and escalation
+
+    def _diagnose(self, plan: DefensePlan) -> DiagnosisRow:
+        """Diagnose the attack target before attacking it, and choose the remedies (kept in the results)."""
+        key = f"diagnosis|{plan.label}"
+        row = self.store.get(key)
+        if row is None:
+            count = min(len(self.data), DIAGNOSIS_SAMPLES)
+            x, y = self.data.x[:count].to(self.device), self.data.y[:count].to(self.device)
+            seed = unit_seed(self.config.seed, key)
+            with plan.seeded(seed):
+                found = diagnose(plan.attack_target, x, y, bounds=self.config.bounds, seed=seed)
+            row = DiagnosisRow(key=key, defense=plan.label, target="deployed" if plan.view is None else "adaptive view",
+                               diagnosis=found)
+        plan.remedies = self._remedies(plan, row.diagnosis)  # the same on a resume: chosen from the row alone
+        row.remedies = [RemedyNote(remedy.name, remedy.reason, label) for remedy, label in plan.remedies]
+        if self.store.get(key) is None and self.shard[0] == 0:  # every rank plans; rank 0 records
+            self.store.append(row)
+        if row.diagnosis.flags:
+            logger.info("%s: diagnosis found %s; remedies: %s", plan.label, ", ".join(row.diagnosis.flags),
+                        ", ".join(note.name for note in row.remedies) or "none")
+        return row
+
+    def _remedies(self, plan: DefensePlan, found: Diagnosis) -> list[tuple[Remedy, str]]:
+        """The remedies a diagnosis calls for, each with the label of the attack that runs through its view."""
+        if not self.config.adaptive or not found.flags:
+            return []
+        attack, params = REMEDY_ATTACK[self.config.suite]
+        if self.config.norm not in get_registry().resolve("attack", attack).obj.norms:
+            logger.warning("%s: no remedy attack supports norm %s; the diagnosis is reported only", plan.label,
+                           self.config.norm)
+            return []
+        chosen = []
+        in_suite = {entry.cls.family for entry in self.black}
+        for remedy in plan_remedies(found, bounds=self.config.bounds, seed=unit_seed(self.config.seed, "surrogate")):
+            if remedy.name == "direct" or (remedy.name == "score_based" and remedy.settings.attack in in_suite):
+                continue  # the model's own gradients, or a score-based attack the suite already runs
+            family = remedy.settings.attack if remedy.name == "score_based" else attack
+            chosen.append((remedy, f"{family} via {remedy.name}"))
+        return chosen
+
+    def _remedy_entries(self, plan: DefensePlan) -> list[AttackEntry]:
+        attack, params = REMEDY_ATTACK[self.config.suite]
+        entries = []
+        for remedy, label in plan.remedies:
+            if remedy.build is None:  # the score-based fallback attacks the deployed model itself
+                spec = (remedy.settings.attack, {"queries": remedy.settings.queries} if remedy.settings.queries else {})
+            else:
+                # APGD's losses are ce and dlr; DLR is the margin made scale-free, what a remedy asking
+                # for a margin loss (outputs of untrusted scale) needs
+                loss = {"margin": "dlr"}.get(remedy.settings.loss, remedy.settings.loss)
+                spec = (attack, {**params, "loss": loss})
+            (entry,) = resolve_attacks([spec], self.config.norm, self.config.eps, self.config.bounds)
+            entry.label, entry.remedy = label, remedy.name
+            entry.targets_deployed = remedy.build is None
+            entries.append(entry)
+        return entries
+
+    def _remedy_view(self, plan: DefensePlan, name: str) -> nn.Module:
+        """The remedy's view of the attack target, built once per defence (seeded: a resume builds the same)."""
+        if name not in plan.remedy_views:
+            remedy = next(r for r, _ in plan.remedies if r.name == name)
+            x = self.data.x[:REMEDY_SAMPLES].to(self.device)  # what a surrogate is distilled on
+            with plan.seeded(unit_seed(self.config.seed, "remedy", plan.label, name)):
+                plan.remedy_views[name] = remedy.view(plan.attack_target, x)
+        return plan.remedy_views[name]
 
     def _fit_trainer(self, entry: DefenseEntry, defense: TrainerDefense) -> nn.Module:
         key = digest({"name": entry.name, "params": entry.params, "fit": entry.fit, "seed": self.config.seed,
@@ -371,7 +458,7 @@ class Runner:
                 entry.targets_deployed = True
                 entry.label = f"{entry.label} (defence's own)"
             white = self.white if plan.view is not None else []
-            self._adaptive_cache[plan.label] = extra + list(white)
+            self._adaptive_cache[plan.label] = extra + list(white) + self._remedy_entries(plan)
         return self._adaptive_cache[plan.label]
 
     def _unit(self, plan: DefensePlan, stage: str, entry: AttackEntry, eps: float, start: int, end: int,
@@ -409,6 +496,8 @@ class Runner:
         return self.store.append(row)
 
     def _target_model(self, plan: DefensePlan, stage: str, entry: AttackEntry) -> nn.Module:
+        if stage == "adaptive" and entry.remedy is not None and not entry.targets_deployed:
+            return self._remedy_view(plan, entry.remedy)
         if stage == "adaptive" and not entry.targets_deployed and plan.view is not None:
             return plan.view
         return plan.deployed
@@ -491,7 +580,8 @@ def evaluate(model: nn.Module, data: Any, attacks: list | tuple | None = None, d
              n: int | None = None, batch_size: int = 100, out_dir: str | os.PathLike = "shieldkit-runs/evaluate",
              seed: int = 0, quiet: bool = False, resume: bool = False, train_data: Any = None,
              cascade: bool = True, adaptive: bool = True, eot: int = 8, checks: bool = True,
-             examples: int = 6, fpr: float = 0.05, bounds: tuple[float, float] = (0.0, 1.0)):
+             examples: int = 6, fpr: float = 0.05, bounds: tuple[float, float] = (0.0, 1.0),
+             suite: str = "standard"):
     """Evaluate a model's robustness against an attack suite, with and without defences.
 
     Every attack runs naively on each deployed defence and adaptively on the
@@ -506,8 +596,8 @@ def evaluate(model: nn.Module, data: Any, attacks: list | tuple | None = None, d
         model: classifier from images in ``bounds`` to logits (normalisation inside).
         data: ``ImageData`` or an ``(x, y)`` pair: the evaluation set.
         attacks: names (``"pgd"``, ``"pgd.art"``), ``(name, params)`` pairs,
-            ``{"name": ..., **params}`` dicts or ``Attack`` instances; default: noise,
-            semantic, FGSM, PGD, DeepFool.
+            ``{"name": ..., **params}`` dicts or ``Attack`` instances; default: the
+            preset ``suite``.
         defenses: the same forms for defences; ``"none"`` is the undefended model.
             Trainers and detectors are fitted on ``train_data`` first (a dict entry's
             ``"fit"`` holds fit options).
@@ -527,18 +617,21 @@ def evaluate(model: nn.Module, data: Any, attacks: list | tuple | None = None, d
         examples: samples shown in the report's example grid.
         fpr: detectors' false-positive rate on clean training images.
         bounds: the pixel range.
+        suite: the preset run when ``attacks`` is not given: ``"quick"``, ``"standard"``
+            (AutoAttack's strength, the default) or ``"thorough"`` (:mod:`~shieldkit.evaluate.presets`).
 
     Returns:
         A :class:`~shieldkit.evaluate.report.Report`.
     """
-    from shieldkit.evaluate.config import DEFAULT_ATTACKS, parse_eps
+    from shieldkit.evaluate.config import parse_eps
+    from shieldkit.evaluate.presets import check_suite
 
     config = EvalConfig(eps=parse_eps(eps), norm=norm, n=n, batch_size=batch_size, seed=seed, cascade=cascade,
                         adaptive=adaptive, eot=eot, checks=checks, examples=examples, fpr=fpr,
-                        bounds=tuple(bounds), out=str(Path(out_dir)))
+                        bounds=tuple(bounds), out=str(Path(out_dir)), suite=check_suite(suite))
     config.norm = _norm(norm)
     runner = Runner(config, model, data, train_data=train_data, quiet=quiet, resume=resume,
-                    attacks=list(attacks if attacks is not None else DEFAULT_ATTACKS),
+                    attacks=list(attacks or []),
                     defenses=list(defenses if not isinstance(defenses, str) else [defenses]))
     return runner.run()
 

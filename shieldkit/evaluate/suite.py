@@ -17,6 +17,7 @@ from shieldkit.component import component_params
 from shieldkit.defense import Defense
 from shieldkit.errors import InvalidParameterError
 from shieldkit.evaluate.config import ComponentSpec, EvalConfig, parse_spec
+from shieldkit.evaluate.presets import suite_attacks
 from shieldkit.registry import get_registry
 
 _COMMON = ("eps", "norm", "bounds", "seed")
@@ -41,6 +42,8 @@ class AttackEntry:
     source: str = ""
     #: a defence's own adaptive attack: runs against the deployed model, not the BPDA/EOT view.
     targets_deployed: bool = False
+    #: an escalation's attack: runs against that remedy's view (:mod:`shieldkit.escalation`).
+    remedy: str | None = None
 
     @property
     def access(self) -> str:
@@ -234,7 +237,11 @@ class Suite:
 
 
 def resolve_suite(attacks: list[Any], defenses: list[Any], config: EvalConfig) -> Suite:
-    """Every attack and defence of a run resolved and checked against the grid (``config``'s norm, eps, seed)."""
+    """Every attack and defence of a run resolved and checked against the grid (``config``'s norm, eps, seed).
+
+    No attacks (``[]`` or ``None``) means the preset ``config.suite`` for the grid's norm.
+    """
+    attacks = list(attacks or suite_attacks(config.suite, config.norm))
     return Suite(resolve_attacks(attacks, config.norm, config.eps, config.bounds),
                  resolve_defenses(defenses, config.seed))
 

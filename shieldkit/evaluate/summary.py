@@ -24,6 +24,7 @@ from shieldkit.evaluate.records import (
     CleanRow,
     DefenseSummary,
     DetectorSummary,
+    DiagnosisRow,
     EpsSummary,
     ExampleRef,
     GradientRow,
@@ -97,9 +98,12 @@ def _defense_summary(plan, entry, rows: list[Row], config, n: int, attack_order:
         misclassified, detected_adv = set(), set()
         attacks: dict[tuple, AttackStats] = {}
         first_fooled: dict[int, ExampleRef] = {}
+        broken_by: dict[int, str] = {}
         eps_rows = [r for r in attack_rows if r.eps == eps]
         for row in sorted(eps_rows, key=lambda r: (r.chunk[0], _STAGE_ORDER[r.stage])):
             fooled[row.stage].update(row.fooled)
+            for index in row.fooled:
+                broken_by.setdefault(index, _broken_label(row))
             misclassified.update(row.misclassified)
             detected_adv.update(set(row.detected) & set(row.misclassified))
             stats = attacks.setdefault((row.stage, row.attack), AttackStats(row.stage, row.attack, row.name, row.access))
@@ -130,6 +134,7 @@ def _defense_summary(plan, entry, rows: list[Row], config, n: int, attack_order:
                                           adaptive=len(fooled["blackbox"] - white)),
             attacks=sorted(attacks.values(), key=lambda a: (_STAGE_ORDER[a.stage], attack_order.get(a.attack, -1))),
             examples={str(k): v for k, v in sorted(first_fooled.items())},
+            broken_by=_count_by_attack(broken_by, attacks),
         )
         if plan.detector is not None:
             summary.detection_rate = len(detected_adv) / len(misclassified) if misclassified else None
@@ -138,6 +143,7 @@ def _defense_summary(plan, entry, rows: list[Row], config, n: int, attack_order:
         record.eps[eps_key(eps)] = summary
     record.seconds = seconds
     record.estimated_full_seconds = max(estimated, seconds)
+    record.diagnosis = next((r for r in rows if isinstance(r, DiagnosisRow)), None)
     certificates = [r for r in rows if isinstance(r, CertificateRow)]
     if certificates:
         record.certified = _certified_summary(plan, certificates, attack_rows, record, config, size, labels)
@@ -145,6 +151,22 @@ def _defense_summary(plan, entry, rows: list[Row], config, n: int, attack_order:
         for mode in MODES:
             record.checks.extend(masking.check_flags(record, mode, _measurements(rows, mode, plan.view is None)))
     return record
+
+
+def _broken_label(row: AttackRow | AttackStats) -> str:
+    """An attack's name in the "attack that broke it" counts: adaptive runs of a suite attack say so."""
+    if row.stage == "adaptive" and " via " not in row.attack:
+        return f"{row.attack} (adaptive)"
+    return row.attack
+
+
+def _count_by_attack(broken_by: dict[int, str], attacks: dict[tuple, AttackStats]) -> dict[str, int]:
+    """Samples per attack that broke them first, in the order the attacks ran (every attack listed, 0 included)."""
+    ordered = sorted(attacks.values(), key=lambda a: _STAGE_ORDER[a.stage])
+    counts = {_broken_label(stats): 0 for stats in ordered}
+    for attack in broken_by.values():
+        counts[attack] = counts.get(attack, 0) + 1
+    return counts
 
 
 def _certified_summary(plan, certificates: list[CertificateRow], attack_rows: list[AttackRow],
