@@ -423,6 +423,9 @@ def test_demo_report_renders_in_headless_chromium(demo_run, tmp_path):
             rows = page.locator("table#summary tbody tr")
             assert rows.count() >= 7  # one row per defence of the demo
             assert "defense_gan" in page.locator("table#summary").inner_text()
+            for table in ("diagnosis", "broken-by"):  # how each number was reached
+                assert page.locator(f"table#{table} tbody tr").count() >= 7, table
+            assert "fgsm" in page.locator("table#broken-by").inner_text()
             images = page.locator("img")
             assert images.count() == 3
             sizes = page.eval_on_selector_all("img", "els => els.map(e => [e.naturalWidth, e.naturalHeight])")

@@ -293,6 +293,10 @@ class Runner:
         """The remedies a diagnosis calls for, each with the label of the attack that runs through its view."""
         if not self.config.adaptive or not found.flags:
             return []
+        if plan.kind not in ("none", "trainer"):
+            # a shieldkit defence declares its adaptive view (BPDA/EOT/its own attacks); the escalations are for
+            # models whose defence hides inside forward(), which only the diagnosis can see
+            return []
         attack, params = REMEDY_ATTACK[self.config.suite]
         if self.config.norm not in get_registry().resolve("attack", attack).obj.norms:
             logger.warning("%s: no remedy attack supports norm %s; the diagnosis is reported only", plan.label,
