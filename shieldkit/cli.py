@@ -66,9 +66,13 @@ def _cmd_list(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _shown(value: object) -> str:
-    """A default as a reader compares it: pixel fractions as ``8/255 (0.0314)``, the rest as repr."""
-    if isinstance(value, float) and 0 < value < 1:
+#: parameters measured in pixel units, shown as fractions of 255 when they are one
+PIXEL_PARAMS = ("eps", "step_size", "eps_step")
+
+
+def _shown(param: str, value: object) -> str:
+    """A default as a reader compares it: pixel budgets as ``8/255 (0.0314)``, the rest as repr."""
+    if param in PIXEL_PARAMS and isinstance(value, float) and 0 < value < 1:
         levels = value * 255
         if abs(levels - round(levels)) < 1e-9:
             return f"{round(levels)}/255 ({value:.4f})"
@@ -94,7 +98,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
             print("params (effective defaults):")
             for param in value:
                 rule = rules.get(param)
-                print(f"  {param} = {_shown(effective.get(param))}" + (f"  ({rule})" if rule else ""))
+                print(f"  {param} = {_shown(param, effective.get(param))}" + (f"  ({rule})" if rule else ""))
         return EXIT_OK
     raise errors[0]
 

@@ -44,6 +44,7 @@ class PGD(Attack):
     norms = ("linf", "l2")
     randomized = True
     smoke_params = {"steps": 3}
+    param_notes = {"step_size": "eps / 4"}
 
     def __init__(
         self,
