@@ -73,3 +73,16 @@ def noisy_cnn(tmp_path_factory):
     torch.export.save(torch.export.export(model, (train.x[:2],), dynamic_shapes=({0: batch},)), path)
     model.saved_path = str(path)
     return model
+
+
+@pytest.fixture
+def fresh_registry(monkeypatch):
+    """A registry re-read from the plugins (no plugin environment variables), restored afterwards."""
+    from shieldkit.registry import reset_registry
+
+    for variable in ("SHIELDKIT_PLUGINS", "SHIELDKIT_BLOCK_PLUGINS", "SHIELDKIT_NO_PLUGINS",
+                     "SHIELDKIT_STRICT_PLUGINS", "SHIELDKIT_TRACE_PLUGINS"):
+        monkeypatch.delenv(variable, raising=False)
+    reset_registry()
+    yield monkeypatch
+    reset_registry()

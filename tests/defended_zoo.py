@@ -4,8 +4,8 @@ Each entry of :data:`ZOO` takes a trained base classifier (an ``nn.Module`` mapp
 ``[B, 1, 28, 28]`` images in ``[0, 1]`` to logits) and returns the model a user
 would hand shieldkit: nothing about the defence is declared anywhere, so whatever
 shieldkit does with it (diagnosis, remedies, evaluation) has to find it from outside.
-:data:`EXPECTED_FLAGS` says which diagnosis checks each one should raise and the
-docstrings say why. :func:`pgd_trained_cnn` trains (once, cached on disk) a small
+The docstrings say what each hides and which diagnosis checks it should raise
+(``tests/test_diagnosis.py`` holds that table, with the reasons). :func:`pgd_trained_cnn` trains (once, cached on disk) a small
 Madry-style PGD-trained CNN: a genuinely robust model that should raise nothing.
 
 Randomised defences draw from torch's global RNG (so seeding torch reproduces a draw)
@@ -241,23 +241,6 @@ ZOO: dict[str, Callable[[nn.Module], nn.Module]] = {
     "input_seeded_noise": InputSeededNoise,
     "shattered_gradients": ShatteredGradients,
     "nan_logits": NaNLogits,
-}
-
-#: The diagnosis flags each zoo model should raise (reasons in the docstrings above).
-EXPECTED_FLAGS: dict[str, tuple[str, ...]] = {
-    "undefended": (),
-    "quantize": ("zero_gradients",),
-    "binarize": ("missing_gradients",),
-    "thermometer": ("missing_gradients",),
-    "random_resize_pad": ("random_forward",),
-    "scaled_logits": ("saturated_logits", "zero_gradients"),
-    "softmax_output": ("probability_outputs",),
-    "gaussian_noise": ("random_forward",),
-    "active_dropout": ("random_forward",),
-    "numpy_round_trip": ("missing_gradients",),
-    "input_seeded_noise": ("input_seeded_randomness",),
-    "shattered_gradients": ("shattered_gradients",),
-    "nan_logits": ("nonfinite_outputs", "nonfinite_gradients"),
 }
 
 

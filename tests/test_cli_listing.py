@@ -17,17 +17,6 @@ from shieldkit.cli import main
 from shieldkit.registry import reset_registry
 
 
-@pytest.fixture
-def fresh_registry(monkeypatch):
-    """A registry re-read from the plugins (no plugin environment variables), restored afterwards."""
-    for variable in ("SHIELDKIT_PLUGINS", "SHIELDKIT_BLOCK_PLUGINS", "SHIELDKIT_NO_PLUGINS",
-                     "SHIELDKIT_STRICT_PLUGINS", "SHIELDKIT_TRACE_PLUGINS"):
-        monkeypatch.delenv(variable, raising=False)
-    reset_registry()
-    yield monkeypatch
-    reset_registry()
-
-
 def _run(capsys, *argv):
     code = main(list(argv))
     captured = capsys.readouterr()

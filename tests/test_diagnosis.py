@@ -79,9 +79,8 @@ def diagnoses(base, probe_data):
     return {name: diagnose(build(base), x, y) for name, build in defended_zoo.ZOO.items()}
 
 
-def test_the_zoo_covers_the_issue_and_agrees_with_this_reference():
+def test_the_zoo_covers_the_issue_and_this_reference_covers_the_zoo():
     assert set(defended_zoo.ZOO) == set(EXPECTED)
-    assert defended_zoo.EXPECTED_FLAGS == EXPECTED
 
 
 @pytest.mark.parametrize("name", list(EXPECTED))

@@ -7,18 +7,6 @@ import types
 import pytest
 
 import shieldkit as sk
-from shieldkit.registry import reset_registry
-
-
-@pytest.fixture
-def fresh_registry(monkeypatch):
-    """A registry re-read from the plugins, restored afterwards."""
-    for variable in ("SHIELDKIT_PLUGINS", "SHIELDKIT_BLOCK_PLUGINS", "SHIELDKIT_NO_PLUGINS",
-                     "SHIELDKIT_STRICT_PLUGINS", "SHIELDKIT_TRACE_PLUGINS"):
-        monkeypatch.delenv(variable, raising=False)
-    reset_registry()
-    yield monkeypatch
-    reset_registry()
 
 
 def _attack_class(family, norms=("linf",), **attributes):
