@@ -172,8 +172,9 @@ def spawn(job: str, tmp_path: Path, world: int = 2, **options) -> list:
 def evaluate_job(model_path: str, out: str) -> dict:
     import shieldkit as sk
     from shieldkit.data import load
+    from shieldkit.models.files import load_model_file
 
-    model = torch.load(model_path, weights_only=False)
+    model = load_model_file(model_path)
     report = sk.evaluate(model, load("mnist", split="test"), attacks=["fgsm", ("pgd", {"steps": 3})],
                          defenses=["none"], eps=[0.2], n=200, batch_size=50, out_dir=out, quiet=True)
     return report.summary
@@ -240,12 +241,14 @@ def test_train_command_under_torchrun_writes_one_model_and_resumes(tmp_path):
     record = json.loads((out / "train.json").read_text())
     assert record["world_size"] == 2 and record["global_batch_size"] == 32 and record["test_accuracy"] > 0.5
     assert first.stdout.count("clean test accuracy") == 1
-    model = torch.load(out / "model.pt", weights_only=False)
+    from shieldkit.models.files import load_model_file
+
+    model = load_model_file(out / "model.pt")  # a state dict and the spec that rebuilds it: no pickle
     assert isinstance(model, nn.Module) and (out / "checkpoints" / "model.pt").is_file()
     again = shieldkit("-v", *argv, "--epochs", "2", "--resume", processes=2)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "resuming model from epoch 2" in again.stderr
-    assert torch.load(out / "checkpoints" / "model.pt", weights_only=False)["epoch"] == 2
+    assert torch.load(out / "checkpoints" / "model.pt", weights_only=True)["epoch"] == 2
 
 
 def test_train_command_refuses_a_defence_that_is_not_a_trainer(tmp_path):

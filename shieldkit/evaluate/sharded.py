@@ -123,9 +123,10 @@ def _run_locked(runner):
 def merge_rows(parts: list[list[Row]], runner) -> list[Row]:
     """The rows of every rank, one per unit, in the order a single process writes them.
 
-    A single process goes defence by defence, epsilon by epsilon, chunk by chunk
-    (a chunk's clean row first), then the defence's checks; within a chunk the
-    order is the cascade's, which the rank that ran the chunk kept.
+    A single process first diagnoses every defence (its diagnosis rows, in the
+    defences' order), then goes defence by defence, epsilon by epsilon, chunk by
+    chunk (a chunk's clean row first), then the defence's checks; within a chunk
+    the order is the cascade's, which the rank that ran the chunk kept.
     """
     defense_index = {entry.label: i for i, entry in enumerate(runner.defenses)}
     eps_index = {float(eps): i for i, eps in enumerate(runner.config.eps)}
@@ -137,7 +138,8 @@ def merge_rows(parts: list[list[Row]], runner) -> list[Row]:
             is_check = row.type == "check"
             chunk_start = row.chunk[0] if hasattr(row, "chunk") else 0
             eps = eps_index.get(float(row.eps), 0) if isinstance(row, AttackRow) else 0
-            order = (defense_index.get(row.defense, len(defense_index)), is_check, eps, chunk_start, position)
+            order = (row.type != "diagnosis", defense_index.get(row.defense, len(defense_index)), is_check, eps,
+                     chunk_start, position)
             unique[row.key] = (order, row)
     return [row for _, row in sorted(unique.values(), key=lambda item: item[0])]
 
