@@ -16,14 +16,12 @@ checkpoints (a resume reads rank 0's and hands it to every rank).
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import logging
 import math
 import os
-import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -36,11 +34,11 @@ from shieldkit.attack import Attack
 from shieldkit.defense import TrainerDefense
 from shieldkit.errors import InvalidInputError, InvalidModelError, InvalidParameterError
 from shieldkit.guard import ModelStateGuard
+from shieldkit.progress import on_terminal, progress_logger
 from shieldkit.validation import check_bool, check_int, check_number
 
 logger = logging.getLogger(__name__)
 #: Progress where no terminal shows a bar (CI, ``nohup``, a pipe): one INFO line per stage or group of units.
-progress_logger = logging.getLogger("shieldkit.progress")
 
 #: the loss of one mini-batch: ``step(model, x, y) -> scalar``; the model is in training mode.
 Step = Callable[[nn.Module, Tensor, Tensor], Tensor]
@@ -257,76 +255,6 @@ def _plain(config: dict) -> dict:
     for key, value in config.items():
         plain[key] = value if value is None or isinstance(value, (bool, int, float, str)) else repr(value)
     return plain
-
-
-def on_terminal(stream: Any = None) -> bool:
-    """Whether ``stream`` (default ``sys.stderr``, where bars draw) is a terminal."""
-    stream = sys.stderr if stream is None else stream
-    try:
-        return bool(stream.isatty())
-    except (AttributeError, ValueError):  # no isatty, or a closed stream
-        return False
-
-
-class Progress:
-    """A progress bar on a terminal; elsewhere one log line per finished group of units.
-
-    On a terminal it is tqdm's bar, as before. Where ``sys.stderr`` is not a terminal (CI,
-    ``nohup``, a pipe) thousands of carriage-return updates would fill the log, so no bar is
-    drawn and :meth:`group_done` logs one INFO line on the ``shieldkit.progress`` logger
-    (the commands show that logger's lines on stderr: :func:`progress_log`).
-    """
-
-    def __init__(self, total: int, desc: str, quiet: bool = False, unit: str = "unit"):
-        self.total, self.desc, self.quiet, self.done = total, desc, quiet, 0
-        self.bar = None
-        if not quiet and on_terminal():
-            self.bar = tqdm(total=total, desc=desc, unit=unit, leave=False)
-
-    def update(self, n: int = 1) -> None:
-        self.done += n
-        if self.bar is not None:
-            self.bar.update(n)
-
-    def set_postfix_str(self, text: str, refresh: bool = False) -> None:
-        if self.bar is not None:
-            self.bar.set_postfix_str(text, refresh=refresh)
-
-    def group_done(self, what: str) -> None:
-        """One line for a finished group (an epsilon and a sample range, a stage) where no bar draws."""
-        if self.bar is None and not self.quiet:
-            progress_logger.info("%s: %s done (%d/%d units)", self.desc, what, self.done, self.total)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-
-    def __enter__(self) -> Progress:
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        self.close()
-
-
-@contextlib.contextmanager
-def progress_log(quiet: bool) -> Iterator[None]:
-    """Show the ``shieldkit.progress`` lines on stderr for the duration (unless ``quiet``, or on a
-    terminal, where the bars show progress), whatever the root logger's level."""
-    if quiet or on_terminal():
-        yield
-        return
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", datefmt="%H:%M:%S"))
-    previous = (progress_logger.level, progress_logger.propagate)
-    progress_logger.addHandler(handler)
-    progress_logger.setLevel(logging.INFO)
-    progress_logger.propagate = False  # shown once, by this handler
-    try:
-        yield
-    finally:
-        progress_logger.removeHandler(handler)
-        progress_logger.setLevel(previous[0])
-        progress_logger.propagate = previous[1]
 
 
 FIT_OPTIONS = ("epochs", "batch_size", "lr", "checkpoint_dir", "resume", "quiet", "seed", "device")

@@ -81,9 +81,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Run ``shieldkit evaluate``; returns the exit status."""
     from shieldkit import distributed
-    from shieldkit.defenses.training import progress_log
     from shieldkit.evaluate.results import DiskFullError
     from shieldkit.evaluate.runner import Runner
+    from shieldkit.progress import progress_log
 
     distributed.init_from_env()  # under torchrun: join the process group (nothing otherwise)
     try:

@@ -35,7 +35,6 @@ from torch import Tensor, nn
 from shieldkit import distributed
 from shieldkit.data.imagedata import ImageData
 from shieldkit.defense import DetectorDefense, TrainerDefense
-from shieldkit.defenses.training import Progress
 from shieldkit.diagnosis import Diagnosis, diagnose
 from shieldkit.errors import InvalidInputError, InvalidModelError, InvalidParameterError
 from shieldkit.escalation import Remedy, plan_remedies
@@ -74,6 +73,7 @@ from shieldkit.evaluate.suite import (
 )
 from shieldkit.guard import ModelStateGuard
 from shieldkit.models.files import load_state_dict_file, save_model
+from shieldkit.progress import Progress
 from shieldkit.registry import get_registry
 from shieldkit.threat import largest_distance
 from shieldkit.validation import check_logits, model_device
@@ -272,7 +272,8 @@ class Runner:
         """Diagnose the attack target before attacking it, and choose the remedies (kept in the results)."""
         key = f"diagnosis|{plan.label}"
         row = self.store.get(key)
-        if row is None:
+        recorded = row is not None
+        if not recorded:
             count = min(len(self.data), DIAGNOSIS_SAMPLES)
             x, y = self.data.x[:count].to(self.device), self.data.y[:count].to(self.device)
             seed = unit_seed(self.config.seed, key)
@@ -282,7 +283,7 @@ class Runner:
                                diagnosis=found)
         plan.remedies = self._remedies(plan, row.diagnosis)  # the same on a resume: chosen from the row alone
         row.remedies = [RemedyNote(remedy.name, remedy.reason, label) for remedy, label in plan.remedies]
-        if self.store.get(key) is None and self.shard[0] == 0:  # every rank plans; rank 0 records
+        if not recorded and self.shard[0] == 0:  # every rank plans; rank 0 records
             self.store.append(row)
         if row.diagnosis.flags:
             logger.info("%s: diagnosis found %s; remedies: %s", plan.label, ", ".join(row.diagnosis.flags),
@@ -297,7 +298,7 @@ class Runner:
             # a shieldkit defence declares its adaptive view (BPDA/EOT/its own attacks); the escalations are for
             # models whose defence hides inside forward(), which only the diagnosis can see
             return []
-        attack, params = REMEDY_ATTACK[self.config.suite]
+        attack = REMEDY_ATTACK[self.config.suite][0]
         if self.config.norm not in get_registry().resolve("attack", attack).obj.norms:
             logger.warning("%s: no remedy attack supports norm %s; the diagnosis is reported only", plan.label,
                            self.config.norm)
