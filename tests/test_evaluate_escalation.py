@@ -129,3 +129,29 @@ def test_a_resumed_run_keeps_its_diagnosis_and_remedies(digits_mlp, sample, tmp_
     rerun, original = again.run.defense("none").diagnosis, first.run.defense("none").diagnosis
     assert json.dumps(to_json(rerun)) == json.dumps(to_json(original))  # as written (a NaN measurement included)
     assert again.robust_accuracy() == first.robust_accuracy()
+
+
+def test_more_steps_and_restarts_that_still_break_samples_flag_an_unconverged_suite(digits_mlp, sample, tmp_path):
+    """Carlini et al.'s checklist: a one-step PGD has not converged; the check re-runs it with twice the
+    steps and a restart on the still-robust samples and says so. A hand-written 20-step PGD shows the
+    gap is real."""
+    eps = 0.1
+    weak = evaluate(digits_mlp, sample, attacks=[("pgd", {"steps": 1, "step_size": 0.02})], eps=[eps],
+                    out_dir=tmp_path / "weak", quiet=True, batch_size=N, checks=True)
+    (row,) = [r for r in _rows(tmp_path / "weak", "check") if r["check"] == "more_effort|naive"]
+    assert (row["steps"], row["restarts"], row["attack"]) == (2, 2, "pgd") and row["fooled"]
+    outcome = next(c for c in weak.run.defense("none").checks if c.check == "more_effort" and c.mode == "naive")
+    assert outcome.passed is False and "has not converged" in outcome.reason
+    x, y = sample.x, sample.y
+    x_adv = x.clone()
+    for _ in range(20):  # the reference: hand-written L-inf PGD, 20 steps of eps/8
+        x_adv.requires_grad_(True)
+        (gradient,) = torch.autograd.grad(F.cross_entropy(digits_mlp(x_adv), y), x_adv)
+        x_adv = torch.min(torch.max(x_adv.detach() + eps / 8 * gradient.sign(), x - eps), x + eps).clamp(0, 1)
+    with torch.no_grad():
+        reference = (digits_mlp(x_adv).argmax(1) == y).float().mean().item()
+    assert weak.robust_accuracy() > reference + 0.05  # the flagged number really is too high
+    strong = evaluate(digits_mlp, sample, attacks=[("pgd", {"steps": 40})], eps=[eps], out_dir=tmp_path / "strong",
+                      quiet=True, batch_size=N, checks=True)
+    outcome = next(c for c in strong.run.defense("none").checks if c.check == "more_effort" and c.mode == "naive")
+    assert outcome.passed is True, outcome.reason

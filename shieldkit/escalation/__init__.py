@@ -21,12 +21,13 @@ any backend then runs through the view unchanged.
 from shieldkit.escalation.bpda import BPDAView, find_gradient_cuts
 from shieldkit.escalation.eot import EOTView, eot_draws
 from shieldkit.escalation.logits import LogProbabilityView, NormalizedLogitsView
-from shieldkit.escalation.plan import AttackSettings, Remedy, plan_remedies
+from shieldkit.escalation.plan import GRADIENT_FREE_REMEDIES, AttackSettings, Remedy, plan_remedies
 from shieldkit.escalation.smoothing import SmoothedView
 from shieldkit.escalation.surrogate import SurrogateView, distill_surrogate
 from shieldkit.escalation.view import EscalationView
 
 __all__ = [
+    "GRADIENT_FREE_REMEDIES",
     "AttackSettings",
     "BPDAView",
     "EOTView",

@@ -97,6 +97,12 @@ class Remedy:
         return model if self.build is None else self.build(model, x)
 
 
+#: Remedies that do not follow the model's own gradients (a surrogate's transfer, a score-based search):
+#: what they break that the gradient attacks missed is the masking checklist's "black-box beats
+#: white-box" signal, so the evaluation counts them as black-box.
+GRADIENT_FREE_REMEDIES = frozenset({"surrogate", "score_based"})
+
+
 def _describe(diagnosis: Any, checks: tuple[str, ...]) -> str:
     parts = []
     for check in checks:

@@ -13,7 +13,10 @@ checks, every (defence, naive|adaptive) evaluation is checked for:
 5. ``zero_gradients``: input gradients that are exactly zero (or do not flow at
    all) mean gradient attacks are blind.
 6. ``errors``: an attack that crashed leaves its samples counted as robust.
-7. ``certificate``: for a certified defence, no attack may break a sample inside its
+7. ``more_effort``: the suite's strongest iterative attack with twice the steps and
+   one more restart, on a sample of the still-robust points, must not lower robust
+   accuracy by more than a point (extrapolated from the sample).
+8. ``certificate``: for a certified defence, no attack may break a sample inside its
    certified radius, and the certified accuracy (a lower bound) may not exceed the
    attacks' robust accuracy (an upper bound).
 
@@ -27,7 +30,7 @@ Reference:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
@@ -35,6 +38,7 @@ from torch import Tensor, nn
 from shieldkit.evaluate.records import (
     CheckOutcome,
     DefenseSummary,
+    EffortRow,
     GradientRow,
     LargeEpsRow,
     RandomnessRow,
@@ -49,6 +53,10 @@ MONOTONE_TOLERANCE = 0.01
 #: certified accuracy (a lower bound) may exceed an attack's (an upper bound) by Monte-Carlo error only
 CERTIFIED_TOLERANCE = 0.02
 CHECK_SAMPLES = 32
+#: more steps and restarts may lower robust accuracy by this much (Carlini et al.: "converged")
+MORE_EFFORT_MAX_DROP = 0.01
+#: ... and must break at least this many sampled points to count (one sample in 32 is sampling noise)
+MORE_EFFORT_MIN_SAMPLES = 2
 
 
 def one_line(error: BaseException) -> str:
@@ -109,6 +117,7 @@ class Measurements:
     randomness: RandomnessRow | None = None
     gradients: GradientRow | None = None
     large_eps: LargeEpsRow | None = None
+    effort: list[EffortRow] = field(default_factory=list)
 
 
 def check_flags(defense: DefenseSummary, mode: str, measured: Measurements) -> list[CheckOutcome]:
@@ -206,6 +215,26 @@ def _errors(defense: DefenseSummary, mode: str, measured: Measurements) -> Check
     return CheckOutcome("errors", True, 0, "no attack crashed")
 
 
+def _more_effort(defense: DefenseSummary, mode: str, measured: Measurements) -> CheckOutcome:
+    rows = [row for row in measured.effort if row.attacked]
+    if not rows:
+        return CheckOutcome("more_effort", None, None, "not run (no iterative white-box attack, or nothing robust)")
+    errors = [row for row in rows if row.error]
+    if errors:
+        row = errors[0]
+        return CheckOutcome("more_effort", None, None, f"{row.attack} with {row.steps} steps crashed: {row.error}")
+    drops = [(len(row.fooled) / len(row.attacked) * row.robust, row) for row in rows]
+    drop, worst = max(drops, key=lambda pair: pair[0])
+    if drop > MORE_EFFORT_MAX_DROP and len(worst.fooled) >= MORE_EFFORT_MIN_SAMPLES:
+        return CheckOutcome("more_effort", False, drop,
+                            f"{worst.attack} with {worst.steps} steps and {worst.restarts} restarts broke "
+                            f"{len(worst.fooled)} of {len(worst.attacked)} still-robust samples at eps={worst.eps:g} "
+                            f"(about -{100 * drop:.1f} points): the suite has not converged; run --suite thorough")
+    return CheckOutcome("more_effort", True, drop,
+                        f"twice the steps and one more restart broke {sum(len(r.fooled) for r in rows)} of "
+                        f"{sum(len(r.attacked) for r in rows)} still-robust samples (at most -{100 * drop:.1f} points)")
+
+
 def _certificate(defense: DefenseSummary, mode: str, measured: Measurements) -> CheckOutcome:
     certified = defense.certified
     if certified is None:
@@ -231,4 +260,4 @@ def _certificate(defense: DefenseSummary, mode: str, measured: Measurements) -> 
 
 #: The checklist, in report order. A new check is one function ``(defense, mode, measured) -> CheckOutcome``
 #: added here (and, if it needs a measurement on the models, a row type in records.py the runner writes).
-CHECKS = (_monotone, _large_eps, _black_box, _randomness, _zero_gradients, _errors, _certificate)
+CHECKS = (_monotone, _large_eps, _black_box, _randomness, _zero_gradients, _errors, _more_effort, _certificate)

@@ -212,6 +212,24 @@ class LargeEpsRow(_PerMode):
 
 
 @dataclass
+class EffortRow(_PerMode):
+    """The suite's strongest iterative attack re-run with twice the steps and one more restart, at one ``eps``,
+    on the first chunk's samples that every attack of ``mode`` left robust (the checklist's "more effort")."""
+
+    check_name: ClassVar[str] = "more_effort"
+    eps: float
+    attack: str
+    target: str
+    steps: int
+    restarts: int
+    attacked: list[int]
+    fooled: list[int] = field(default_factory=list)
+    #: the mode's robust accuracy on the first chunk: what a fooled share of ``attacked`` scales with
+    robust: float = 0.0
+    error: str | None = None
+
+
+@dataclass
 class RemedyNote:
     """One escalation the diagnosis chose (:mod:`shieldkit.escalation`): its name, why, and the attack it ran."""
 
@@ -238,7 +256,8 @@ class DiagnosisRow(_Row):
     remedies: list[RemedyNote] = field(default_factory=list)
 
 
-Row = CleanRow | AttackRow | CertificateRow | RandomnessRow | GradientRow | LargeEpsRow | DiagnosisRow
+Row = (CleanRow | AttackRow | CertificateRow | RandomnessRow | GradientRow | LargeEpsRow | EffortRow
+       | DiagnosisRow)
 
 
 def row_from_json(data: dict[str, Any]) -> Row:
@@ -256,7 +275,7 @@ def row_from_json(data: dict[str, Any]) -> Row:
         name, _, mode = str(data.get("check", "")).partition("|")
         if name == "randomness":
             return from_json(RandomnessRow, data)
-        cls = {row.check_name: row for row in (GradientRow, LargeEpsRow)}.get(name)
+        cls = {row.check_name: row for row in (GradientRow, LargeEpsRow, EffortRow)}.get(name)
         if cls is not None:
             return from_json(cls, {**data, "mode": mode})
     raise ValueError(f"not a results row of format {RESULTS_FORMAT}: type={kind!r}, check={data.get('check')!r}")

@@ -212,6 +212,14 @@ def strongest_white_box(attacks: list[AttackEntry]) -> AttackEntry | None:
     return (iterative or white or [None])[0]
 
 
+def effort_attack(attacks: list[AttackEntry]) -> AttackEntry | None:
+    """The attack the "more effort" check repeats: the suite's last untargeted APGD, else its last
+    iterative (``steps``) gradient attack with a bounded budget, else none."""
+    iterative = [a for a in attacks if a.white_box and a.cls.bounded and "steps" in component_params(a.cls)]
+    apgd = [a for a in iterative if a.cls.family == "apgd"]
+    return (apgd or iterative or [None])[-1]
+
+
 def spec_records(attacks: list[AttackEntry], defenses: list[DefenseEntry]) -> tuple[list[dict], list[dict]]:
     """What config.json records of the suite."""
     return (

@@ -11,6 +11,7 @@ from typing import Any
 
 from shieldkit.component import jsonable
 from shieldkit.defense import ABSTAIN
+from shieldkit.escalation import GRADIENT_FREE_REMEDIES
 from shieldkit.evaluate import masking
 from shieldkit.evaluate.records import (
     MODES,
@@ -28,6 +29,7 @@ from shieldkit.evaluate.records import (
     EpsSummary,
     ExampleRef,
     GradientRow,
+    EffortRow,
     LargeEpsRow,
     RandomnessRow,
     Row,
@@ -93,8 +95,10 @@ def _defense_summary(plan, entry, rows: list[Row], config, n: int, attack_order:
         if row.attacked:
             per_unit_cost[(row.stage, row.attack)].append(row.seconds / len(row.attacked))
     seconds = estimated = 0.0
+    gradient_free = {label for remedy, label in plan.remedies if remedy.name in GRADIENT_FREE_REMEDIES}
     for eps in config.eps:
         fooled: dict[str, set[int]] = {stage: set() for stage in STAGES}
+        adaptive_gradient_free: set[int] = set()
         misclassified, detected_adv = set(), set()
         attacks: dict[tuple, AttackStats] = {}
         first_fooled: dict[int, ExampleRef] = {}
@@ -102,6 +106,8 @@ def _defense_summary(plan, entry, rows: list[Row], config, n: int, attack_order:
         eps_rows = [r for r in attack_rows if r.eps == eps]
         for row in sorted(eps_rows, key=lambda r: (r.chunk[0], _STAGE_ORDER[r.stage])):
             fooled[row.stage].update(row.fooled)
+            if row.stage == "adaptive" and (row.access != "gradient" or row.attack in gradient_free):
+                adaptive_gradient_free.update(row.fooled)
             for index in row.fooled:
                 broken_by.setdefault(index, _broken_label(row))
             misclassified.update(row.misclassified)
@@ -125,13 +131,14 @@ def _defense_summary(plan, entry, rows: list[Row], config, n: int, attack_order:
                     first_fooled.setdefault(index, ExampleRef(row.stage, row.attack, row.examples))
         naive_fooled = fooled["naive"] | fooled["blackbox"]
         all_fooled = naive_fooled | fooled["adaptive"]
-        white = fooled["naive"] | fooled["adaptive"]
+        # what the score-based and transfer remedies broke is black-box evidence, not white-box
+        white = fooled["naive"] | (fooled["adaptive"] - adaptive_gradient_free)
         summary = EpsSummary(
             clean_correct=len(correct),
             naive=len(correct - naive_fooled) / n,
             adaptive=len(correct - all_fooled) / n,
             black_box_extra=BlackBoxExtra(naive=len(fooled["blackbox"] - fooled["naive"]),
-                                          adaptive=len(fooled["blackbox"] - white)),
+                                          adaptive=len((fooled["blackbox"] | adaptive_gradient_free) - white)),
             attacks=sorted(attacks.values(), key=lambda a: (_STAGE_ORDER[a.stage], attack_order.get(a.attack, -1))),
             examples={str(k): v for k, v in sorted(first_fooled.items())},
             broken_by=_count_by_attack(broken_by, attacks),
@@ -206,6 +213,7 @@ def _measurements(rows: list[Row], mode: str, same_as_naive: bool) -> masking.Me
     """The measurement rows for ``mode``; with no adaptive view, the adaptive mode attacks what the naive one does."""
     measured_mode = "naive" if same_as_naive else mode
     found = masking.Measurements()
+    effort: dict[str, list[EffortRow]] = {}
     for row in rows:
         if isinstance(row, RandomnessRow):
             found.randomness = row
@@ -213,6 +221,10 @@ def _measurements(rows: list[Row], mode: str, same_as_naive: bool) -> masking.Me
             found.gradients = row
         elif isinstance(row, LargeEpsRow) and row.mode == measured_mode:
             found.large_eps = row
+        elif isinstance(row, EffortRow):
+            effort.setdefault(row.mode, []).append(row)
+    # an opaque model's adaptive mode has its own rows (through the remedies' views) where it has remedies
+    found.effort = effort.get(mode) or (effort.get("naive", []) if same_as_naive else [])
     return found
 
 
