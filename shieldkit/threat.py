@@ -62,6 +62,28 @@ def project(delta: Tensor, norm: str, eps: float) -> Tensor:
     raise InvalidParameterError(f"norm={norm!r} is not one of {', '.join(NORMS)}")
 
 
+def linf_box(x: Tensor, eps: float, bounds: tuple[float, float]) -> tuple[Tensor, Tensor]:
+    """Each pixel's interval in the L-inf ball around ``x`` and the bounds, both ends inside as the
+    attack contract measures (``|end - x| <= eps`` rounded to ``x``'s dtype).
+
+    ``x - eps`` rounds, and can land an ulp outside the ball; a point clamped to such an
+    end is stepped back by the contract after the attack chose it. For a deterministic
+    model an ulp is nothing, but a model that draws its randomness from the input's bytes
+    sees a new draw: the point the attack found fooled would be judged on another one.
+    An attack that clamps its iterates to this box returns exactly the points it judged.
+    """
+    low, high = bounds
+    lower, upper = (x - eps).clamp_(min=low), (x + eps).clamp_(max=high)
+    limit = torch.tensor(eps, dtype=x.dtype).item()
+    for end in (lower, upper):
+        for _ in range(4):
+            outside = (end - x).abs_() > limit
+            if not bool(outside.any()):
+                break
+            end.copy_(torch.where(outside, torch.nextafter(end, x), end))
+    return lower, upper
+
+
 def _project_l1(flat: Tensor, eps: float) -> Tensor:
     # Duchi et al. 2008: soft-threshold by the value that makes the L1 norm eps.
     magnitude = flat.abs()

@@ -360,12 +360,7 @@ SLOW = {"random_resize_pad", "gaussian_noise", "active_dropout", "binarize", "qu
 
 
 def _end_to_end(name: str):
-    marks = [pytest.mark.slow] if name in SLOW or name == "input_seeded_noise" else []
-    if name == "input_seeded_noise":
-        marks.append(pytest.mark.xfail(strict=True, reason=(
-            "eps=0.1: 30% after jitter_smoothing/smoothing/surrogate against 6% for EOT over the model's own "
-            "noise (sigma 0.25); the 5% jitter and 8 copies do not reach it yet")))
-    return pytest.param(name, marks=marks)
+    return pytest.param(name, marks=[pytest.mark.slow] if name in SLOW else [])
 
 
 @pytest.mark.parametrize("name", [_end_to_end(name) for name in REFERENCES])

@@ -13,7 +13,7 @@ from torch import Tensor, nn
 
 from shieldkit.attack import Attack
 from shieldkit.attacks._losses import cross_entropy, dlr, margin, targeted_dlr
-from shieldkit.threat import project
+from shieldkit.threat import linf_box, project
 from shieldkit.validation import check_choice, check_int, check_number
 
 APGD_LOSSES = ("ce", "dlr")
@@ -185,7 +185,7 @@ def auto_pgd(
     start = (x + eps * noise).clamp_(low, high)
     lower = upper = None
     if norm == "linf":
-        lower, upper = (x - eps).clamp_(min=low), (x + eps).clamp_(max=high)
+        lower, upper = linf_box(x, eps, (low, high))
         start = start.clamp_(min=lower, max=upper)  # float error can put x + eps * noise an ulp outside
 
     result_x = start.clone()

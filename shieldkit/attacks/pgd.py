@@ -8,7 +8,7 @@ from torch import Tensor, nn
 from shieldkit.attack import Attack
 from shieldkit.attacks._losses import LOSSES, OBJECTIVES, fooled
 from shieldkit.attacks.noise import uniform_ball
-from shieldkit.threat import project
+from shieldkit.threat import linf_box, project
 from shieldkit.validation import check_bool, check_choice, check_int, check_number
 
 
@@ -103,7 +103,7 @@ class PGD(Attack):
             return x.clone(), frozen
         x_adv = self.project(x + uniform_ball(x, norm, eps), x) if self.random_start else x.clone()
         if norm == "linf":  # the ball and the bounds in one box, computed once
-            lower, upper = (x - eps).clamp_(min=low), (x + eps).clamp_(max=high)
+            lower, upper = linf_box(x, eps, self.bounds)
         result = x_adv.clone() if self.early_stop else None
         active = torch.arange(x.shape[0], device=x.device) if self.early_stop else None
         x_origin = x

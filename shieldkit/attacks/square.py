@@ -9,6 +9,7 @@ from torch import Tensor, nn
 
 from shieldkit.attack import Attack
 from shieldkit.attacks._losses import fooled, margin
+from shieldkit.threat import linf_box
 from shieldkit.validation import check_int, check_number
 
 #: Iterations (of the paper's 10,000) after which the square's share of the image halves again.
@@ -109,7 +110,10 @@ class Square(Attack):
         targeted = target is not None
         labels = target if targeted else y
         low, high = self.bounds
-        best = self._start(x)
+        # L-inf candidates take each pixel's end of the ball exactly (x +- eps, clipped, an ulp inside
+        # where x +- eps rounds outside), so the contract returns the very points that were judged
+        box = linf_box(x, self.eps, self.bounds) if self.norm == "linf" else None
+        best = self._start(x, box)
         logits = model(best)
         best_value = margin(logits, labels, targeted)
         used = torch.ones(x.shape[0], dtype=torch.long, device=x.device)
@@ -122,7 +126,7 @@ class Square(Attack):
             x_rows, best_rows = x[active], best[active]
             if self.norm == "linf":
                 side = min(max(round(math.sqrt(share * height * width)), 1), height - 1 if height > 1 else 1, width)
-                candidate = self._linf_candidate(x_rows, best_rows, side, low, high)
+                candidate = self._linf_candidate(box[0][active], box[1][active], best_rows, side)
             else:
                 side = max(round(math.sqrt(share * height * width)), 3)
                 side = min(side + 1 if side % 2 == 0 else side, height, width)
@@ -137,12 +141,12 @@ class Square(Attack):
             active = active[~hit]
         return best, {"queries": used.cpu()}
 
-    def _start(self, x: Tensor) -> Tensor:
+    def _start(self, x: Tensor, box: tuple[Tensor, Tensor] | None) -> Tensor:
         """The paper's starting points: L-inf vertical stripes of +-eps; L2 a grid of signed bumps of norm eps."""
         low, high = self.bounds
         count, channels, height, width = x.shape
-        if self.norm == "linf":
-            return (x + self.eps * _random_signs(count, channels, 1, width, like=x)).clamp_(low, high)
+        if box is not None:
+            return torch.where(_random_signs(count, channels, 1, width, like=x) > 0, box[1], box[0])
         delta = torch.zeros_like(x)
         side = max(height // 5, 1)
         offset = (height - 5 * side) // 2 if height >= 5 else 0
@@ -155,22 +159,23 @@ class Square(Attack):
                 delta[:, :, top:top + side, left:left + side] += chosen * _random_signs(count, channels, 1, 1, like=x)
         return (x + self.eps * _unit_l2(delta)).clamp_(low, high)
 
-    def _linf_candidate(self, x: Tensor, best: Tensor, side: int, low: float, high: float) -> Tensor:
-        """``best`` with one random square per sample set to ``x +- eps`` (a sign per channel), clipped."""
-        count, channels, height, width = x.shape
-        window = _window_masks(count, side, height, width, x.device)
-        signs = _random_signs(count, channels, 1, 1, like=x)
-        candidate = torch.where(window, (x + self.eps * signs).clamp_(low, high), best)
+    def _linf_candidate(self, lower: Tensor, upper: Tensor, best: Tensor, side: int) -> Tensor:
+        """``best`` with one random square per sample set to ``x +- eps`` (a sign per channel), clipped:
+        ``upper`` or ``lower``, the ends of each pixel's interval."""
+        count, channels, height, width = best.shape
+        window = _window_masks(count, side, height, width, best.device)
+        signs = _random_signs(count, channels, 1, 1, like=best)
+        candidate = torch.where(window, torch.where(signs > 0, upper, lower), best)
         # A square that already holds the drawn values would waste a query: draw again for those samples
         # (with one channel the only other draw is the flipped sign, so flip it at once).
-        pending = torch.arange(count, device=x.device)
+        pending = torch.arange(count, device=best.device)
         for _ in range(1 if channels == 1 else REDRAWS):
             same = (candidate[pending] - best[pending]).abs().flatten(1).amax(dim=1) < 1e-7
             pending = pending[same]
             if pending.numel() == 0:
                 break
-            signs = -signs[pending] if channels == 1 else _random_signs(pending.numel(), channels, 1, 1, like=x)
-            candidate[pending] = torch.where(window[pending], (x[pending] + self.eps * signs).clamp_(low, high),
+            signs = -signs[pending] if channels == 1 else _random_signs(pending.numel(), channels, 1, 1, like=best)
+            candidate[pending] = torch.where(window[pending], torch.where(signs > 0, upper[pending], lower[pending]),
                                              best[pending])
         return candidate
 
