@@ -1,0 +1,103 @@
+"""The default evaluation, told nothing, on every defended model of the zoo (issue 13's acceptance test).
+
+Each model of ``tests/defended_zoo.py`` hides its defence inside ``forward()``. It goes
+through ``shieldkit.evaluate(model, data, eps=[0.1, 0.3])`` with every default (the
+``standard`` suite, the diagnosis, the remedies it chooses, the checklist) and must
+report, at both budgets, a robust accuracy at most 5 points above the hand-written
+adaptive attack of ``tests/zoo_references.py`` (BPDA / EOT / margin loss, written
+knowing the defence), name in its results the remedies that got it there, and raise
+no flag on the PGD-trained model.
+
+The base classifier is the MLP of test_escalation.py (cheap: the standard suite's
+thousands of forwards per sample cost seconds). Models whose evaluation takes
+minutes on 2 CPU cores (EOT over up to 32 draws, smoothing's 64 forwards per
+gradient, training the PGD model) carry the ``slow`` marker: ``make test`` runs the
+others, ``python -m pytest -m slow tests/test_evaluate_zoo.py`` the rest.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import defended_zoo
+import pytest
+import torch
+from zoo_references import RANDOM_JUDGED, REFERENCES, correct, reference_attack
+
+from shieldkit.data import ImageData
+from shieldkit.evaluate import evaluate
+
+N_IMAGES = 100
+EPSILONS = (0.1, 0.3)
+#: issue 13: "within 5 points of the reference" (the same 100 images for both, so no sampling margin)
+MARGIN = 0.05
+#: the zoo models whose default evaluation takes minutes here (see the module docstring)
+SLOW = {"random_resize_pad", "gaussian_noise", "active_dropout", "numpy_round_trip", "binarize", "quantize",
+        "thermometer"}
+@pytest.fixture(scope="module")
+def base():
+    from shieldkit.models.cache import pretrained
+
+    return pretrained("mlp", data="mnist", epochs=2, n_train=10000, seed=0).eval().requires_grad_(False)
+
+
+@pytest.fixture(scope="module")
+def images(mnist_test):
+    return mnist_test.x[:N_IMAGES], mnist_test.y[:N_IMAGES]
+
+
+def _evaluate(model, images, out: Path):
+    x, y = images
+    return evaluate(model, ImageData(x, y, name="mnist", split="test"), eps=list(EPSILONS), out_dir=out,
+                    quiet=True, batch_size=N_IMAGES)
+
+
+def _zoo_case(name: str):
+    return pytest.param(name, marks=[pytest.mark.slow] if name in SLOW else [])
+
+
+@pytest.mark.parametrize("name", [_zoo_case(name) for name in REFERENCES])
+def test_the_default_evaluation_reaches_the_hand_written_adaptive_attack(base, images, name, tmp_path):
+    x, y = images
+    model = defended_zoo.ZOO[name](base).eval()
+    report = _evaluate(model, images, tmp_path)
+    record = report.run.defense("none")
+    remedies = [note.name for note in record.diagnosis.remedies]
+    if name == "undefended":
+        assert record.diagnosis.diagnosis.flags == () and remedies == []
+    else:  # chosen with no hint, and written into the results and the report
+        # (the score-based fallback is the suite's own Square here, so it is not listed again)
+        assert record.diagnosis.diagnosis.flags and remedies and "score_based" not in remedies, remedies
+        rows = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
+        assert [n["name"] for r in rows if r["type"] == "diagnosis" for n in r["remedies"]] == remedies
+        markdown = (tmp_path / "report.md").read_text()
+        assert "## Diagnosis" in markdown and all(remedy in markdown for remedy in remedies)
+    differentiate, draws = REFERENCES[name]
+    forward = model if differentiate is None else differentiate(base)
+    judge_draws = 4 if name in RANDOM_JUDGED else 1
+    for eps in EPSILONS:
+        reference = reference_attack(forward, model, x, y, eps, draws, judge_draws).mean().item()
+        reported = report.robust_accuracy(eps=eps)
+        broke = {attack: count for attack, count in record.eps[f"{eps:g}"].broken_by.items() if count}
+        assert reported <= reference + MARGIN, (name, eps, reported, reference, broke)
+
+
+@pytest.mark.slow
+def test_a_pgd_trained_model_is_evaluated_at_least_as_hard_as_pgd_100_and_flagged_for_nothing(images, tmp_path):
+    """A genuinely robust model: nothing to diagnose, nothing to flag, and a number no higher than a
+    hand-written 100-step margin-loss PGD's (cached PGD training on 10,000 real MNIST images)."""
+    cache = Path(os.environ.get("SHIELDKIT_CACHE", tmp_path)) / "zoo"
+    model = defended_zoo.pgd_trained_cnn(cache).requires_grad_(False)
+    x, y = images
+    report = _evaluate(model, images, tmp_path / "run")
+    record = report.run.defense("none")
+    assert record.diagnosis.diagnosis.flags == ()
+    failed = [f"{c.check} ({c.mode}): {c.reason}" for c in record.checks if c.passed is False]
+    assert failed == []
+    for eps in EPSILONS:
+        reference = reference_attack(model, model, x, y, eps, 1, 1, steps=100).mean().item()
+        assert report.robust_accuracy(eps=eps) <= reference + MARGIN, (eps, reference)
+    with torch.no_grad():
+        assert correct(model, x, y).mean().item() >= 0.9  # the model is a real one
