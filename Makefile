@@ -25,7 +25,7 @@ plugin: install
 	$(PIP) install --quiet --no-build-isolation --no-deps ./plugins/shieldkit-example
 
 test: install plugin
-	$(BIN)/python -m pytest -q tests plugins/shieldkit-example/tests
+	$(BIN)/python -m pytest -q --durations=15 tests plugins/shieldkit-example/tests
 	$(BIN)/mkdocs build --strict --quiet --site-dir $(VENV)/site
 
 demo: install plugin

@@ -51,7 +51,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=1000, help="seeded subset of the MNIST test split")
     parser.add_argument("--art-images", type=int, default=100, help="ART's AutoAttack runs on the first of these")
-    parser.add_argument("--epochs", type=int, default=6, help="PGD training epochs after the clean one")
+    parser.add_argument("--epochs", type=int, default=3, help="PGD training epochs after the clean one")
     parser.add_argument("--width", type=int, default=16)
     parser.add_argument("--train-images", type=int, default=60000, help="MNIST training images (a quick look: fewer)")
     parser.add_argument("--batch-size", type=int, default=250)
