@@ -539,23 +539,27 @@ class Runner:
 
             seeds = (unit_seed(self.config.seed, key, 1), unit_seed(self.config.seed, key, 2))
             self.store.append(masking.measure_randomness(forward, x, seeds, key, plan.label))
-        modes = [("naive", plan.deployed)]
+        modes = [("naive", plan.deployed, strongest_white_box(self.attacks))]
         if plan.view is not None:
-            modes.append(("adaptive", plan.view))
-        for mode, model in modes:
+            modes.append(("adaptive", plan.view, strongest_white_box(self.attacks)))
+        elif (remedy := self._first_remedy(plan)) is not None:
+            # an opaque model's adaptive mode attacks through its remedies: measure what they see
+            entry, view = remedy
+            modes.append(("adaptive", view, entry))
+        for mode, model, entry in modes:
             key = f"check|{plan.label}|gradients|{mode}"
             if key not in self.store and correct:
                 index = torch.tensor(correct)
                 plan.reseed(unit_seed(self.config.seed, key))
                 self.store.append(masking.measure_gradients(model, self.data.x[index].to(self.device),
                                                             self.data.y[index].to(self.device), key, plan.label, mode))
-            self._large_eps_check(plan, mode, correct)
+            self._large_eps_check(plan, mode, correct, model, entry)
         for mode in ("naive", "adaptive"):
             for eps in self.config.eps:
                 self._effort_check(plan, mode, eps, clean)
 
-    def _large_eps_check(self, plan: DefensePlan, mode: str, correct: list[int]) -> None:
-        entry = strongest_white_box(self.attacks)
+    def _large_eps_check(self, plan: DefensePlan, mode: str, correct: list[int], model: nn.Module,
+                         entry: AttackEntry | None) -> None:
         key = f"check|{plan.label}|large_eps|{mode}"
         if entry is None or key in self.store or not correct:
             return
@@ -570,7 +574,7 @@ class Runner:
         try:
             attack = entry.build(eps, self.config.norm, self.config.bounds, seed)
             plan.reseed(seed)
-            result = attack.run(plan.view if mode == "adaptive" else plan.deployed, x, y)
+            result = attack.run(model, x, y)
             judged = plan.judge(result.x_adv, y, seed + 1)
             row.accuracy = 1.0 - judged.fooled.float().mean().item()
         except Exception as error:  # noqa: BLE001 - a crash here is itself a masking signal
@@ -627,11 +631,15 @@ class Runner:
             if entry is None:
                 return None
             return (entry, "deployed", plan.deployed) if mode == "naive" else (entry, "view", plan.view)
-        remedies = [e for e in self._adaptive_entries(plan)
-                    if e.remedy is not None and e.white_box and "steps" in component_params(e.cls)]
-        if not remedies:
-            return None
-        return remedies[0], remedies[0].remedy, self._remedy_view(plan, remedies[0].remedy)
+        remedy = self._first_remedy(plan)
+        return None if remedy is None else (remedy[0], remedy[0].remedy, remedy[1])
+
+    def _first_remedy(self, plan: DefensePlan) -> tuple[AttackEntry, nn.Module] | None:
+        """The first escalation's iterative white-box attack and its view (the plan lists the likeliest first)."""
+        for entry in self._adaptive_entries(plan):
+            if entry.remedy is not None and entry.white_box and "steps" in component_params(entry.cls):
+                return entry, self._remedy_view(plan, entry.remedy)
+        return None
 
 
 def _pick(indices: list[int], mask: Tensor) -> list[int]:

@@ -84,7 +84,9 @@ def _defense_summary(plan, entry, rows: list[Row], config, n: int, attack_order:
     clean_detected = {i for r in clean_rows for i in r.detected}
     record = DefenseSummary(
         label=plan.label, name=entry.name, kind=plan.kind, view=plan.view_description,
-        adaptive_stage=plan.has_adaptive_stage, randomized=plan.randomized, eot=plan.eot, n=n,
+        adaptive_stage=plan.has_adaptive_stage, randomized=plan.randomized, n=n,
+        # EOT draws: the defence's own, or those of an escalation remedy for a randomised opaque model
+        eot=max([plan.eot, *(remedy.settings.draws for remedy, _ in plan.remedies)]),
         clean_accuracy=len(correct) / n, eps={}, errors={mode: [] for mode in MODES},
     )
     if plan.detector is not None:
@@ -156,7 +158,8 @@ def _defense_summary(plan, entry, rows: list[Row], config, n: int, attack_order:
         record.certified = _certified_summary(plan, certificates, attack_rows, record, config, size, labels)
     if config.checks:
         for mode in MODES:
-            record.checks.extend(masking.check_flags(record, mode, _measurements(rows, mode, plan.view is None)))
+            same_as_naive = plan.view is None and not plan.remedies  # else the adaptive mode has its own rows
+            record.checks.extend(masking.check_flags(record, mode, _measurements(rows, mode, same_as_naive)))
     return record
 
 
