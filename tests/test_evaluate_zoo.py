@@ -9,10 +9,12 @@ knowing the defence), name in its results the remedies that got it there, and ra
 no flag on the PGD-trained model.
 
 The base classifier is the MLP of test_escalation.py (cheap: the standard suite's
-thousands of forwards per sample cost seconds). The three models whose evaluation
-takes longest (smoothing's 64 forwards per gradient through a cut gradient) and the
-PGD-trained model (trained here unless ``$SHIELDKIT_CACHE`` holds it) carry the
-``slow`` marker: ``make test`` runs the other nine,
+thousands of forwards per sample cost seconds). The models whose evaluation takes
+longest (smoothing's 64 forwards per gradient through a cut gradient; EOT over up to
+32 draws for the randomised ones) and the PGD-trained model (trained here unless
+``$SHIELDKIT_CACHE`` holds it) carry the ``slow`` marker: ``make test`` runs the
+other six (undefended, thermometer, shattered gradients, scaled logits, softmax
+output, input-seeded noise),
 ``python -m pytest -m slow tests/test_evaluate_zoo.py`` the rest.
 """
 
@@ -35,9 +37,9 @@ EPSILONS = (0.1, 0.3)
 #: issue 13: "within 5 points of the reference" (the same 100 images for both, so no sampling margin)
 MARGIN = 0.05
 #: the zoo models whose default evaluation takes minutes here (see the module docstring)
-#: (measured on 2 cores, one thread: 33-42 s each, where the other nine take 8-15 s; the PGD-trained
-#: model's test trains it, 295 s)
-SLOW = {"numpy_round_trip", "binarize", "quantize"}
+#: (measured on 2 cores, one thread: 33-42 s each for the first three, 9-14 s for the EOT ones, where the
+#: other six take 7-11 s; the PGD-trained model's test trains it, 295 s)
+SLOW = {"numpy_round_trip", "binarize", "quantize", "random_resize_pad", "gaussian_noise", "active_dropout"}
 @pytest.fixture(scope="module")
 def base():
     from shieldkit.models.cache import pretrained

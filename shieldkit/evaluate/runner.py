@@ -34,8 +34,8 @@ import torch
 from torch import Tensor, nn
 
 from shieldkit import distributed
-from shieldkit.data.imagedata import ImageData
 from shieldkit.component import component_params
+from shieldkit.data.imagedata import ImageData
 from shieldkit.defense import DetectorDefense, TrainerDefense
 from shieldkit.diagnosis import Diagnosis, diagnose
 from shieldkit.errors import InvalidInputError, InvalidModelError, InvalidParameterError
