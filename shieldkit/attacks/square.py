@@ -123,14 +123,14 @@ class Square(Attack):
             if active.numel() == 0:
                 break
             share = square_share(self.p_init, iteration - 1, self.queries)
-            x_rows, best_rows = x[active], best[active]
+            best_rows = best[active]
             if self.norm == "linf":
                 side = min(max(round(math.sqrt(share * height * width)), 1), height - 1 if height > 1 else 1, width)
                 candidate = self._linf_candidate(box[0][active], box[1][active], best_rows, side)
             else:
                 side = max(round(math.sqrt(share * height * width)), 3)
                 side = min(side + 1 if side % 2 == 0 else side, height, width)
-                candidate = self._l2_candidate(x_rows, best_rows, side, low, high)
+                candidate = self._l2_candidate(x[active], best_rows, side, low, high)
             logits = model(candidate)
             value = margin(logits, labels[active], targeted)
             used[active] += 1

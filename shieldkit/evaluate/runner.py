@@ -540,12 +540,9 @@ class Runner:
             seeds = (unit_seed(self.config.seed, key, 1), unit_seed(self.config.seed, key, 2))
             self.store.append(masking.measure_randomness(forward, x, seeds, key, plan.label))
         modes = [("naive", plan.deployed, strongest_white_box(self.attacks))]
-        if plan.view is not None:
-            modes.append(("adaptive", plan.view, strongest_white_box(self.attacks)))
-        elif (remedy := self._first_remedy(plan)) is not None:
-            # an opaque model's adaptive mode attacks through its remedies: measure what they see
-            entry, view = remedy
-            modes.append(("adaptive", view, entry))
+        if (adaptive := self._adaptive_target(plan)) is not None:
+            _, view, entry = adaptive
+            modes.append(("adaptive", view, entry or strongest_white_box(self.attacks)))
         for mode, model, entry in modes:
             key = f"check|{plan.label}|gradients|{mode}"
             if key not in self.store and correct:
@@ -580,7 +577,6 @@ class Runner:
         except Exception as error:  # noqa: BLE001 - a crash here is itself a masking signal
             row.error = masking.one_line(error)
         self.store.append(row)
-
 
     def _effort_check(self, plan: DefensePlan, mode: str, eps: float, clean: CleanRow) -> None:
         """Carlini et al.'s "more iterations and restarts": the suite's strongest iterative attack with twice
@@ -626,19 +622,25 @@ class Runner:
 
     def _effort_attack(self, plan: DefensePlan, mode: str) -> tuple[AttackEntry, str, nn.Module] | None:
         """The attack the "more effort" check repeats in ``mode``, the name of what it attacks, and that model."""
-        if mode == "naive" or plan.view is not None:
+        if mode == "naive":
             entry = effort_attack(self.white)
-            if entry is None:
-                return None
-            return (entry, "deployed", plan.deployed) if mode == "naive" else (entry, "view", plan.view)
-        remedy = self._first_remedy(plan)
-        return None if remedy is None else (remedy[0], remedy[0].remedy, remedy[1])
+            return None if entry is None else (entry, "deployed", plan.deployed)
+        adaptive = self._adaptive_target(plan)
+        if adaptive is None:
+            return None
+        name, model, entry = adaptive
+        entry = entry or effort_attack(self.white)
+        return None if entry is None else (entry, name, model)
 
-    def _first_remedy(self, plan: DefensePlan) -> tuple[AttackEntry, nn.Module] | None:
-        """The first escalation's iterative white-box attack and its view (the plan lists the likeliest first)."""
+    def _adaptive_target(self, plan: DefensePlan) -> tuple[str, nn.Module, AttackEntry | None] | None:
+        """What the adaptive mode's checks attack: the defence's view (with the suite's attacks, ``None``
+        here), else the first escalation's view with its iterative white-box attack (the plan lists the
+        likeliest first), else nothing: the adaptive mode is the naive one."""
+        if plan.view is not None:
+            return "view", plan.view, None
         for entry in self._adaptive_entries(plan):
             if entry.remedy is not None and entry.white_box and "steps" in component_params(entry.cls):
-                return entry, self._remedy_view(plan, entry.remedy)
+                return entry.remedy, self._remedy_view(plan, entry.remedy), entry
         return None
 
 
