@@ -9,7 +9,7 @@ PIP    := $(BIN)/python -m pip
 STAMP  := $(VENV)/.shieldkit-installed
 export SHIELDKIT_DATA ?= $(abspath ../shared/data)
 
-.PHONY: install plugin test demo docs lint bench clean
+.PHONY: install plugin browser test demo docs lint bench clean
 
 install: $(STAMP)
 
@@ -24,7 +24,22 @@ $(STAMP): pyproject.toml constraints.txt plugins/shieldkit-example/pyproject.tom
 plugin: install
 	$(PIP) install --quiet --no-build-isolation --no-deps ./plugins/shieldkit-example
 
-test: install plugin
+# The report tests drive the system's headless Chromium (Debian's package `chromium`, driven by
+# Playwright; no browser is downloaded at test time). They fail without it, so a machine that lacks
+# it gets it here: root runs apt-get itself, anyone else through sudo. SHIELDKIT_CHROMIUM names
+# another Chromium instead.
+browser:
+	@if [ -z "$$SHIELDKIT_CHROMIUM" ] && ! command -v chromium >/dev/null 2>&1 \
+	    && ! command -v chromium-browser >/dev/null 2>&1; then \
+	  SUDO=""; [ "$$(id -u)" -eq 0 ] || SUDO="sudo"; \
+	  echo "installing Debian's chromium for the report tests ($${SUDO:+$$SUDO }apt-get install chromium)"; \
+	  $$SUDO apt-get install -y --no-install-recommends chromium >/dev/null \
+	    || { $$SUDO apt-get update >/dev/null && $$SUDO apt-get install -y --no-install-recommends chromium >/dev/null; } \
+	    || { echo "make browser: could not install chromium; install Debian's chromium or set SHIELDKIT_CHROMIUM" >&2; exit 1; }; \
+	fi
+
+# Every test runs: a missing browser or test dependency fails its test, saying what to install.
+test: install plugin browser
 	$(BIN)/python -m pytest -q --durations=15 tests plugins/shieldkit-example/tests
 	$(BIN)/mkdocs build --strict --quiet --site-dir $(VENV)/site
 

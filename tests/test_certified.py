@@ -141,7 +141,7 @@ def test_the_cli_writes_the_certified_section_and_chromium_shows_its_plot(noisy_
     import http.server
     import threading
 
-    from test_evaluate import CHROMIUM_FLAGS, _chromium
+    from test_evaluate import CHROMIUM_FLAGS, _chromium, _playwright
 
     out = tmp_path / "run"
     smoothing = ":".join(f"{k}={v}" for k, v in SMOOTHING.items())
@@ -155,7 +155,7 @@ def test_the_cli_writes_the_certified_section_and_chromium_shows_its_plot(noisy_
     summary = json.loads((out / "summary.json").read_text())
     assert summary["defenses"][0]["certified"]["at_eps"]["0.5"]["radius"] == 0.5
 
-    playwright = pytest.importorskip("playwright.sync_api", reason="pip install shieldkit[dev] (playwright)")
+    playwright = _playwright()
     handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(out))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from needs import need
 
 from shieldkit.data import (
     DATASETS,
@@ -155,7 +156,7 @@ def test_digits_validates_arguments():
 def _digits_from_scikit_learn(split: str, size: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The reference: the split and resize written out from scikit-learn's own loader (what digits() did before
     the data shipped inside shieldkit)."""
-    load_digits = pytest.importorskip("sklearn.datasets").load_digits
+    load_digits = need("sklearn.datasets", "pip install scikit-learn (in shieldkit[dev])").load_digits
     bunch = load_digits()
     x = torch.tensor(bunch.images, dtype=torch.float32).unsqueeze(1) / 16
     y = torch.tensor(bunch.target, dtype=torch.int64)
@@ -189,7 +190,7 @@ def test_packaged_digits_file_holds_plain_arrays_and_is_what_the_generator_write
     assert stored["images"].dtype == np.uint8 and stored["images"].shape == (1797, 8, 8)
     assert stored["labels"].dtype == np.uint8 and stored["labels"].shape == (1797,)
     assert packaged.stat().st_size < 120_000
-    pytest.importorskip("sklearn")
+    need("sklearn", "pip install scikit-learn (in shieldkit[dev])")
     fresh = _make_digits.digits_arrays()
     for name, array in fresh.items():
         assert np.array_equal(stored[name], array), name
@@ -231,7 +232,7 @@ def test_a_damaged_packaged_file_is_a_one_line_error_saying_to_reinstall(monkeyp
 
 
 def test_image_folder_reads_class_subfolders(tmp_path):
-    image_module = pytest.importorskip("PIL.Image")
+    image_module = need("PIL.Image", "pip install pillow (shieldkit[report] brings it with matplotlib)")
     for label, name in enumerate(["cat", "dog"]):
         (tmp_path / "test" / name).mkdir(parents=True)
         for index in range(3):

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import sysconfig
 from pathlib import Path
 
 import pytest
@@ -14,19 +16,22 @@ REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "plugins" / "shieldkit-example"
 
 
-def shieldkit(*args: str, env: dict | None = None, check: bool = True) -> subprocess.CompletedProcess:
-    """Run the ``shieldkit`` command in a fresh interpreter."""
+def shieldkit(*args: str, env: dict | None = None, check: bool = True,
+              python: str | os.PathLike = sys.executable) -> subprocess.CompletedProcess:
+    """Run the ``shieldkit`` command in a fresh interpreter (``python``: the tests' own by default)."""
     environment = {k: v for k, v in os.environ.items() if not k.startswith("SHIELDKIT_") or k == "SHIELDKIT_DATA"}
+    environment.pop("PYTHONPATH", None)
     environment.update(env or {})
-    result = subprocess.run([sys.executable, "-m", "shieldkit", *args], capture_output=True, text=True,
+    result = subprocess.run([str(python), "-m", "shieldkit", *args], capture_output=True, text=True,
                             env=environment, timeout=120)
     if check and result.returncode != 0:
         raise AssertionError(f"shieldkit {' '.join(args)} exited {result.returncode}: {result.stderr}")
     return result
 
 
-def attack_names(env: dict | None = None) -> set[str]:
-    return {record["name"] for record in json.loads(shieldkit("list", "attacks", "--json", env=env).stdout)}
+def attack_names(env: dict | None = None, python: str | os.PathLike = sys.executable) -> set[str]:
+    listed = shieldkit("list", "attacks", "--json", env=env, python=python).stdout
+    return {record["name"] for record in json.loads(listed)}
 
 
 def pip(*args: str) -> None:
@@ -34,21 +39,49 @@ def pip(*args: str) -> None:
                    check=True, capture_output=True, timeout=300)
 
 
-def test_pip_install_makes_the_plugin_appear_and_uninstall_removes_it():
-    try:
-        pip("uninstall", "--yes", "shieldkit-example")
-        assert "salt_pepper.example" not in attack_names()
-        pip("install", "--no-deps", "--no-build-isolation", str(EXAMPLE))
-        names = attack_names()
-        assert "salt_pepper.example" in names and "fgsm.native" in names
-        listed = shieldkit("list", "attacks").stdout
-        assert "salt_pepper.example" in listed
-        info = json.loads(shieldkit("info", "salt_pepper", "--json").stdout)
-        assert info["distribution"] == "shieldkit-example" and info["version"] == "0.1.0"
-        pip("uninstall", "--yes", "shieldkit-example")
-        assert "salt_pepper.example" not in attack_names()
-    finally:
-        pip("install", "--no-deps", "--no-build-isolation", str(EXAMPLE))
+def _environment_without_the_example(root: Path) -> Path:
+    """A throwaway venv that sees every package of the live one except shieldkit-example; its python.
+
+    The live environment may hold the example plugin (``make plugin`` installs it), and a directory on
+    sys.path cannot hide one distribution, so the venv's site-packages links each entry of the live
+    site-packages but the example's package and dist-info. Nothing of the live environment is written.
+    """
+    live = Path(sysconfig.get_paths()["purelib"])
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(root)], check=True, timeout=120)
+    python = root / "bin" / "python"
+    site = Path(subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                               capture_output=True, text=True, check=True, timeout=60).stdout.strip())
+    for entry in live.iterdir():
+        if not entry.name.lower().startswith(("shieldkit_example", "shieldkit-example")):
+            (site / entry.name).symlink_to(entry)
+    return python
+
+
+def _live_distributions() -> dict[str, str]:
+    live = Path(sysconfig.get_paths()["purelib"])
+    return {entry.name: str(entry.stat().st_mtime_ns) for entry in live.iterdir()}
+
+
+def test_pip_install_makes_the_plugin_appear_and_removing_it_makes_it_go(tmp_path):
+    live_before = _live_distributions()
+    python = _environment_without_the_example(tmp_path / "venv")
+    assert "fgsm.native" in (before := attack_names(python=python))
+    assert "salt_pepper.example" not in before, "the example plugin is visible before it is installed"
+    # A real pip install of the plugin's source (copied, so no build folder lands in the checkout),
+    # into a target folder; an interpreter sees it when the folder is on its path, as a user's would.
+    source, target = tmp_path / "source", tmp_path / "target"
+    shutil.copytree(EXAMPLE, source, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
+    pip("install", "--no-deps", "--no-build-isolation", "--target", str(target), str(source))
+    assert (target / "shieldkit_example-0.1.0.dist-info" / "entry_points.txt").is_file()
+    installed = {"PYTHONPATH": str(target)}
+    names = attack_names(installed, python=python)
+    assert "salt_pepper.example" in names and "fgsm.native" in names
+    assert "salt_pepper.example" in shieldkit("list", "attacks", env=installed, python=python).stdout
+    info = json.loads(shieldkit("info", "salt_pepper", "--json", env=installed, python=python).stdout)
+    assert info["distribution"] == "shieldkit-example" and info["version"] == "0.1.0"
+    # Removing the installed folder from the path is uninstalling it: the entry point is gone.
+    assert "salt_pepper.example" not in attack_names(python=python)
+    assert _live_distributions() == live_before, "the test changed the live environment"
 
 
 def _distribution(root: Path, name: str, module_source: str, entry_name: str | None = None) -> None:

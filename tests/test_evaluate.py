@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from needs import need, need_chromium
 
 import shieldkit as sk
 from shieldkit.cli import main
@@ -76,13 +77,18 @@ def test_bad_input_is_one_line_and_exit_2_before_any_compute(argv, expected, cap
     for flag, value in base.items():
         if flag not in argv:
             argv += [flag, value]
-    started = time.perf_counter()
-    code, out, err = cli(capsys, *argv, "--quiet")
+    # "before any compute" counted, not timed: no module of any model runs a forward pass
+    forwards = []
+    hook = torch.nn.modules.module.register_module_forward_hook(lambda module, *_: forwards.append(module))
+    try:
+        code, out, err = cli(capsys, *argv, "--quiet")
+    finally:
+        hook.remove()
     assert code == 2, (out, err)
     assert err.startswith("shieldkit evaluate: error:") and err.strip().count("\n") == 0, err
     assert expected in err
     assert not cache.exists() or not any(cache.rglob("*.pt")), "a model was trained before the input was checked"
-    assert time.perf_counter() - started < 30
+    assert forwards == [], f"{len(forwards)} forward passes before the input was refused (first: {forwards[0]!r})"
 
 
 def test_l2_attack_in_linf_grid_rejected_by_the_api(digits_mlp, digits, tmp_path):
@@ -185,29 +191,45 @@ def _run_cli(args: list[str]) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def _count_rows(path: Path) -> int:
-    try:
-        return path.read_bytes().count(b"\n")
-    except FileNotFoundError:
-        return 0
+# Run the command in a child that SIGKILLs itself in the middle of appending row `rows + 1`: the first
+# `rows` rows are on disk, then half of the next line (flushed and fsync-ed), then the kill. Where the
+# run dies is fixed by the row count, not by when a watching parent gets round to signalling it.
+_KILL_AFTER_ROWS = """
+import os, signal, sys
+from shieldkit.evaluate import results
+rows, written, write = int(sys.argv[1]), [0], results.ResultsStore._write
+def _write(self, line):
+    if written[0] == rows:
+        self._handle.write(line[: len(line) // 2])
+        self._handle.flush()
+        os.fsync(self._handle.fileno())
+        os.kill(os.getpid(), signal.SIGKILL)
+    written[0] += 1
+    write(self, line)
+results.ResultsStore._write = _write
+from shieldkit.cli import main
+sys.exit(main(["evaluate", *sys.argv[2:]]))
+"""
+
+
+def _run_cli_killed_after(rows: int, args: list[str]) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, "-c", _KILL_AFTER_ROWS, str(rows), *args], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def test_sigkill_half_way_then_resume_equals_an_uninterrupted_run(digits_mlp, tmp_path):
     reference = _run_cli(_cli_args(digits_mlp.saved_path, tmp_path / "reference"))
-    out, err = reference.communicate(timeout=300)
+    out, err = reference.communicate(timeout=300)  # a safety net: the run takes seconds
     assert reference.returncode == 0, err
     expected = stable(read_rows(tmp_path / "reference"))
 
-    killed = _run_cli(_cli_args(digits_mlp.saved_path, tmp_path / "run"))
-    results = tmp_path / "run" / "results.jsonl"
-    deadline = time.time() + 300
-    while _count_rows(results) < len(expected) // 2 and killed.poll() is None and time.time() < deadline:
-        time.sleep(0.01)
-    assert killed.poll() is None, "the run finished before it could be killed"
-    killed.send_signal(signal.SIGKILL)
-    killed.wait()
-    done = _count_rows(results)
-    assert 0 < done < len(expected)
+    half = len(expected) // 2
+    killed = _run_cli_killed_after(half, _cli_args(digits_mlp.saved_path, tmp_path / "run"))
+    _, err = killed.communicate(timeout=300)
+    assert killed.returncode == -signal.SIGKILL, f"the run was not killed half-way (exit {killed.returncode}): {err}"
+    written = (tmp_path / "run" / "results.jsonl").read_bytes()
+    assert written.count(b"\n") == half and not written.endswith(b"\n"), "expected half the rows and a torn line"
 
     resumed = _run_cli(_cli_args(digits_mlp.saved_path, tmp_path / "run") + ["--resume"])
     out, err = resumed.communicate(timeout=300)
@@ -392,16 +414,13 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic
 
 
 def _chromium() -> str:
-    """The Chromium to drive: $SHIELDKIT_CHROMIUM, else the system's (Debian package ``chromium``)."""
-    import shutil
+    """The Chromium to drive; a missing one fails the test, saying how to install it."""
+    return need_chromium()
 
-    found = os.environ.get("SHIELDKIT_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
-    if found is None:
-        message = "no Chromium: install Debian's `chromium` (`.ci/run` does) or set SHIELDKIT_CHROMIUM"
-        if os.environ.get("SHIELDKIT_REQUIRE_BROWSER"):
-            pytest.fail(message)
-        pytest.skip(message)
-    return found
+
+def _playwright():
+    """Playwright's sync API; a missing one fails the test, saying how to install it."""
+    return need("playwright.sync_api", "pip install -e '.[dev]' (playwright)")
 
 
 def test_demo_report_renders_in_headless_chromium(demo_run, tmp_path):
@@ -410,7 +429,7 @@ def test_demo_report_renders_in_headless_chromium(demo_run, tmp_path):
     import http.server
     import threading
 
-    playwright = pytest.importorskip("playwright.sync_api", reason="pip install shieldkit[dev] (playwright)")
+    playwright = _playwright()
     out, _ = demo_run
     handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(out))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
