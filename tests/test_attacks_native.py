@@ -116,11 +116,10 @@ def mnist_300(mnist_model, mnist_test):
 
 @pytest.mark.parametrize("norm", ["l2", "linf"])
 def test_deepfool_median_perturbation_is_no_larger_than_the_reference(mnist_model, mnist_300, norm):
-    """Minimal perturbation: on 300 correctly classified MNIST images the median norm of the fooled samples is
-    within 3% (L2) or 4% (L-inf) of the hand-written reference's, with at least 99% fooled, as by the reference.
-    Issue 13 asks for no margin; measured on this model: L2 1.935 against the reference's 1.895 (+2.1%; +3.3% with
-    the search alone, before the projection round), L-inf 0.1566 against 0.1519 (+3.1%), while on the benchmark's
-    CNN the L2 median is 1.3% below ART's. The margins are the gap still open, not a tolerance."""
+    """Minimal perturbation: on 300 correctly classified MNIST images the median L2 of the fooled samples is at
+    most the hand-written reference's, the L-inf median within 4%, with at least 99% fooled, as by the reference.
+    Measured on this model: L2 8.5% below the reference (1.749 vs 1.911), L-inf 3.6% above it (the L-inf
+    projection steps along sign(w) gain little): that margin is the gap still open, not a tolerance."""
     x, y = mnist_300
     result = DeepFool(norm=norm).run(mnist_model, x, y)
     reference = _reference_deepfool(mnist_model, x, y, norm=norm)
@@ -129,7 +128,7 @@ def test_deepfool_median_perturbation_is_no_larger_than_the_reference(mnist_mode
     reference_sizes = norm_of(reference - x, norm)[reference_fooled]
     sizes = result.l2 if norm == "l2" else result.linf
     assert result.success_rate >= 0.99 and reference_fooled.float().mean().item() >= 0.99
-    margin = 1.03 if norm == "l2" else 1.04
+    margin = 1.0 if norm == "l2" else 1.04
     assert sizes[result.success].median().item() <= margin * reference_sizes.median().item()
 
 
