@@ -18,10 +18,14 @@ from shieldkit.registry import get_registry
 from shieldkit.testing import (
     ATTACK_CLAUSES,
     DEFENSE_CLAUSES,
+    EFFICACY_EXEMPTIONS,
+    TRAINED_ACCURACY_FLOOR,
     ConformanceError,
     check_attack,
     check_defense,
+    efficacy_exemption,
     tiny_model,
+    trained_digits,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -265,10 +269,130 @@ def test_trainer_receives_image_data_in_the_kit_as_in_the_evaluation():
 
         def _fit(self, model, train_data, **options):
             received.append((train_data, options))
-            return model
+            trained = copy.deepcopy(model)
+            with torch.no_grad():
+                next(trained.parameters()).mul_(1.001)  # a change small enough to keep the accuracy
+            return trained
 
     check_defense(Recording, fit_options={"epochs": 1})
-    (train_data, options), = received
-    assert isinstance(train_data, ImageData) and options == {"epochs": 1}
-    assert train_data.x.shape == (6, 1, 16, 16) and train_data.y.dtype == torch.int64
-    assert len(train_data.classes) == 10
+    (tiny, tiny_options), (digits, digits_options) = received  # the kit's batch, then the efficacy digits
+    for train_data, options in received:
+        assert isinstance(train_data, ImageData) and options == {"epochs": 1}
+        assert train_data.y.dtype == torch.int64 and len(train_data.classes) == 10
+    assert tiny.x.shape == (6, 1, 16, 16)
+    assert digits.x.shape == (32, 1, 28, 28) and digits.name == "digits" and digits.split == "train"
+
+
+# The efficacy clauses: a component that keeps the contract but does nothing is caught, under the clause's name.
+
+
+class ReturnsItsInput(sk.Attack):
+    """Queries the model once, then returns x: a wrapper that swallowed its library's failure."""
+
+    family = "returns_its_input"
+    access = "score"
+
+    def _run(self, model, x, y, target):
+        model(x)
+        return x
+
+
+class FoolsNothing(ReturnsItsInput):
+    """Moves every pixel by a thousandth: a change, but far too small to cross any decision boundary."""
+
+    family = "fools_nothing"
+
+    def _run(self, model, x, y, target):
+        model(x)
+        return self.project(x + 1e-3 * (2 * (x < 0.5).to(x.dtype) - 1), x)
+
+
+@pytest.mark.parametrize(("attack", "detail"), [(ReturnsItsInput, "returned its input unchanged on all 16 digits"),
+                                                (FoolsNothing, "fooled 0 of 16 correctly classified digits")])
+def test_an_attack_that_does_nothing_fails_the_efficacy_clause(attack, detail):
+    with pytest.raises(ConformanceError) as caught:
+        check_attack(attack, eps=0.1)
+    assert caught.value.clause == "fools a trained model", str(caught.value)
+    assert detail in str(caught.value)
+    assert caught.value.clause in ATTACK_CLAUSES
+
+
+def test_a_working_attack_reports_its_efficacy():
+    report = check_attack("pgd.native", steps=3)
+    assert report["efficacy"] == {"fooled": 16, "of": 16, "required": 8}  # half of 16, bounded
+    report = check_attack("deepfool.native", steps=10)
+    assert report["efficacy"] == {"fooled": 16, "of": 16, "required": 14}  # seven eighths, unbounded
+
+
+class NoOpTrainer(sk.TrainerDefense):
+    family = "no_op_trainer"
+
+    def _fit(self, model, train_data, **options):
+        return model
+
+
+class RuinsTheModel(sk.TrainerDefense):
+    """Changes the model all right: every parameter to zero, so every digit gets class 0."""
+
+    family = "ruins_the_model"
+
+    def _fit(self, model, train_data, **options):
+        trained = copy.deepcopy(model)
+        with torch.no_grad():
+            for param in trained.parameters():
+                param.zero_()
+        return trained
+
+
+class NoOpTransform(sk.TransformDefense):
+    family = "no_op_transform"
+
+    def _transform(self, x):
+        return x.clone()
+
+
+@pytest.mark.parametrize(("defense", "clause", "detail"), [
+    (NoOpTrainer, "trainer changes the model", "no parameter of the digits CNN changed"),
+    (RuinsTheModel, "trainer keeps clean accuracy", f"below the floor of {TRAINED_ACCURACY_FLOOR:.0%}"),
+    (NoOpTransform, "transform changes its input", "the output equals the input on all 6 images"),
+])
+def test_a_defence_that_does_nothing_fails_its_efficacy_clause(defense, clause, detail):
+    with pytest.raises(ConformanceError) as caught:
+        check_defense(defense)
+    assert caught.value.clause == clause, str(caught.value)
+    assert detail in str(caught.value)
+    assert clause in DEFENSE_CLAUSES
+
+
+def test_the_efficacy_model_is_trained_once_and_gets_its_digits_right():
+    state = torch.random.get_rng_state()
+    digits = trained_digits()
+    assert trained_digits() is digits  # cached: the registry-wide run trains it once per process
+    assert torch.equal(torch.random.get_rng_state(), state)
+    assert digits.accuracy > 0.85 and digits.x.shape == (16, 1, 28, 28)
+    with torch.no_grad():
+        assert torch.equal(digits.model(digits.x).argmax(dim=1), digits.y)
+
+
+def test_exemptions_are_found_by_class_and_by_instance():
+    noise = get_registry().resolve("attack", "noise.native").obj
+    assert efficacy_exemption(noise) is EFFICACY_EXEMPTIONS["noise.native"]
+    assert efficacy_exemption(noise(eps=0.1)) is EFFICACY_EXEMPTIONS["noise.native"]  # built directly: no source
+    assert efficacy_exemption(sk.create_attack("pgd.native")) is None
+
+
+def test_every_exemption_names_a_registered_component():
+    registered = set(sk.list_attacks()) | set(sk.list_defenses())
+    assert set(EFFICACY_EXEMPTIONS) <= registered, set(EFFICACY_EXEMPTIONS) - registered
+
+
+def test_backends_page_lists_the_efficacy_exemptions():
+    text = (REPO / "docs" / "backends.md").read_text()
+    block = text.split("<!-- efficacy-exemptions:start -->", 1)[1].split("<!-- efficacy-exemptions:end -->", 1)[0]
+    documented = {}
+    for row in block.strip().splitlines()[2:]:  # after the header and its rule
+        name, bar, reason = (cell.strip() for cell in row.strip("|").split(" | "))
+        documented[name.strip("`")] = (bar, reason)
+    expected = {name: ("at least one digit fooled" if exemption.fools_some else "not run", exemption.reason)
+                for name, exemption in EFFICACY_EXEMPTIONS.items()}
+    assert documented == expected
