@@ -23,6 +23,13 @@ test images (default 100), ``--threads`` torch threads (default 1).
   that differentiate the softmax cross-entropy (FGSM, PGD-CE) and under PGD on
   the logit margin, with the share of images whose cross-entropy input gradient
   is exactly zero and the logits' spread.
+* tests (``--only tests``, appended to the results file as its last section, the
+  tables above left as they are): the figures tests/test_defenses.py and
+  tests/test_evaluate.py guard, each at the test's own setting (images, eps,
+  steps, EOT draws), beside a hand-written reference PGD (``reference_pgd``:
+  forward through the deployed model's transform and classifier, identity
+  backward through non-differentiable transforms, gradients averaged over EOT
+  draws; no shieldkit attack or attack view).
 
 Writes Markdown to ``bench/results/defenses.md`` (``--out``).
 """
@@ -32,10 +39,12 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 REPO = Path(__file__).resolve().parents[1]
 os.environ.setdefault("SHIELDKIT_DATA", str(REPO.parent / "shared" / "data"))
@@ -163,13 +172,186 @@ def distillation_table(model, distilled, x, y, rows: list[str]) -> None:
         print(rows[-1], flush=True)
 
 
+# ----------------------------------------------------------- the tests' settings (--only tests)
+
+TESTS_SECTION = "## The tests' settings"
+ADAPTIVE_N, EOT = 100, 8
+TEST_PGD = {"eps": 0.3, "steps": 10, "step_size": 0.05, "seed": 0}
+
+
+def reference_pgd(deployed, x, y, *, eps=0.3, steps=10, step_size=0.05, draws=1, seed=0):
+    """Hand-written L-inf PGD on the cross-entropy (Madry et al.), the same loop as tests/test_defenses.py's:
+    forward through the deployed model's transform and classifier, identity backward through a
+    non-differentiable transform (BPDA), gradients summed over ``draws`` draws (EOT)."""
+    defense, model = deployed.defense, deployed.model
+    generator = torch.Generator().manual_seed(seed)
+    x_adv = (x + (2 * torch.rand(x.shape, generator=generator) - 1) * eps).clamp(0, 1)
+    for _ in range(steps):
+        x_adv.requires_grad_(True)
+        gradient = torch.zeros_like(x)
+        for _ in range(draws):
+            if defense.differentiable:
+                transformed = defense.transform(x_adv)
+            else:
+                with torch.no_grad():
+                    value = defense.transform(x_adv)
+                transformed = x_adv + (value - x_adv.detach())
+            loss = F.cross_entropy(model(transformed), y, reduction="sum")
+            gradient += torch.autograd.grad(loss, x_adv)[0]
+        x_adv = torch.min(torch.max(x_adv.detach() + step_size * gradient.sign(), x - eps), x + eps).clamp(0, 1)
+    return x_adv.detach()
+
+
+def tests_adaptive_table(model, x, y, rows: list[str]) -> None:
+    """tests/test_defenses.py::test_adaptive_pgd_through_the_attack_view_*: every transform, n=100, EOT 8."""
+    from shieldkit.defenses import DEFENSES
+
+    pgd = sk.create_attack("pgd", **TEST_PGD)
+    cases = [(cls, {}) for cls in DEFENSES if cls.kind == "transform"] + [(type(sk.create_defense("bit_depth")), {"bits": 1})]
+    rows += ["", "### Adaptive PGD against every transform (tests/test_defenses.py)", "",
+             f"n = {len(y)} (the first of the tests' evaluation split, the images above), PGD eps=0.3, 10 steps of 0.05, "
+             f"seed 0; EOT over {EOT} draws for randomised defences (view and reference alike); robust accuracy on "
+             "the deployed model (seed 123); the reference is the hand-written PGD (`reference_pgd`):", "",
+             "| defence | naive PGD | adaptive PGD (view) | reference PGD (hand-written) | undefended PGD |",
+             "| --- | --- | --- | --- | --- |"]
+    undefended = accuracy(model, pgd(model, x, y), y)
+    for cls, params in cases:
+        started = time.perf_counter()
+        naive = accuracy(cls(seed=123, **params).wrap(model), pgd(cls(seed=1, **params).wrap(model), x, y), y)
+        gradient = "exact" if cls.differentiable else "bpda"
+        eot = EOT if cls.randomized else 1
+        view = cls(seed=1, **params).wrap(model).attack_view(gradient=gradient, eot=eot)
+        adaptive = accuracy(cls(seed=123, **params).wrap(model), pgd(view, x, y), y)
+        reference_x = reference_pgd(cls(seed=7, **params).wrap(model), x, y, draws=eot)
+        reference = accuracy(cls(seed=123, **params).wrap(model), reference_x, y)
+        label = cls.family + (f" {params}" if params else "")
+        rows.append(f"| {label} | {pct(naive)} | {pct(adaptive)} ({gradient}{f', eot={eot}' if eot > 1 else ''}) | "
+                    f"{pct(reference)} | {pct(undefended)} |")
+        print(rows[-1], f"{time.perf_counter() - started:.0f}s", flush=True)
+
+
+def tests_figures_table(model, test, train, fit_split, eval_split, rows: list[str]) -> None:
+    """The single figures of tests/test_defenses.py's MNIST tests, at their own sizes."""
+    x, y = eval_split.x, eval_split.y
+    n = len(y)
+    rows += ["", "### Other figures the defence tests guard (tests/test_defenses.py)", "",
+             f"On the tests' evaluation split (n = {n}: the {n} seeded test images after the 1,000 fitting ones) "
+             "unless the row says otherwise:", "", "| test | figure | value | n |", "| --- | --- | --- | --- |"]
+
+    def add(test_name, figure, value, count):
+        rows.append(f"| {test_name} | {figure} | {pct(value)} | {count} |")
+        print(rows[-1], flush=True)
+
+    fgsm25 = sk.create_attack("fgsm", eps=0.25)
+    started = time.perf_counter()
+    robust = sk.create_defense("adversarial_training", attack="fgsm", eps=0.25, alpha=0.5).fit(
+        model, train.subset(10000, seed=5), epochs=1, seed=0)
+    print(f"adversarial training {time.perf_counter() - started:.0f}s", flush=True)
+    add("adversarial_training", "clean, adversarially trained (2,000 test images, subset seed 3)",
+        accuracy(robust, test.subset(2000, seed=3)), 2000)
+    add("adversarial_training", "FGSM 0.25, undefended", accuracy(model, fgsm25(model, x, y), y), n)
+    add("adversarial_training", "FGSM 0.25, adversarially trained", accuracy(robust, fgsm25(robust, x, y), y), n)
+
+    squeezed = sk.create_defense("bit_depth", bits=1).wrap(model)
+    fgsm30 = sk.create_attack("fgsm", eps=0.3)(model, x, y)
+    add("one_bit_squeezing", "clean, undefended", accuracy(model, x, y), n)
+    add("one_bit_squeezing", "clean, bit_depth {'bits': 1}", accuracy(squeezed, x, y), n)
+    add("one_bit_squeezing", "FGSM 0.3 (oblivious), bit_depth {'bits': 1}", accuracy(squeezed, fgsm30, y), n)
+
+    fooled = predict(model, fgsm30) != y
+    detector = sk.create_defense("feature_squeezing", bits=1, window=2).fit(model, fit_split.x, fpr=0.05)
+    add("joint_squeezing_detector", "FGSM 0.3 fools the model", fooled.float().mean().item(), n)
+    add("joint_squeezing_detector", "caught (successful FGSM 0.3)",
+        detector.detect(model, fgsm30[fooled]).float().mean().item(), int(fooled.sum()))
+    add("joint_squeezing_detector", "false positives", detector.detect(model, x).float().mean().item(), n)
+
+    noise = torch.rand(100, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    for name in ("confidence_threshold", "mahalanobis"):
+        outlier = sk.create_defense(name).fit(model, fit_split.x, fpr=0.05)
+        add(f"outlier_detectors[{name}]", "uniform noise flagged", outlier.detect(model, noise).float().mean().item(), 100)
+        add(f"outlier_detectors[{name}]", "false positives", outlier.detect(model, x).float().mean().item(), n)
+        if name == "mahalanobis":
+            add("mahalanobis_cross_fitted", "false positives on the 1,000 fitting images",
+                outlier.detect(model, fit_split.x).float().mean().item(), len(fit_split))
+
+
+def tests_evaluate_table(model, test, train, rows: list[str]) -> None:
+    """tests/test_evaluate.py: the MNIST acceptance run and the detector run on the digits, as the tests call them."""
+    from shieldkit.data import load as load_data
+    from shieldkit.evaluate import evaluate
+    from shieldkit.models import fit_classifier, mlp
+
+    trainer = {"name": "adversarial_training", "attack": "pgd", "eps": 0.3, "alpha": 0.0,
+               "attack_params": {"steps": 3}, "fit": {"epochs": 1, "batch_size": 50}}
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory() as out:
+        report = evaluate(model, test, attacks=["fgsm", ("pgd", {"steps": 10}), "noise"],
+                          defenses=["none", "jpeg", "bit_depth", "gradient_masking", trainer], eps=[0.3], n=100,
+                          batch_size=100, out_dir=Path(out) / "mnist", train_data=train.subset(2000, seed=1), quiet=True)
+    print(f"evaluate (MNIST) {time.perf_counter() - started:.0f}s", flush=True)
+    # The evaluation's samples: Runner._select with seed 0; its PGD takes eps / 4 per step.
+    chosen = torch.randperm(len(test), generator=torch.Generator().manual_seed(0))[:100].sort().values
+    x, y = test.x[chosen], test.y[chosen]
+    rows += ["", "### The evaluation's MNIST acceptance run (tests/test_evaluate.py)", "",
+             "`evaluate(mnist_model, mnist test, attacks=[fgsm, pgd steps=10, noise], eps=[0.3], n=100, batch_size=100)`, "
+             "robust accuracy (worst case per sample); the reference is the hand-written BPDA PGD "
+             "(`reference_pgd`, 10 steps of eps / 4 = 0.075, the evaluation's PGD step) on the same 100 samples:", "",
+             "| defence | naive | adaptive | reference BPDA PGD |", "| --- | --- | --- | --- |"]
+    for name in ("none", "jpeg", "bit_depth", "gradient_masking", "adversarial_training"):
+        reference = "-"
+        if name in ("jpeg", "bit_depth", "gradient_masking"):
+            deployed = sk.create_defense(name).wrap(model)
+            reference = pct(accuracy(deployed, reference_pgd(deployed, x, y, step_size=0.075), y))
+        rows.append(f"| {name} | {pct(report.robust_accuracy(name, 0.3, mode='naive'))} | "
+                    f"{pct(report.robust_accuracy(name, 0.3))} | {reference} |")
+        print(rows[-1], flush=True)
+
+    digits_test, digits_train = load_data("digits", split="test"), load_data("digits", split="train")
+    torch.manual_seed(0)  # tests/conftest.py's digits_mlp
+    mlp_model = fit_classifier(mlp(hidden=(64,)), digits_train, epochs=8, seed=0).eval()
+    with tempfile.TemporaryDirectory() as out:
+        report = evaluate(mlp_model, digits_test, attacks=["fgsm", ("pgd", {"steps": 5})], eps=[0.1, 0.3],
+                          defenses=["randomization", "feature_squeezing"], n=60, batch_size=60, eot=4,
+                          train_data=digits_train, out_dir=out, quiet=True)
+    detector = report.summary["defenses"][1]
+    rows += ["", "`evaluate(digits_mlp, digits test, attacks=[fgsm, pgd steps=5], defenses=[randomization, "
+             "feature_squeezing], eps=[0.1, 0.3], n=60, eot=4)` (tests/conftest.py's digits MLP), the detector's figures:",
+             "", "| eps | detection rate | misclassified (its n) | correct or detected | classifier only |",
+             "| --- | --- | --- | --- | --- |"]
+    for key, entry in detector["eps"].items():
+        missed = entry["clean_correct"] - round(entry["classifier_only"] * 60)
+        rows.append(f"| {key} | {pct(entry['detection_rate'])} | {missed} of 60 | {pct(entry['correct_or_detected'])} | "
+                    f"{pct(entry['classifier_only'])} |")
+        print(rows[-1], flush=True)
+
+
+def tests_section(model, test, train, fit_split, eval_split) -> list[str]:
+    started = time.perf_counter()
+    rows = [TESTS_SECTION, "",
+            "The figures the robustness assertions of tests/test_defenses.py and tests/test_evaluate.py guard, each "
+            "measured at the test's own setting; appended by",
+            "", "    SHIELDKIT_DATA=../shared/data OMP_NUM_THREADS=1 .venv/bin/python bench/bench_defenses.py --only tests"]
+    tests_adaptive_table(model, eval_split.x[:ADAPTIVE_N], eval_split.y[:ADAPTIVE_N], rows)
+    tests_figures_table(model, test, train, fit_split, eval_split, rows)
+    tests_evaluate_table(model, test, train, rows)
+    rows += ["", f"This section: {time.perf_counter() - started:.0f} s at {torch.get_num_threads()} torch thread(s)."]
+    return rows
+
+
+def append_section(path: Path, rows: list[str]) -> None:
+    """Append ``rows`` to ``path`` as its last section, replacing an earlier copy of it; the rest is kept as it is."""
+    text = path.read_text() if path.is_file() else ""
+    text = text.split("\n" + TESTS_SECTION + "\n")[0].rstrip("\n")
+    path.write_text(text + "\n\n" + "\n".join(rows) + "\n")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=100, help="evaluation images")
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
     parser.add_argument("--steps", type=int, default=10, help="PGD steps")
     parser.add_argument("--cache-dir", default=None)
-    parser.add_argument("--only", choices=["transforms", "detectors", "trainers"], default=None)
+    parser.add_argument("--only", choices=["transforms", "detectors", "trainers", "tests"], default=None)
     parser.add_argument("--out", default=str(REPO / "bench" / "results" / "defenses.md"))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -179,6 +361,11 @@ def main() -> None:
     order = torch.randperm(len(test), generator=torch.Generator().manual_seed(11))
     fit_split, eval_split = test[order[:1000]], test[order[1000:1000 + args.n]]
     x, y = eval_split.x, eval_split.y
+    if args.only == "tests":  # the tests' settings: appended, the other tables kept as they are
+        append_section(Path(args.out), tests_section(model, test, load("mnist", split="train"), fit_split,
+                                                     test[order[1000:1500]]))
+        print(f"appended to {args.out}")
+        return
     rows = [f"# Native defences on MNIST (n={args.n}, PGD {args.steps} steps)", "",
             "Robust accuracy on the deployed model (lower = stronger attack), on "
             f"{args.n} seeded MNIST test images; written by",
