@@ -48,18 +48,24 @@ def _accuracy(model, x, y):
 
 
 def test_deepfool_fools_mnist_in_few_iterations_with_small_perturbations(mnist_model, mnist_batch):
+    """Measured on these 200 images (bench/results/attack_tests.md, quoted in docs/attacks.md): 100% fooled,
+    2.12 iterations on average (SE 0.05), mean rho = ||r||_2 / ||x||_2 = 0.222 (SE 0.007). Bounds: 3 SE
+    (iterations <= 2.27, rho in 0.201-0.244); fooled >= 99% is tighter than 3 binomial SE at p = 99.5%
+    (98.5%)."""
     x, y = mnist_batch
     result = DeepFool().run(mnist_model, x, y)
     iterations = result.info["iterations"]
     rho = (result.l2 / x.flatten(1).norm(dim=1)).mean().item()
     assert result.success_rate >= 0.99
     assert iterations.shape == (200,) and iterations.dtype == torch.int64
-    assert iterations.float().mean().item() <= 3.0
-    assert 0.12 <= rho <= 0.35
+    assert iterations.float().mean().item() <= 2.27
+    assert 0.201 <= rho <= 0.244
     assert result.backwards >= 1 and result.forwards >= 2
 
 
 def test_deepfool_linf_and_given_eps(mnist_model, mnist_batch):
+    """Measured (bench/results/attack_tests.md, 32 images): 100% fooled unbounded, 3.1% within eps=0.05.
+    >= 95% is tighter than 3 binomial SE below the figure (90.8%, p taken as 1 - 1/n)."""
     x, y = mnist_batch[0][:32], mnist_batch[1][:32]
     free = DeepFool(norm="linf").run(mnist_model, x, y)
     assert free.success_rate >= 0.95
@@ -149,6 +155,10 @@ def test_deepfool_lands_just_past_the_boundary(mnist_model, mnist_300):
 
 
 def test_fgsm_and_pgd_40_accuracy_falls_with_eps_and_pgd_beats_fgsm(mnist_model, mnist_first):
+    """Measured on these 200 images (bench/results/attack_tests.md): accuracy at eps 0 / 0.1 / 0.2 / 0.3,
+    FGSM 99.0 / 86.0 / 35.0 / 4.5%, PGD-40 99.0 / 73.0 / 2.0 / 0.0%. Bounds are 3 binomial SE on n=200:
+    FGSM at 0.3 <= 4.5 + 3 x 1.5 = 8.9%; PGD at 0.3 <= 0 + 3 x 0.5 = 1.5% (p taken as 1/n); at 0.2 FGSM - PGD
+    = 33 points >= 33 - 3 x 3.4 = 22.9 (SE of FGSM's accuracy)."""
     x, y = mnist_first
     curves = {"fgsm": [_accuracy(mnist_model, x, y)], "pgd": [_accuracy(mnist_model, x, y)]}
     for eps in (0.1, 0.2, 0.3):
@@ -157,16 +167,18 @@ def test_fgsm_and_pgd_40_accuracy_falls_with_eps_and_pgd_beats_fgsm(mnist_model,
         pgd = PGD(eps=eps, steps=40, step_size=0.01, early_stop=eps < 0.3, seed=0)
         curves["pgd"].append(_accuracy(mnist_model, pgd(mnist_model, x, y), y))
     fgsm, pgd = curves["fgsm"], curves["pgd"]
-    assert fgsm[-1] <= 0.15
-    assert pgd[-1] <= 0.02
+    assert fgsm[-1] <= 0.089
+    assert pgd[-1] <= 0.015
     for curve in (fgsm, pgd):
         assert all(later <= earlier for earlier, later in zip(curve, curve[1:])), curves
     assert all(p <= f for p, f in zip(pgd, fgsm)), curves
-    assert pgd[2] < fgsm[2]  # strictly stronger where it matters
+    assert pgd[2] <= fgsm[2] - 0.229, curves  # much stronger where it matters
 
 
 @pytest.mark.parametrize("norm, eps", [("linf", 0.1), ("l2", 1.5)])
 def test_targeted_fgsm_lowers_the_target_class_loss(mnist_model, mnist_batch, norm, eps):
+    """Measured (bench/results/attack_tests.md, 100 images): the target's loss falls on 100% of them for both
+    norms; 97% is 3 binomial SE below (p taken as 99%)."""
     x, y = mnist_batch[0][:100], mnist_batch[1][:100]
     target = (y + 3) % 10
     x_adv = FGSM(eps=eps, norm=norm).run(mnist_model, x, y, target=target).x_adv
@@ -174,20 +186,25 @@ def test_targeted_fgsm_lowers_the_target_class_loss(mnist_model, mnist_batch, no
         before = F.cross_entropy(mnist_model(x), target, reduction="none")
         after = F.cross_entropy(mnist_model(x_adv), target, reduction="none")
     assert after.mean() < before.mean()
-    assert (after < before).float().mean().item() >= 0.95
+    assert (after < before).float().mean().item() >= 0.97
 
 
 @pytest.mark.parametrize("loss", ["ce", "margin", "dlr"])
 def test_targeted_pgd_reaches_the_target_with_every_loss(mnist_model, mnist_batch, loss):
+    """Measured (bench/results/attack_tests.md, 32 images): targeted success 100% (ce), 96.9% (margin), 93.8%
+    (dlr), untargeted 100% for all. 3 binomial SE below (p at most 1 - 1/n): 90.8%, 87.6%, 80.9%, untargeted
+    90.8%; the thresholds are those or tighter (at least one image of slack each)."""
     x, y = mnist_batch[0][:32], mnist_batch[1][:32]
     target = (y + 1) % 10
     result = PGD(eps=0.3, steps=20, step_size=0.03, loss=loss, seed=0).run(mnist_model, x, y, target=target)
-    assert result.success_rate >= 0.9
+    assert result.success_rate >= {"ce": 0.91, "margin": 0.9, "dlr": 0.9}[loss]
     untargeted = PGD(eps=0.3, steps=20, step_size=0.03, loss=loss, seed=0).run(mnist_model, x, y)
     assert untargeted.success_rate >= 0.95
 
 
 def test_pgd_restarts_and_early_stop_only_add_successes(mnist_model, mnist_batch):
+    """Measured (bench/results/attack_tests.md, 64 images): 3 restarts fool 1.6 points more (one image, paired
+    SE 1.6): that they add any is this seed's fact, not a margin; that they never remove one is structural."""
     x, y = mnist_batch[0][:64], mnist_batch[1][:64]
     common = dict(eps=0.1, steps=10, step_size=0.02, seed=3)
     single = PGD(**common).run(mnist_model, x, y)
@@ -201,13 +218,76 @@ def test_pgd_restarts_and_early_stop_only_add_successes(mnist_model, mnist_batch
     assert early.l2[stopped].mean() < single.l2[stopped].mean()  # stopped as soon as fooled
 
 
-def test_pgd_eot_averages_gradients(mnist_model, mnist_batch):
-    x, y = mnist_batch[0][:16], mnist_batch[1][:16]
-    one = PGD(eps=0.2, steps=3, seed=1).run(mnist_model, x, y)
-    three = PGD(eps=0.2, steps=3, eot=3, seed=1).run(mnist_model, x, y)
-    assert three.backwards == 3 * one.backwards == 9
-    # a deterministic model gives the same gradient every pass, so the same steps
-    assert (one.x_adv - three.x_adv).abs().max().item() <= 1e-5
+class _NoisyInput(torch.nn.Module):
+    """A randomised model: the CNN on ``x + 0.5 * N(0, 1)``, a fresh draw from torch's RNG on every forward
+    (bench/bench_attack_tests.py measures the same model)."""
+
+    def __init__(self, base, sigma=0.5):
+        super().__init__()
+        self.base, self.sigma = base, sigma
+
+    def forward(self, x):
+        return self.base(x + self.sigma * torch.randn_like(x))
+
+
+def _expected_probabilities(model, x, draws=32):
+    """The expected model's class probabilities: the mean softmax of ``draws`` seeded forward passes."""
+    with torch.no_grad(), torch.random.fork_rng(devices=[]):
+        torch.manual_seed(123)
+        return torch.stack([model(x).softmax(1) for _ in range(draws)]).mean(0)
+
+
+def test_pgd_eot_steps_along_the_mean_gradient_of_the_draws(mnist_model, mnist_batch):
+    """One L2 step of PGD with eot=8 is the normalised mean of the 8 gradients the seeded draws give, computed
+    here by hand; a single draw's gradient is far from the mean of many (256 further draws), the mean of 8 close.
+    Measured (bench/results/attack_tests.md, these 8 images): cosine to the 256-draw mean 0.489 on average for
+    one draw (SE 0.052), 0.806 for the mean of 8 (SE 0.017), higher on every image; bounds 3 SE: <= 0.646 and
+    >= 0.755."""
+    noisy = _NoisyInput(mnist_model).eval()
+    x, y = mnist_batch[0][:8], mnist_batch[1][:8]
+    # Wide bounds and a step shorter than eps: neither the clipping nor the projection touches the step.
+    attack = PGD(eps=1.0, norm="l2", steps=1, step_size=0.5, random_start=False, eot=8, bounds=(-1.0, 2.0), seed=3)
+    result = attack.run(noisy, x, y)
+    assert result.backwards == 8
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(3)  # the attack's seed: the same draws, in the same order
+        draws = []
+        for _ in range(8 + 256):
+            point = x.clone().requires_grad_(True)
+            (gradient,) = torch.autograd.grad(F.cross_entropy(noisy(point), y, reduction="sum"), point)
+            draws.append(gradient.flatten(1))
+    draws = torch.stack(draws)
+    mean = draws[:8].mean(0)
+    step = (result.x_adv - x).flatten(1) / 0.5
+    assert torch.allclose(step, mean / mean.norm(dim=1, keepdim=True), atol=1e-5)
+    reference = draws[8:].mean(0)
+    one_draw = F.cosine_similarity(draws[0], reference, dim=1)
+    eight_draws = F.cosine_similarity(mean, reference, dim=1)
+    assert one_draw.mean().item() <= 0.646, one_draw
+    assert eight_draws.mean().item() >= 0.755, eight_draws
+    assert (eight_draws > one_draw).all(), (one_draw, eight_draws)
+
+
+def test_pgd_eot_beats_a_single_draw_on_a_randomised_model(mnist_model, mnist_batch):
+    """At equal steps, PGD with eot=8 brings the expected model (mean softmax of 32 draws) lower than eot=1.
+
+    Measured (bench/results/attack_tests.md, these 64 images): expected-model accuracy 73.4% clean, 14.1%
+    after eot=1, 6.2% after eot=8 (7.8 points, paired SE 3.4: >= 1.1 points at 2 SE); its loss higher with
+    eot=8 on 100% of the images (>= 95.3% at 3 binomial SE, p taken as 1 - 1/n).
+    """
+    noisy = _NoisyInput(mnist_model).eval()
+    x, y = mnist_batch[0][:64], mnist_batch[1][:64]
+    correct, loss = {}, {}
+    for eot in (1, 8):
+        result = PGD(eps=0.15, steps=10, step_size=0.03, eot=eot, seed=0).run(noisy, x, y)
+        assert result.backwards == 10 * eot
+        probabilities = _expected_probabilities(noisy, result.x_adv)
+        correct[eot] = probabilities.argmax(1) == y
+        loss[eot] = F.nll_loss(probabilities.clamp_min(1e-12).log(), y, reduction="none")
+    gain = (correct[1].float().mean() - correct[8].float().mean()).item()
+    higher = (loss[8] > loss[1]).float().mean().item()
+    assert gain >= 0.011, (gain, correct)
+    assert higher >= 0.953, (higher, loss)
 
 
 def test_pgd_default_step_size_is_a_quarter_of_eps(mnist_model, mnist_batch):
@@ -257,7 +337,9 @@ def test_semantic_attack_negates_and_fools_mnist(mnist_model, mnist_batch):
     assert torch.allclose(result.x_adv, 1 - x)
     assert torch.allclose(Semantic()(mnist_model, result.x_adv), x, atol=1e-6)
     assert torch.equal(result.info["fooled"], result.success)
-    assert result.success_rate >= 0.5  # MNIST CNNs do not recognise negative digits
+    # MNIST CNNs do not recognise negative digits: 58% fooled (bench/results/attack_tests.md, 100 images);
+    # 50% is tighter than 3 binomial SE below it (43.2%).
+    assert result.success_rate >= 0.5
     centred = Semantic(variant="centred")(mnist_model, x, y)
     mean = x.mean(dim=(2, 3), keepdim=True)
     assert torch.allclose(centred, (2 * mean - x).clamp(0, 1))
@@ -270,7 +352,8 @@ def test_hsv_round_trip_and_hue_saturation_keeps_value():
     model = tiny_model(3, 8).eval()
     x = torch.rand(8, 3, 8, 8)
     result = HueSaturation(queries=200, seed=0).run(model, x)
-    assert result.success_rate > 0
+    # 7 of 8 fooled (87.5%, bench/results/attack_tests.md); 3 binomial SE on n=8 below it: 52.4%.
+    assert result.success_rate >= 0.6
     value_before, value_after = rgb_to_hsv(x)[:, 2], rgb_to_hsv(result.x_adv)[:, 2]
     assert torch.allclose(value_before, value_after, atol=1e-5)
     untouched = ~result.success
@@ -383,7 +466,10 @@ def test_registered_under_their_families():
                                               ("deepfool", {"steps": 10})])
 def test_native_attacks_run_in_half_precision_within_their_budget(name, params, mnist_model, mnist_test):
     """float16 rounds an ulp (1e-3 at 1.0) past eps: the contract's tolerance follows the dtype, the output
-    is still inside the ball in float16, and the attack works about as well as in float32."""
+    is still inside the ball in float16, and the attack works about as well as in float32.
+
+    Measured (bench/results/attack_tests.md, 64 images): FGSM and both PGDs fool within one image (1.6
+    points) of float32; bounds |difference| <= 1.6 + 3 paired SE: 9.7 points (FGSM), 6.2 (PGD)."""
     import copy
 
     model = copy.deepcopy(mnist_model).half()
@@ -396,8 +482,10 @@ def test_native_attacks_run_in_half_precision_within_their_budget(name, params, 
     assert result.x_adv.min().item() >= 0 and result.x_adv.max().item() <= 1
     full = sk.create_attack(name, seed=0, **params).run(mnist_model, x, y)
     if name == "deepfool":
-        # DeepFool stops just past the boundary, where float16 rounding can put it back: 56/64 fooled
-        # against 64/64 in float32 (measured); its perturbations stay as small.
+        # DeepFool stops just past the boundary, where float16 rounding can put it back: 54/64 fooled
+        # (84.4%, bench/results/attack_tests.md; 3 binomial SE below: 70.8%) against 64/64 in float32;
+        # its perturbations stay as small (median L2 ratio 1.000).
         assert result.success_rate >= 0.75 and result.l2.median() <= 1.1 * full.l2.median()
     else:
-        assert abs(result.success_rate - full.success_rate) <= 0.1
+        bound = 0.097 if name == "fgsm" else 0.062
+        assert abs(result.success_rate - full.success_rate) <= bound
