@@ -44,11 +44,13 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 REPO = Path(__file__).resolve().parents[1]
 os.environ.setdefault("SHIELDKIT_DATA", str(REPO.parent / "shared" / "data"))
+sys.path.insert(0, str(REPO / "tests"))  # the hand-written reference attack the tests use
 sys.path.insert(0, str(REPO))
+
+from defense_references import reference_pgd  # noqa: E402
 
 import shieldkit as sk  # noqa: E402
 from shieldkit.data import load  # noqa: E402
@@ -177,29 +179,6 @@ def distillation_table(model, distilled, x, y, rows: list[str]) -> None:
 TESTS_SECTION = "## The tests' settings"
 ADAPTIVE_N, EOT = 100, 8
 TEST_PGD = {"eps": 0.3, "steps": 10, "step_size": 0.05, "seed": 0}
-
-
-def reference_pgd(deployed, x, y, *, eps=0.3, steps=10, step_size=0.05, draws=1, seed=0):
-    """Hand-written L-inf PGD on the cross-entropy (Madry et al.), the same loop as tests/test_defenses.py's:
-    forward through the deployed model's transform and classifier, identity backward through a
-    non-differentiable transform (BPDA), gradients summed over ``draws`` draws (EOT)."""
-    defense, model = deployed.defense, deployed.model
-    generator = torch.Generator().manual_seed(seed)
-    x_adv = (x + (2 * torch.rand(x.shape, generator=generator) - 1) * eps).clamp(0, 1)
-    for _ in range(steps):
-        x_adv.requires_grad_(True)
-        gradient = torch.zeros_like(x)
-        for _ in range(draws):
-            if defense.differentiable:
-                transformed = defense.transform(x_adv)
-            else:
-                with torch.no_grad():
-                    value = defense.transform(x_adv)
-                transformed = x_adv + (value - x_adv.detach())
-            loss = F.cross_entropy(model(transformed), y, reduction="sum")
-            gradient += torch.autograd.grad(loss, x_adv)[0]
-        x_adv = torch.min(torch.max(x_adv.detach() + step_size * gradient.sign(), x - eps), x + eps).clamp(0, 1)
-    return x_adv.detach()
 
 
 def tests_adaptive_table(model, x, y, rows: list[str]) -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from defense_references import reference_pgd
 from needs import need, need_chromium
 
 import shieldkit as sk
@@ -150,22 +151,6 @@ def _margin(p: float, n: int, k: float = 3.0) -> float:
     return k * (p * (1 - p) / n) ** 0.5
 
 
-def _reference_bpda_pgd(deployed, x, y, *, eps=0.3, steps=10, step_size=0.075, seed=0):
-    """A BPDA PGD written here, independent of shieldkit's attacks and views: forward through the deployed
-    model's transform and classifier, the identity as the transform's backward (``x + (t(x) - x).detach()``),
-    L-inf steps on the summed cross-entropy from a random start (step eps / 4: the evaluation's PGD step)."""
-    generator = torch.Generator().manual_seed(seed)
-    x_adv = (x + (2 * torch.rand(x.shape, generator=generator) - 1) * eps).clamp(0, 1)
-    for _ in range(steps):
-        x_adv.requires_grad_(True)
-        with torch.no_grad():
-            value = deployed.defense.transform(x_adv)
-        loss = torch.nn.functional.cross_entropy(deployed.model(x_adv + (value - x_adv.detach())), y, reduction="sum")
-        (gradient,) = torch.autograd.grad(loss, x_adv)
-        x_adv = torch.min(torch.max(x_adv.detach() + step_size * gradient.sign(), x - eps), x + eps).clamp(0, 1)
-    return x_adv.detach()
-
-
 # bench/results/defenses.md, "The evaluation's MNIST acceptance run (tests/test_evaluate.py)", quoted in
 # docs/evaluate.md: robust accuracy (naive, adaptive, hand-written reference BPDA PGD) on this test's 100 samples.
 MNIST_RUN = {
@@ -200,7 +185,7 @@ def test_mnist_adaptive_breaks_jpeg_and_bit_depth_and_masking_is_flagged(mnist_m
         naive = report.robust_accuracy(defense, 0.3, mode="naive")
         adaptive = report.robust_accuracy(defense, 0.3, mode="adaptive")
         deployed = sk.create_defense(defense).wrap(mnist_model)
-        reference = sk.models.accuracy(deployed, _reference_bpda_pgd(deployed, x, y), y)
+        reference = sk.models.accuracy(deployed, reference_pgd(deployed, x, y, step_size=0.075), y)
         # masked: the naive figure - 3 SE (e.g. 94% - 7.1 points); adaptive as strong as undefended (0% and
         # 0% measured: no binomial spread, no margin) and no weaker than the reference (+ 3 SE of its figure)
         assert naive >= figure["naive"] - _margin(figure["naive"], n), (defense, naive, figure)
