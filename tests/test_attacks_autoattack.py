@@ -14,6 +14,7 @@ import math
 
 import pytest
 import torch
+from needs import need
 from torch import nn
 
 import shieldkit as sk
@@ -23,7 +24,7 @@ from shieldkit.attacks.square import square_share
 from shieldkit.errors import InvalidParameterError
 from shieldkit.testing import check_attack
 
-torchattacks = pytest.importorskip("torchattacks")
+torchattacks = need("torchattacks", "pip install 'shieldkit[torchattacks]'")  # the peer these tests compare with
 
 EPS = 0.08  # L-inf on MNIST: the small MLP keeps about 40% of the images at this budget
 N_IMAGES = 150

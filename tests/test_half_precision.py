@@ -57,7 +57,8 @@ def _registered(source: str) -> list[str]:
 def test_the_table_lists_every_registered_backend_attack(source):
     registered = _registered(source)
     if not registered:
-        pytest.skip(f"the {source} backend is not installed")
+        pytest.fail(f"the {source} backend is not installed: pip install 'shieldkit[{source}]' "
+                    "(`make test` installs it)", pytrace=False)
     listed = sorted(name for name in table() if name.endswith(f".{source}"))
     assert listed == sorted(registered), "regenerate it: python bench/half_precision.py"
 
@@ -131,7 +132,8 @@ SAMPLE = {
 @pytest.mark.parametrize("name", sorted(SAMPLE))
 def test_a_sample_behaves_as_the_table_says(name, dtype, images, digits_mlp):
     if name not in _registered(name.split(".")[1]):
-        pytest.skip(f"{name} is not registered here")
+        pytest.fail(f"{name} is not registered: pip install 'shieldkit[{name.split('.')[1]}]' "
+                    "(`make test` installs it)", pytrace=False)
     cell = table()[name][str(dtype)[len("torch."):]]
     x, y = images
     params = bench.attack_params(name)
