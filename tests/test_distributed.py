@@ -8,6 +8,7 @@ real MNIST images.
 from __future__ import annotations
 
 import json
+import math
 import os
 import socket
 import subprocess
@@ -24,6 +25,22 @@ REPO = Path(__file__).resolve().parents[1]
 #: Fields that measure time, not outcomes.
 VOLATILE = {"seconds", "time", "estimated_full_seconds", "estimated_full_grid_seconds", "saved_seconds",
             "saved_share", "attack_seconds"}
+# The diagnosis's statistics of gradients (e.g. the median error of the first-order loss prediction):
+# a rank's process runs torch with another thread count than one process, and float sums then differ
+# in the last digits (measured: 0.0029147 vs 0.0029117). Everything else is compared exactly.
+MEASUREMENTS = {"measured", "gradient_noise"}
+
+
+class _Close(float):
+    """A float equal to another within 1% (and 1e-9), NaN to NaN: for the diagnosis's measurements only."""
+
+    def __eq__(self, other):
+        if not isinstance(other, float):
+            return False
+        both_nan = math.isnan(self) and math.isnan(other)
+        return both_nan or math.isclose(self, other, rel_tol=1e-2, abs_tol=1e-9)
+
+    __hash__ = float.__hash__
 
 
 def free_port() -> int:
@@ -52,13 +69,14 @@ def rows(out: Path) -> list[dict]:
 
 
 def outcomes(out: Path) -> list[dict]:
-    """Every row without its timings, in file order."""
-    return [{k: v for k, v in row.items() if k not in VOLATILE} for row in rows(out)]
+    """Every row without its timings, in file order (the diagnosis's measurements compared to 1%)."""
+    return [stable(row) for row in rows(out)]
 
 
 def stable(value):
     if isinstance(value, dict):
-        return {k: stable(v) for k, v in value.items() if k not in VOLATILE}
+        return {k: _Close(v) if k in MEASUREMENTS and isinstance(v, float) else stable(v)
+                for k, v in value.items() if k not in VOLATILE}
     if isinstance(value, list):
         return [stable(v) for v in value]
     return value
