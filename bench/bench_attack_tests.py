@@ -19,6 +19,7 @@ import argparse
 import copy
 import math
 import platform
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -34,6 +35,7 @@ from shieldkit.models.cache import pretrained
 from shieldkit.testing import tiny_model
 
 RESULTS = Path(__file__).resolve().parent / "results" / "attack_tests.md"
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the tests' hand-written references
 
 
 class NoisyInput(nn.Module):
@@ -123,6 +125,33 @@ def main() -> None:
     change, se = paired(capped.success, free.success)
     table.add("deepfool_linf", "DeepFool L-inf: fooled unbounded minus fooled within eps=0.05", 32, change, se,
               "paired")
+    # Median perturbation against the hand-written DeepFool of the test (every class, clipped steps),
+    # on the first 300 correctly classified images (mnist_300); SE of the ratio by bootstrap.
+    from test_attacks_native import _reference_deepfool
+    x300, y300 = x400[right][:300], y400[right][:300]
+    for norm in ("l2", "linf"):
+        ours = DeepFool(norm=norm).run(model, x300, y300)
+        reference = _reference_deepfool(model, x300, y300, norm=norm)
+        with torch.no_grad():
+            reference_fooled = model(reference).argmax(1) != y300
+        ours_sizes = (ours.l2 if norm == "l2" else ours.linf)[ours.success]
+        reference_sizes = sk.threat.norm_of(reference - x300, norm)[reference_fooled]
+        generator = torch.Generator().manual_seed(0)
+        ratios = [ours_sizes[torch.randint(len(ours_sizes), (len(ours_sizes),), generator=generator)].median()
+                  / reference_sizes[torch.randint(len(reference_sizes), (len(reference_sizes),),
+                                                  generator=generator)].median() for _ in range(200)]
+        table.add("deepfool_median", f"DeepFool {norm}: median norm / the hand-written reference's (an upper bound)",
+                  300, (ours_sizes.median() / reference_sizes.median()).item(), torch.stack(ratios).std().item(),
+                  "bootstrap of the ratio", percent=False, digits=3, upper=True)
+        if norm == "l2":
+            delta = ours.x_adv - x300
+            with torch.no_grad():
+                shorter = (model(x300 + 0.95 * delta).argmax(1) == y300).float().mean().item()
+                longer = (model((x300 + 1.05 * delta).clamp(0, 1)).argmax(1) != y300).float().mean().item()
+            table.add("deepfool_lands_just_past", "DeepFool L2: 5% shorter, classified correctly again", 300,
+                      shorter, binomial_se(min(shorter, 1 - 1 / 300), 300), "binomial (p at most 1 - 1/n)")
+            table.add("deepfool_lands_just_past", "DeepFool L2: 5% longer (clipped), still fooled", 300,
+                      longer, binomial_se(min(longer, 1 - 1 / 300), 300), "binomial (p at most 1 - 1/n)")
 
     # FGSM and PGD-40 accuracy curves on the first 200 images
     curves = {"fgsm": [accuracy(model, xf, yf)], "pgd": [accuracy(model, xf, yf)]}

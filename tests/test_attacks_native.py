@@ -124,8 +124,10 @@ def mnist_300(mnist_model, mnist_test):
 def test_deepfool_median_perturbation_is_no_larger_than_the_reference(mnist_model, mnist_300, norm):
     """Minimal perturbation: on 300 correctly classified MNIST images the median L2 of the fooled samples is at
     most the hand-written reference's, the L-inf median within 4%, with at least 99% fooled, as by the reference.
-    Measured on this model: L2 8.5% below the reference (1.749 vs 1.911), L-inf 3.6% above it (the L-inf
-    projection steps along sign(w) gain little): that margin is the gap still open, not a tolerance."""
+    bench/results/attack_tests.md (deepfool_median, this model and these images): the ratio of medians is 0.937
+    (L2, bootstrap SE 0.048) and 1.030 (L-inf, SE 0.036); both bounds here are tighter than the figure + 3 SE
+    (1.083, 1.136). L2 asks for no margin (issue 13); the L-inf 4% is the gap still open (the L-inf projection
+    along sign(w) gains little), not a tolerance."""
     x, y = mnist_300
     result = DeepFool(norm=norm).run(mnist_model, x, y)
     reference = _reference_deepfool(mnist_model, x, y, norm=norm)
@@ -139,8 +141,10 @@ def test_deepfool_median_perturbation_is_no_larger_than_the_reference(mnist_mode
 
 
 def test_deepfool_lands_just_past_the_boundary(mnist_model, mnist_300):
-    """The final search puts the result at (1 + overshoot) times the boundary's distance along its direction:
-    5% shorter, nearly every image is classified correctly again; 5% longer (clipped), still fooled."""
+    """The final search puts the result at about (1 + overshoot) times the boundary's distance along its
+    direction: 5% shorter, nearly every image is classified correctly again; 5% longer (clipped), still fooled.
+    bench/results/attack_tests.md (deepfool_lands_just_past, n=300): 96.0% (SE 1.1%; figure - 3 SE: 92.6%) and
+    100.0% (SE 0.3%; 99.0%)."""
     x, y = mnist_300
     result = DeepFool().run(mnist_model, x, y)
     delta = result.x_adv - x
@@ -148,7 +152,7 @@ def test_deepfool_lands_just_past_the_boundary(mnist_model, mnist_300):
         shorter = mnist_model(x + 0.95 * delta).argmax(1) == y
         longer = mnist_model((x + 1.05 * delta).clamp(0, 1)).argmax(1) != y
     assert shorter.float().mean().item() >= 0.95
-    assert longer.float().mean().item() >= 0.95
+    assert longer.float().mean().item() >= 0.99
 
 
 # --------------------------------------------------------------- FGSM and PGD
