@@ -8,6 +8,7 @@ import math
 
 import pytest
 import torch
+from run_folders import assert_rebuilds_from_disk
 
 import shieldkit as sk
 from shieldkit.cli import main
@@ -63,7 +64,7 @@ def _hand_pgd_l2(model, x, y, eps, steps=20, seed=0):
     return (x + delta).detach()
 
 
-def test_certificates_bracket_the_attacks_and_the_consistency_check_passes(smoothing_run, noisy_cnn, mnist):
+def test_certificates_bracket_the_attacks_and_the_consistency_check_passes(smoothing_run, noisy_cnn, mnist, tmp_path):
     out, report = smoothing_run
     record = report.run.defenses[0]
     certified = record.certified
@@ -80,6 +81,7 @@ def test_certificates_bracket_the_attacks_and_the_consistency_check_passes(smoot
     # The naive attack differentiates the vote (zero gradients: masked) and is flagged as such, not crashed.
     assert {f.check for f in record.flags("naive")} >= {"zero_gradients"}
     assert not any(f.check == "errors" for f in record.flags("naive"))
+    assert_rebuilds_from_disk(out, tmp_path)  # the certificate's norm and parameters come from plan.json
 
 
 def test_an_independent_l2_attack_never_beats_a_certified_radius(smoothing_run, noisy_cnn, mnist):

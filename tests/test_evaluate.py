@@ -15,6 +15,7 @@ import pytest
 import torch
 from defense_references import reference_pgd
 from needs import need, need_chromium
+from run_folders import assert_rebuilds_from_disk
 
 import shieldkit as sk
 from shieldkit.cli import main
@@ -385,7 +386,7 @@ def test_cascade_matches_the_full_grid_and_reports_time_saved(digits_mlp, digits
 DIGITS_DETECTION = {"0.1": (0.763, 38), "0.3": (0.305, 59)}
 
 
-def test_randomised_defence_gets_eot_and_detector_gets_detection_rate(digits_mlp, digits, tmp_path):
+def test_randomised_defence_gets_eot_and_detector_gets_detection_rate(digits_mlp, digits, tmp_path, tmp_path_factory):
     report = evaluate(digits_mlp, digits[0], attacks=["fgsm", ("pgd", {"steps": 5})], eps=[0.1, 0.3],
                       defenses=["randomization", "feature_squeezing"], n=60, batch_size=60, eot=4,
                       train_data=digits[1], out_dir=tmp_path, quiet=True)
@@ -403,6 +404,7 @@ def test_randomised_defence_gets_eot_and_detector_gets_detection_rate(digits_mlp
         assert entry["detection_rate"] > detector["detector"]["fpr_fitted"]  # it tells attacks from clean images
         assert entry["correct_or_detected"] >= entry["classifier_only"]
     assert "detection rate at FPR 0.05" in report.table()
+    assert_rebuilds_from_disk(tmp_path, tmp_path_factory.mktemp("rebuilt"))  # EOT draws, threshold from plan.json
 
 
 def test_units_do_not_depend_on_how_chunks_are_split_across_processes(digits_mlp, digits, tmp_path):

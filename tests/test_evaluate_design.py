@@ -4,9 +4,11 @@ declared adaptive capabilities, and one construction path for registered compone
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 import torch
+from run_folders import assert_rebuilds_from_disk
 from torch import nn
 
 import shieldkit as sk
@@ -27,6 +29,7 @@ from shieldkit.evaluate.records import (
     row_from_json,
     to_json,
 )
+from shieldkit.evaluate.report import rebuild_reports
 from shieldkit.evaluate.results import read_rows
 from shieldkit.evaluate.suite import resolve_suite
 
@@ -55,6 +58,32 @@ def test_every_row_and_the_summary_round_trip_through_their_json_form(small_run)
     assert loaded.flags("bit_depth") == report.flags("bit_depth") != []  # bit depth masks gradients: flagged
 
 
+def test_a_run_folder_rebuilds_its_summary_and_reports_with_no_model(small_run, tmp_path, capsys):
+    out, _ = small_run
+    assert_rebuilds_from_disk(out, tmp_path)
+    printed = capsys.readouterr().out
+    assert "bit_depth" in printed and "rebuilt from plan.json and results.jsonl" in printed
+
+
+def test_a_half_finished_run_reports_what_it_has(small_run, tmp_path):
+    """Rows cut off half way (a killed run, plus a torn last line): the rebuilt summary counts what is there."""
+    out, report = small_run
+    half = tmp_path / "half"
+    shutil.copytree(out, half)
+    lines = (half / "results.jsonl").read_text().splitlines(keepends=True)
+    kept = [line for line in lines if json.loads(line).get("defense") == "none"]
+    (half / "results.jsonl").write_text("".join(kept) + lines[-1][: len(lines[-1]) // 2])
+    summary = rebuild_reports(half)
+    assert summary.defense("none").eps == report.run.defense("none").eps
+    assert summary.defense("bit_depth").clean_accuracy == 0.0  # no row of it was written
+
+
+def test_report_refuses_a_folder_that_is_not_a_run(tmp_path, capsys):
+    assert main(["report", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("shieldkit report: error:") and "plan.json" in err and err.strip().count("\n") == 0
+
+
 def test_an_unknown_row_is_refused_by_name():
     with pytest.raises(ValueError, match="type='mystery'"):
         row_from_json({"type": "mystery", "key": "x"})
@@ -75,7 +104,7 @@ def test_a_section_added_to_the_list_appears_in_both_reports(small_run, digits, 
                                                               for d in context.summary.defenses])]
 
     monkeypatch.setattr(report_module, "SECTIONS", [*report_module.SECTIONS, Provenance()])
-    report_module.write_reports(out, report.run, digits[0])
+    report_module.write_reports(out, report.run)
     markdown = (out / "report.md").read_text()
     page = (out / "report.html").read_text()
     digest = report.run.config_hash

@@ -13,6 +13,7 @@ import json
 import pytest
 import torch
 import torch.nn.functional as F
+from run_folders import assert_rebuilds_from_disk
 from torch import nn
 
 from shieldkit.evaluate import evaluate
@@ -91,7 +92,8 @@ def test_a_plain_model_is_diagnosed_clean_and_gets_no_remedy(digits_mlp, sample,
                                                                               - report.robust_accuracy()) * N)
 
 
-def test_rounding_inside_forward_is_found_and_escalated_to_a_hand_written_bpda(digits_mlp, sample, tmp_path):
+def test_rounding_inside_forward_is_found_and_escalated_to_a_hand_written_bpda(digits_mlp, sample, tmp_path,
+                                                                               tmp_path_factory):
     model = Quantized(digits_mlp).eval()
     report = _run(model, sample, tmp_path)
     record = report.run.defense("none")
@@ -108,6 +110,7 @@ def test_rounding_inside_forward_is_found_and_escalated_to_a_hand_written_bpda(d
     markdown = (tmp_path / "report.md").read_text()
     assert "## Diagnosis" in markdown and "zero_gradients" in markdown
     assert "## Attack that broke it" in markdown and "apgd via bpda" in markdown
+    assert_rebuilds_from_disk(tmp_path, tmp_path_factory.mktemp("rebuilt"))  # remedies come from plan.json
 
 
 def test_probability_outputs_are_found_and_attacked_on_log_probabilities(digits_mlp, sample, tmp_path):

@@ -1,8 +1,10 @@
-"""``examples/``: the adversarial images of the first few samples, written by the runner, read by the report.
+"""``examples/``: the first few samples' clean and adversarial images, written by the runner, read by the report.
 
 One file per unit of work that attacked any of the first ``examples`` samples,
 named by a hash of the unit's key. A file is written (atomically) before the
-unit's row, so a resumed row always has its images.
+unit's row, so a resumed row always has its images. ``clean.pt`` holds those
+samples' clean images and labels, so the report is drawn from the run folder
+alone.
 """
 
 from __future__ import annotations
@@ -28,6 +30,25 @@ def save_examples(out_dir: Path, key: str, indices: list[int], x_adv: Tensor, pr
     record = {"indices": list(indices), "x_adv": x_adv.detach().cpu().clone(), "pred": list(predictions)}
     save_atomically(record, folder / name)  # a full disk is an OSError here, not torch's zip-writer error
     return name
+
+
+CLEAN = "clean.pt"
+
+
+def save_clean_examples(out_dir: Path, x: Tensor, y: Tensor) -> None:
+    """Store the clean images ``x`` and labels ``y`` of the first samples (the ones the report shows)."""
+    folder = Path(out_dir) / FOLDER
+    folder.mkdir(exist_ok=True)
+    save_atomically({"x": x.detach().cpu().clone(), "y": y.detach().cpu().clone()}, folder / CLEAN)
+
+
+def load_clean_examples(out_dir: Path) -> tuple[Tensor, Tensor] | None:
+    """The first samples' clean images and labels, or ``None`` when the run stored none."""
+    path = Path(out_dir) / FOLDER / CLEAN
+    if not path.is_file():
+        return None
+    stored = torch.load(path, map_location="cpu", weights_only=True)
+    return stored["x"], stored["y"]
 
 
 @dataclass

@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from shieldkit.evaluate.examples import load_examples
+from shieldkit.evaluate.examples import load_clean_examples, load_examples
 from shieldkit.evaluate.records import RunSummary
 
 
@@ -87,8 +87,9 @@ def naive_vs_adaptive(summary: RunSummary, path: Path) -> Path:
     return path
 
 
-def example_grid(summary: RunSummary, data: Any, out_dir: Path, path: Path, per_defense: int = 4) -> Path | None:
-    """Rows = defences; for a few samples: clean | adversarial | amplified perturbation, with predictions."""
+def example_grid(summary: RunSummary, out_dir: Path, path: Path, per_defense: int = 4) -> Path | None:
+    """Rows = defences; for a few samples: clean | adversarial | amplified perturbation, with predictions
+    (the clean images and the adversarial ones are read from the run folder's ``examples/``)."""
     key = summary.largest_eps_key
     eps = max(summary.eps)
     rows = []
@@ -96,8 +97,10 @@ def example_grid(summary: RunSummary, data: Any, out_dir: Path, path: Path, per_
         fooled = record.eps[key].examples
         chosen = sorted(fooled.items(), key=lambda item: int(item[0]))[:per_defense]
         rows.append((record, chosen))
-    if not any(chosen for _, chosen in rows):
+    clean = load_clean_examples(out_dir)
+    if clean is None or not any(chosen for _, chosen in rows):
         return None
+    clean_x, clean_y = clean
     plt = pyplot()
     columns = 3 * per_defense
     figure, axes = plt.subplots(len(rows), columns, figsize=(1.15 * columns, 1.45 * len(rows)), squeeze=False)
@@ -113,12 +116,12 @@ def example_grid(summary: RunSummary, data: Any, out_dir: Path, path: Path, per_
             index = int(index)
             stored = cache.setdefault(info.file, load_examples(out_dir, info.file))
             slot = stored.indices.index(index)
-            x = data.x[index].cpu()
+            x = clean_x[index]
             x_adv = stored.x_adv[slot]
             delta = x_adv - x
             scale = delta.abs().max().clamp_min(1e-12) if summary.norm != "linf" else torch.tensor(eps)
             amplified = (0.5 + 0.5 * delta / scale).clamp(0, 1)
-            titles = (f"#{index} y={int(data.y[index])}", f"→{stored.pred[slot]} {info.attack[:10]}\n({info.stage})",
+            titles = (f"#{index} y={int(clean_y[index])}", f"→{stored.pred[slot]} {info.attack[:10]}\n({info.stage})",
                       "δ amplified")
             for offset, (image, title) in enumerate(zip((x, x_adv, amplified), titles)):
                 axis = axes[r, 3 * position + offset]

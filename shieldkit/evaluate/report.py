@@ -17,12 +17,25 @@ import base64
 import html
 import json
 import logging
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from shieldkit.evaluate.records import MODES, DefenseSummary, RunSummary, from_json, to_json
+from shieldkit.errors import InvalidInputError
+from shieldkit.evaluate.manifest import Manifest, read_manifest
+from shieldkit.evaluate.records import (
+    MODES,
+    DefenseSummary,
+    Row,
+    RunSummary,
+    from_json,
+    row_from_json,
+    to_json,
+)
+from shieldkit.evaluate.results import RESULTS, read_rows, write_json
+from shieldkit.evaluate.summary import summarize
 
 logger = logging.getLogger(__name__)
 
@@ -209,7 +222,6 @@ class ReportContext:
     """What a section renders from."""
 
     summary: RunSummary
-    data: Any
     out_dir: Path
     plots_dir: Path
     #: :mod:`shieldkit.evaluate.plots`, or ``None`` without matplotlib (sections then leave their figures out)
@@ -312,7 +324,7 @@ class ExampleGrid(Section):
         plotting = context.plotting
         if plotting is None:
             return []
-        path = plotting.example_grid(context.summary, context.data, context.out_dir, context.plots_dir / "examples.png")
+        path = plotting.example_grid(context.summary, context.out_dir, context.plots_dir / "examples.png")
         return [] if path is None else [Figure(path, self.CAPTION, "examples")]
 
 
@@ -437,12 +449,35 @@ def _plotting():
 # ---------------------------------------------------------------------- writers
 
 
-def write_reports(out_dir: Path, summary: RunSummary, data: Any, quiet: bool = True,
+def reduce_run(out_dir: Path, rows: list[Row], manifest: Manifest, quiet: bool = True) -> RunSummary:
+    """The last stage: the summary of ``rows`` under ``manifest``, written as ``summary.json``, ``report.md``
+    and ``report.html`` into ``out_dir``; returns the summary. Reads the run folder only (no model, no data)."""
+    summary = summarize(rows, manifest)
+    write_json(Path(out_dir) / "summary.json", to_json(summary))
+    write_reports(Path(out_dir), summary, quiet=quiet)
+    return summary
+
+
+def rebuild_reports(out_dir: str | os.PathLike, quiet: bool = True) -> RunSummary:
+    """``shieldkit report DIR``: rebuild ``summary.json`` and the reports of a finished or half-finished run from
+    its ``plan.json`` and ``results.jsonl`` (a torn last row is left out)."""
+    out = Path(out_dir)
+    manifest = read_manifest(out)
+    if not (out / RESULTS).is_file():
+        raise InvalidInputError(f"{str(out)!r} has no {RESULTS}: the run wrote no rows")
+    try:
+        rows = [row_from_json(data) for data in read_rows(out)]
+    except (ValueError, TypeError, AttributeError) as error:
+        raise InvalidInputError(f"{out / RESULTS} has a row that is not a shieldkit row: {error}") from None
+    return reduce_run(out, rows, manifest, quiet=quiet)
+
+
+def write_reports(out_dir: Path, summary: RunSummary, quiet: bool = True,
                   sections: list[Section] | None = None) -> None:
     """Write plots/*.png, report.md and report.html into ``out_dir`` from ``sections`` (default :data:`SECTIONS`)."""
     plots = out_dir / "plots"
     plots.mkdir(exist_ok=True)
-    context = ReportContext(summary, data, out_dir, plots, _plotting())
+    context = ReportContext(summary, out_dir, plots, _plotting())
     blocks = [block for section in (SECTIONS if sections is None else sections) for block in section.blocks(context)]
     (out_dir / "report.md").write_text(render_markdown(blocks, out_dir), encoding="utf-8")
     (out_dir / "report.html").write_text(render_html(blocks), encoding="utf-8")

@@ -32,10 +32,12 @@ logger = logging.getLogger(__name__)
 
 RESULTS = "results.jsonl"
 CONFIG = "config.json"
+#: the run's manifest (:mod:`~shieldkit.evaluate.manifest`): what the rows mean
+MANIFEST = "plan.json"
 ENVIRONMENT = "environment.json"
 LOCK = ".shieldkit.lock"
 #: What a fresh run clears from an old output folder (caches of fitted defences are kept).
-RUN_OUTPUTS = (RESULTS, "summary.json", "report.md", "report.html", "examples", "plots")
+RUN_OUTPUTS = (RESULTS, MANIFEST, "summary.json", "report.md", "report.html", "examples", "plots")
 
 
 class DiskFullError(ShieldkitError, OSError):

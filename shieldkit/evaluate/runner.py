@@ -34,16 +34,24 @@ import torch
 from torch import Tensor, nn
 
 from shieldkit import distributed
-from shieldkit.component import component_params
+from shieldkit.component import component_params, jsonable
 from shieldkit.data.imagedata import ImageData
 from shieldkit.defense import DetectorDefense, TrainerDefense
 from shieldkit.diagnosis import Diagnosis, diagnose
 from shieldkit.errors import InvalidInputError, InvalidModelError, InvalidParameterError
-from shieldkit.escalation import Remedy, plan_remedies
+from shieldkit.escalation import GRADIENT_FREE_REMEDIES, Remedy, plan_remedies
 from shieldkit.evaluate import masking
 from shieldkit.evaluate.adaptive import DefensePlan, plan_defense
 from shieldkit.evaluate.config import EvalConfig, check_eps, check_scalars, digest
-from shieldkit.evaluate.examples import save_examples
+from shieldkit.evaluate.examples import save_clean_examples, save_examples
+from shieldkit.evaluate.manifest import (
+    CertifierManifest,
+    DefenseManifest,
+    DetectorManifest,
+    Manifest,
+    RemedyManifest,
+    write_manifest,
+)
 from shieldkit.evaluate.presets import REMEDY_ATTACK
 from shieldkit.evaluate.records import (
     AttackRow,
@@ -53,7 +61,7 @@ from shieldkit.evaluate.records import (
     EffortRow,
     LargeEpsRow,
     RemedyNote,
-    to_json,
+    SuiteAttack,
 )
 from shieldkit.evaluate.results import (
     DiskFullError,
@@ -154,7 +162,6 @@ class Runner:
                  defenses: list | None = None, shard: tuple[int, int] | None = None, suite: Suite | None = None):
         check_scalars(config)
         self.config = config
-        self.quiet = quiet
         self.resume = resume
         self.sharded = shard is None and distributed.active()
         self.shard = distributed.shard() if self.sharded else (shard or (0, 1))
@@ -190,6 +197,11 @@ class Runner:
         self.white, self.black = suite.white_box, suite.black_box
         self.chunks = chunk_ranges(len(self.data), config.batch_size, *self.shard)
         self._adaptive_cache: dict[str, list[AttackEntry]] = {}
+        self.quiet = quiet or self.shard[0] != 0  # one progress bar per run, rank 0's
+        #: set by :meth:`execute`: the rows' store, the prepared defences and the current progress bar
+        self.store: ResultsStore | None = None
+        self.plans: list[DefensePlan] = []
+        self.bar: Progress | None = None
 
     # ------------------------------------------------------------- setup
 
@@ -226,33 +238,74 @@ class Runner:
             from shieldkit.evaluate.sharded import run_sharded
 
             return run_sharded(self)
-        from shieldkit.evaluate.report import Report, write_reports
-        from shieldkit.evaluate.summary import summarize
+        from shieldkit.evaluate.report import Report, reduce_run
 
         identity = self.identity()
         config_hash = digest(identity)
-        self.store = None
+        store = None
         with RunLock(self.out_dir):  # before anything in the folder is read, cleared or written
             try:
-                self.store = ResultsStore(self.out_dir, identity, config_hash, resume=self.resume)
+                store = ResultsStore(self.out_dir, identity, config_hash, resume=self.resume)
                 write_json(self.out_dir / "environment.json", environment_record(self.config.seed, self.device))
-                if self.store.resumed:
-                    logger.info("resuming %s: %d units already done", self.out_dir, self.store.resumed)
+                if store.resumed:
+                    logger.info("resuming %s: %d units already done", self.out_dir, store.resumed)
                 try:
-                    with ModelStateGuard(self.model):
-                        self.plans = [self._prepare(entry) for entry in self.defenses]
-                        for plan in self.plans:
-                            self._evaluate_defense(plan)
+                    manifest = self.execute(store, config_hash)
                 finally:
-                    self.store.close()
-                summary = summarize(list(self.store), self, config_hash)
-                write_json(self.out_dir / "summary.json", to_json(summary))
-                write_reports(self.out_dir, summary, self.data, quiet=self.quiet)
+                    store.close()
+                summary = reduce_run(self.out_dir, list(store), manifest, quiet=self.quiet)
             except OSError as error:
                 if is_disk_full(error):  # one line for the user, not torch's or json's traceback
-                    raise DiskFullError(self.out_dir, len(self.store.rows) if self.store else 0) from error
+                    raise DiskFullError(self.out_dir, len(store.rows) if store else 0) from error
                 raise
         return Report(self.out_dir, summary)
+
+    def execute(self, store: ResultsStore, config_hash: str) -> Manifest:
+        """Prepare every defence (fit, diagnose, choose remedies), write the manifest, then run this shard's
+        units into ``store``; returns the manifest.
+
+        Under a process group rank 0 prepares first (it fits and caches trainers; the others load them), and
+        only rank 0 writes ``plan.json`` and the clean example images.
+        """
+        self.store = store
+        with ModelStateGuard(self.model):
+            with distributed.rank_zero_first(), distributed.local():
+                self.plans = [self._prepare(entry) for entry in self.defenses]
+            manifest = self.manifest(config_hash)
+            if self.shard[0] == 0:
+                write_manifest(self.out_dir, manifest)
+                first = min(self.config.examples, len(self.data))
+                save_clean_examples(self.out_dir, self.data.x[:first], self.data.y[:first])
+            for plan in self.plans:
+                self._evaluate_defense(plan)
+        return manifest
+
+    def manifest(self, config_hash: str) -> Manifest:
+        """What the rows mean (``plan.json``), from the prepared plans."""
+        config = self.config
+        return Manifest(
+            config_hash=config_hash, data=self.data.name, n=len(self.data), image_size=int(self.data.x[0].numel()),
+            labels=self.data.y.tolist(), norm=config.norm, eps=list(config.eps), bounds=tuple(config.bounds),
+            cascade=config.cascade, seed=config.seed, checks=config.checks, examples=config.examples,
+            attacks=[SuiteAttack(a.label, a.name, a.access) for a in self.white + self.black],
+            defenses=[self._defense_manifest(plan, entry) for plan, entry in zip(self.plans, self.defenses)])
+
+    def _defense_manifest(self, plan: DefensePlan, entry: DefenseEntry) -> DefenseManifest:
+        record = DefenseManifest(
+            label=plan.label, name=entry.name, kind=plan.kind, view=plan.view_description,
+            adaptive_stage=plan.has_adaptive_stage, randomized=plan.randomized,
+            # EOT draws: the defence's own, or those of an escalation remedy for a randomised opaque model
+            eot=max([plan.eot, *(remedy.settings.draws for remedy, _ in plan.remedies)]),
+            same_as_naive=plan.view is None and not plan.remedies,
+            remedies=[RemedyManifest(remedy.name, label, remedy.name in GRADIENT_FREE_REMEDIES)
+                      for remedy, label in plan.remedies])
+        if plan.detector is not None:
+            threshold = plan.detector.threshold
+            record.detector = DetectorManifest(float(getattr(plan.detector, "fpr", self.config.fpr)),
+                                               None if threshold is None else float(threshold))
+        if plan.defense is not None and plan.defense.certifies is not None:
+            record.certifier = CertifierManifest(plan.defense.certifies, jsonable(plan.defense.get_params()))
+        return record
 
     def _prepare(self, entry: DefenseEntry) -> DefensePlan:
         defense = entry.build(unit_seed(self.config.seed, "defense", entry.label))

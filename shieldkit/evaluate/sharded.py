@@ -29,7 +29,8 @@ from shieldkit import distributed
 from shieldkit.errors import InvalidParameterError
 from shieldkit.evaluate.config import digest
 from shieldkit.evaluate.examples import read_example_files, write_example_files
-from shieldkit.evaluate.records import AttackRow, Row, row_from_json, to_json
+from shieldkit.evaluate.manifest import Manifest
+from shieldkit.evaluate.records import AttackRow, Row, row_from_json
 from shieldkit.evaluate.results import (
     CONFIG,
     RESULTS,
@@ -75,14 +76,12 @@ def run_sharded(runner):
 
 
 def _run_locked(runner):
-    from shieldkit.evaluate.report import Report, write_reports
-    from shieldkit.evaluate.summary import summarize
+    from shieldkit.evaluate.report import Report, reduce_run
 
     rank, world = runner.shard
     out = runner.out_dir
     identity = runner.identity()
     config_hash = digest(identity)
-    runner.quiet = runner.quiet or rank != 0
     if rank == 0 and not runner.resume:
         _clear(out)
     distributed.barrier()  # nobody writes its shard before a fresh run's old outputs are gone
@@ -92,16 +91,11 @@ def _run_locked(runner):
         taken = _absorb_finished_rows(store, out, config_hash)
         if store.resumed or taken:
             logger.info("rank %d resuming: %d rows of its own, %d from other shards", rank, store.resumed, taken)
-    runner.store = store
     if rank == 0:
         write_json(out / "environment.json", {**environment_record(runner.config.seed, runner.device),
                                               "world_size": world, "backend": _backend()})
     try:
-        # Trainer defences are fitted (and cached in out/cache) by rank 0 alone; the others then load them.
-        with distributed.rank_zero_first(), distributed.local():
-            runner.plans = [runner._prepare(entry) for entry in runner.defenses]
-        for plan in runner.plans:
-            runner._evaluate_defense(plan)
+        manifest = runner.execute(store, config_hash)
     finally:
         store.close()
     rows = list(store)
@@ -109,18 +103,16 @@ def _run_locked(runner):
     gathered = distributed.gather_objects((rows, read_example_files(out, examples) if rank != 0 else {}))
     summary = None
     if rank == 0:
-        merged = merge_rows([part[0] for part in gathered], runner)
+        merged = merge_rows([part[0] for part in gathered], manifest)
         for part in gathered[1:]:
             write_example_files(out, part[1])
         _write_results(out, merged, identity, config_hash)
-        summary = summarize(merged, runner, config_hash)
-        write_json(out / "summary.json", to_json(summary))
-        write_reports(out, summary, runner.data, quiet=True)
+        summary = reduce_run(out, merged, manifest, quiet=True)
     summary = distributed.broadcast_object(summary)
     return Report(out, summary)
 
 
-def merge_rows(parts: list[list[Row]], runner) -> list[Row]:
+def merge_rows(parts: list[list[Row]], manifest: Manifest) -> list[Row]:
     """The rows of every rank, one per unit, in the order a single process writes them.
 
     A single process first diagnoses every defence (its diagnosis rows, in the
@@ -128,8 +120,8 @@ def merge_rows(parts: list[list[Row]], runner) -> list[Row]:
     chunk (a chunk's clean row first), then the defence's checks; within a chunk
     the order is the cascade's, which the rank that ran the chunk kept.
     """
-    defense_index = {entry.label: i for i, entry in enumerate(runner.defenses)}
-    eps_index = {float(eps): i for i, eps in enumerate(runner.config.eps)}
+    defense_index = {defense.label: i for i, defense in enumerate(manifest.defenses)}
+    eps_index = {float(eps): i for i, eps in enumerate(manifest.eps)}
     unique: dict[str, tuple] = {}
     for part in parts:
         for position, row in enumerate(part):

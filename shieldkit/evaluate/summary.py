@@ -1,18 +1,18 @@
 """From the rows of ``results.jsonl`` to the run's :class:`~shieldkit.evaluate.records.RunSummary`.
 
-Everything here is computed from the rows alone (plus the run's plan), so a
-resumed run and an uninterrupted one summarise identically.
+A pure function of data on disk: the rows and the run's manifest (``plan.json``,
+:mod:`~shieldkit.evaluate.manifest`). So a resumed run and an uninterrupted one
+summarise identically, and ``shieldkit report DIR`` rebuilds a summary with no
+model loaded.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Any
 
-from shieldkit.component import jsonable
 from shieldkit.defense import ABSTAIN
-from shieldkit.escalation import GRADIENT_FREE_REMEDIES
 from shieldkit.evaluate import masking
+from shieldkit.evaluate.manifest import DefenseManifest, Manifest
 from shieldkit.evaluate.records import (
     MODES,
     STAGES,
@@ -43,30 +43,25 @@ from shieldkit.threat import largest_distance
 _STAGE_ORDER = {stage: i for i, stage in enumerate(STAGES)}
 
 
-def summarize(rows: list[Row], runner: Any, config_hash: str) -> RunSummary:
+def summarize(rows: list[Row], manifest: Manifest) -> RunSummary:
     """The run's summary (what ``summary.json`` holds and the reports render).
 
     Args:
-        rows: every row of the run.
-        runner: the :class:`~shieldkit.evaluate.runner.Runner` (its plan: defences, attacks, eps).
-        config_hash: the configuration's hash.
+        rows: every row of the run (``results.jsonl``), in any order.
+        manifest: the run's manifest (``plan.json``): defences, attacks, eps.
     """
-    config = runner.config
-    n = len(runner.data)
     by_defense: dict[str, list[Row]] = defaultdict(list)
     for row in rows:
         by_defense[row.defense].append(row)
-    suite = runner.white + runner.black
-    attack_order = {entry.label: i for i, entry in enumerate(suite)}
-    size, labels = int(runner.data.x[0].numel()), runner.data.y.tolist()
-    defenses = [_defense_summary(plan, entry, by_defense[plan.label], config, n, attack_order, size, labels)
-                for plan, entry in zip(runner.plans, runner.defenses)]
+    attack_order = {attack.label: i for i, attack in enumerate(manifest.attacks)}
+    defenses = [_defense_summary(defense, by_defense[defense.label], manifest, attack_order)
+                for defense in manifest.defenses]
     attack_seconds = sum(d.seconds for d in defenses)
     full_seconds = sum(d.estimated_full_seconds for d in defenses)
     return RunSummary(
-        config_hash=config_hash, n=n, data=runner.data.name, norm=config.norm, eps=list(config.eps),
-        cascade=config.cascade, seed=config.seed,
-        attacks=[SuiteAttack(a.label, a.name, a.access) for a in suite],
+        config_hash=manifest.config_hash, n=manifest.n, data=manifest.data, norm=manifest.norm,
+        eps=list(manifest.eps), cascade=manifest.cascade, seed=manifest.seed,
+        attacks=[SuiteAttack(a.label, a.name, a.access) for a in manifest.attacks],
         defenses=defenses,
         time=TimeSummary(
             attack_seconds=attack_seconds, estimated_full_grid_seconds=full_seconds,
@@ -76,29 +71,27 @@ def summarize(rows: list[Row], runner: Any, config_hash: str) -> RunSummary:
     )
 
 
-def _defense_summary(plan, entry, rows: list[Row], config, n: int, attack_order: dict[str, int],
-                     size: int, labels: list[int]) -> DefenseSummary:
+def _defense_summary(plan: DefenseManifest, rows: list[Row], manifest: Manifest,
+                     attack_order: dict[str, int]) -> DefenseSummary:
+    n = manifest.n
     clean_rows = [r for r in rows if isinstance(r, CleanRow)]
     attack_rows = [r for r in rows if isinstance(r, AttackRow)]
     correct = {i for r in clean_rows for i in r.correct}
     clean_detected = {i for r in clean_rows for i in r.detected}
     record = DefenseSummary(
-        label=plan.label, name=entry.name, kind=plan.kind, view=plan.view_description,
-        adaptive_stage=plan.has_adaptive_stage, randomized=plan.randomized, n=n,
-        # EOT draws: the defence's own, or those of an escalation remedy for a randomised opaque model
-        eot=max([plan.eot, *(remedy.settings.draws for remedy, _ in plan.remedies)]),
+        label=plan.label, name=plan.name, kind=plan.kind, view=plan.view,
+        adaptive_stage=plan.adaptive_stage, randomized=plan.randomized, n=n, eot=plan.eot,
         clean_accuracy=len(correct) / n, eps={}, errors={mode: [] for mode in MODES},
     )
     if plan.detector is not None:
-        record.detector = DetectorSummary(getattr(plan.detector, "fpr", config.fpr), len(clean_detected) / n,
-                                          plan.detector.threshold)
+        record.detector = DetectorSummary(plan.detector.fpr, len(clean_detected) / n, plan.detector.threshold)
     per_unit_cost: dict[tuple, list[float]] = defaultdict(list)
     for row in attack_rows:
         if row.attacked:
             per_unit_cost[(row.stage, row.attack)].append(row.seconds / len(row.attacked))
     seconds = estimated = 0.0
-    gradient_free = {label for remedy, label in plan.remedies if remedy.name in GRADIENT_FREE_REMEDIES}
-    for eps in config.eps:
+    gradient_free = {remedy.attack for remedy in plan.remedies if remedy.gradient_free}
+    for eps in manifest.eps:
         fooled: dict[str, set[int]] = {stage: set() for stage in STAGES}
         adaptive_gradient_free: set[int] = set()
         misclassified, detected_adv = set(), set()
@@ -129,7 +122,7 @@ def _defense_summary(plan, entry, rows: list[Row], config, n: int, attack_order:
             seconds += row.seconds
             estimated += _full_grid_cost(row, correct, per_unit_cost)
             if row.examples:
-                for index in (i for i in row.fooled if i < config.examples):
+                for index in (i for i in row.fooled if i < manifest.examples):
                     first_fooled.setdefault(index, ExampleRef(row.stage, row.attack, row.examples))
         naive_fooled = fooled["naive"] | fooled["blackbox"]
         all_fooled = naive_fooled | fooled["adaptive"]
@@ -155,11 +148,10 @@ def _defense_summary(plan, entry, rows: list[Row], config, n: int, attack_order:
     record.diagnosis = next((r for r in rows if isinstance(r, DiagnosisRow)), None)
     certificates = [r for r in rows if isinstance(r, CertificateRow)]
     if certificates:
-        record.certified = _certified_summary(plan, certificates, attack_rows, record, config, size, labels)
-    if config.checks:
+        record.certified = _certified_summary(plan, certificates, attack_rows, record, manifest)
+    if manifest.checks:
         for mode in MODES:
-            same_as_naive = plan.view is None and not plan.remedies  # else the adaptive mode has its own rows
-            record.checks.extend(masking.check_flags(record, mode, _measurements(rows, mode, same_as_naive)))
+            record.checks.extend(masking.check_flags(record, mode, _measurements(rows, mode, plan.same_as_naive)))
     return record
 
 
@@ -179,13 +171,13 @@ def _count_by_attack(broken_by: dict[int, str], attacks: dict[tuple, AttackStats
     return counts
 
 
-def _certified_summary(plan, certificates: list[CertificateRow], attack_rows: list[AttackRow],
-                       record: DefenseSummary, config, size: int, labels: list[int]) -> CertifiedSummary:
+def _certified_summary(plan: DefenseManifest, certificates: list[CertificateRow], attack_rows: list[AttackRow],
+                       record: DefenseSummary, manifest: Manifest) -> CertifiedSummary:
     """Certified accuracy against radius, and at the radius each eps implies beside the attacks' numbers.
 
     A sample is certified at radius ``r`` when its certificate is correct (not abstained) and reaches ``r``.
     """
-    n = record.n
+    n, labels, certifier = record.n, manifest.labels, plan.certifier
     radii, correct = [], []
     for row in certificates:
         for offset, (prediction, radius) in enumerate(zip(row.predictions, row.radii)):
@@ -195,10 +187,10 @@ def _certified_summary(plan, certificates: list[CertificateRow], attack_rows: li
     largest = max(radii, default=0.0)
     curve = [(r, certified_at(r)) for r in sorted({largest * i / 40 for i in range(41)})]
     at_eps = {}
-    span = config.bounds[1] - config.bounds[0]
-    for eps in config.eps:
+    span = manifest.bounds[1] - manifest.bounds[0]
+    for eps in manifest.eps:
         key = eps_key(eps)
-        reach = largest_distance(eps, config.norm, plan.defense.certifies, size, span)
+        reach = largest_distance(eps, manifest.norm, certifier.norm, manifest.image_size, span)
         disproved = {mode: sorted({i for r in attack_rows if r.eps == eps and r.disproved
                                    and (mode == "adaptive" or r.stage != "adaptive") for i in r.disproved})
                      for mode in MODES}
@@ -207,7 +199,7 @@ def _certified_summary(plan, certificates: list[CertificateRow], attack_rows: li
                                      disproved=disproved)
     abstained = sum(p == ABSTAIN for row in certificates for p in row.predictions) / n
     return CertifiedSummary(
-        norm=plan.defense.certifies, params=jsonable(plan.defense.get_params()), abstained=abstained,
+        norm=certifier.norm, params=certifier.params, abstained=abstained,
         forwards=sum(r.forwards for r in certificates), queries=sum(r.queries for r in certificates),
         seconds=sum(r.seconds for r in certificates), curve=curve, at_eps=at_eps)
 

@@ -1,0 +1,111 @@
+"""``plan.json``: what the rows of a run mean, written before any attack runs.
+
+The rows of ``results.jsonl`` say what each unit of work found; the manifest says
+what the run was: the data's size and labels, the grid, the suite's attacks in
+order, and per defence what the plan decided (its kind, adaptive view, EOT draws,
+the remedies the diagnosis chose, a detector's fitted threshold, a certifier's
+norm and parameters). :func:`~shieldkit.evaluate.summary.summarize` needs these
+two and nothing else, so ``shieldkit report DIR`` rebuilds a run's summary and
+reports from its folder with no model and no data loaded.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from shieldkit.errors import InvalidInputError
+from shieldkit.evaluate.records import RESULTS_FORMAT, SuiteAttack, from_json, to_json
+from shieldkit.evaluate.results import MANIFEST, write_json
+
+
+@dataclass
+class RemedyManifest:
+    """One escalation remedy a diagnosis chose: its name, the label of the attack run through it, and whether
+    what that attack breaks counts as black-box evidence (score-based and transfer remedies)."""
+
+    name: str
+    attack: str
+    gradient_free: bool
+
+
+@dataclass
+class DetectorManifest:
+    """A detector's fitted false-positive rate and threshold."""
+
+    fpr: float
+    threshold: float | None
+
+
+@dataclass
+class CertifierManifest:
+    """A certified defence's certificate norm and parameters."""
+
+    norm: str
+    params: dict[str, Any]
+
+
+@dataclass
+class DefenseManifest:
+    """One defence as the plan prepared it."""
+
+    label: str
+    name: str
+    kind: str
+    view: str
+    adaptive_stage: bool
+    randomized: bool
+    #: EOT draws: the defence's own, or the most an escalation remedy averages
+    eot: int
+    #: the adaptive mode attacks the deployed model itself (no view, no remedy): it reuses the naive measurements
+    same_as_naive: bool
+    remedies: list[RemedyManifest] = field(default_factory=list)
+    detector: DetectorManifest | None = None
+    certifier: CertifierManifest | None = None
+
+
+@dataclass
+class Manifest:
+    """The run: data, grid, suite and defences (``plan.json``)."""
+
+    config_hash: str
+    data: str
+    n: int
+    #: pixels per image (C x H x W): a certificate's radius in another norm depends on it
+    image_size: int
+    #: the evaluated samples' labels, in order: certificates are judged against them
+    labels: list[int]
+    norm: str
+    eps: list[float]
+    bounds: tuple[float, float]
+    cascade: bool
+    seed: int
+    checks: bool
+    examples: int
+    #: the suite's white-box then black-box attacks, in the order they run
+    attacks: list[SuiteAttack]
+    defenses: list[DefenseManifest]
+    format: int = RESULTS_FORMAT
+
+
+def write_manifest(out_dir: Path, manifest: Manifest) -> None:
+    """Write ``plan.json`` atomically."""
+    write_json(Path(out_dir) / MANIFEST, to_json(manifest))
+
+
+def read_manifest(out_dir: Path) -> Manifest:
+    """The manifest of the run in ``out_dir``; a missing or unreadable one is a one-line error."""
+    path = Path(out_dir) / MANIFEST
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InvalidInputError(f"{str(out_dir)!r} has no {MANIFEST}: not a run folder, or a run written by a "
+                                "shieldkit older than the manifest (run it again)") from None
+    except (OSError, ValueError) as error:
+        raise InvalidInputError(f"cannot read {path}: {error}") from None
+    if not isinstance(data, dict) or data.get("format") != RESULTS_FORMAT:
+        found = data.get("format") if isinstance(data, dict) else None
+        raise InvalidInputError(f"{path} is in results format {found}, this shieldkit reads format {RESULTS_FORMAT}")
+    return from_json(Manifest, data)
