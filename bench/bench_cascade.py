@@ -39,7 +39,7 @@ def main() -> int:
     torch.set_num_threads(args.threads)
 
     from shieldkit.data import load
-    from shieldkit.evaluate import evaluate
+    from shieldkit.evaluation import evaluate
     from shieldkit.models.cache import pretrained
 
     options = {"n_train": 20000} if args.data == "mnist" else {"epochs": 4}

@@ -257,7 +257,7 @@ def tests_figures_table(model, test, train, fit_split, eval_split, rows: list[st
 def tests_evaluate_table(model, test, train, rows: list[str]) -> None:
     """tests/test_evaluate.py: the MNIST acceptance run and the detector run on the digits, as the tests call them."""
     from shieldkit.data import load as load_data
-    from shieldkit.evaluate import evaluate
+    from shieldkit.evaluation import evaluate
     from shieldkit.models import fit_classifier, mlp
 
     trainer = {"name": "adversarial_training", "attack": "pgd", "eps": 0.3, "alpha": 0.0,

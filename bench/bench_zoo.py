@@ -43,7 +43,7 @@ def main(argv=None) -> int:
     from zoo_references import RANDOM_JUDGED, REFERENCES, reference_attack
 
     from shieldkit.data import ImageData, load
-    from shieldkit.evaluate import evaluate
+    from shieldkit.evaluation import evaluate
     from shieldkit.models.cache import pretrained
 
     base = pretrained("mlp", data="mnist", epochs=2, n_train=10000, seed=0).eval().requires_grad_(False)

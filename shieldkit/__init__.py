@@ -52,7 +52,10 @@ from shieldkit.threat import ThreatModel
 from shieldkit.version import __version__
 
 # Subpackages imported on first attribute access, so `import shieldkit` stays light.
-_LAZY_SUBMODULES = ("data", "models", "testing", "attacks", "defenses", "evaluate", "gan")
+_LAZY_SUBMODULES = ("data", "models", "testing", "attacks", "defenses", "evaluation", "gan")
+#: Public functions of those subpackages, imported the same way: ``shieldkit.evaluate`` is the function itself
+#: (``inspect.signature`` shows its parameters).
+_LAZY_FUNCTIONS = {"evaluate": "shieldkit.evaluation.runner"}
 
 __all__ = [
     "Attack",
@@ -83,6 +86,7 @@ __all__ = [
     "create_model",
     "dataset_info",
     "defense_info",
+    "evaluate",
     "hookimpl",
     "list_attacks",
     "list_datasets",
@@ -97,4 +101,6 @@ __all__ = [
 def __getattr__(name: str):
     if name in _LAZY_SUBMODULES:
         return importlib.import_module(f"shieldkit.{name}")
+    if name in _LAZY_FUNCTIONS:
+        return getattr(importlib.import_module(_LAZY_FUNCTIONS[name]), name)
     raise AttributeError(f"module 'shieldkit' has no attribute {name!r}")

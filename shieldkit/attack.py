@@ -1,6 +1,6 @@
 """The Attack base class and AttackResult.
 
-The base class owns the whole attack contract (DESIGN.md): input validation,
+The base class owns the whole attack contract (docs/architecture.md): input validation,
 device and dtype placement, the model-state guard, seeding, forward/backward
 counting and the final bounds and epsilon-ball check. An algorithm implements
 ``_run`` only.

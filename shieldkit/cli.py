@@ -27,8 +27,8 @@ KINDS = {"attacks": "attack", "defenses": "defense", "models": "model", "dataset
 
 #: Subcommands that live with the code they run: name -> module with add_arguments(parser) and run(args).
 EXTERNAL_COMMANDS = {
-    "evaluate": ("shieldkit.evaluate.commands", "Evaluate robustness: attack x defence grids and a report"),
-    "report": ("shieldkit.evaluate.report_command",
+    "evaluate": ("shieldkit.evaluation.commands", "Evaluate robustness: attack x defence grids and a report"),
+    "report": ("shieldkit.evaluation.report_command",
                "Rebuild a run's summary.json, report.md and report.html from its folder (no model needed)"),
     "train-generator": ("shieldkit.gan.commands", "Train a generator (VAE, WGAN-GP, DCGAN) for GAN-inversion"),
     "train": ("shieldkit.train_command", "Fit a trainer defence; data-parallel (DDP) under torchrun"),

@@ -74,7 +74,7 @@ class Defense(Component):
         differentiable: autograd through the defence gives useful gradients.
         randomized: two calls on the same input may differ.
 
-    What its adaptive evaluation needs (read by :mod:`shieldkit.evaluate.adaptive`;
+    What its adaptive evaluation needs (read by :mod:`shieldkit.evaluation.adaptive`;
     the defaults suit most defences):
         adaptive_gradient: the backward pass adaptive gradient attacks use on a
             transform or postprocess defence: ``"exact"``, ``"bpda"`` or

@@ -7,7 +7,7 @@ available, ``gloo`` otherwise). Everything else here is a no-op in a single
 process, so callers use it unconditionally:
 
 - evaluation shards its fixed chunks of samples across ranks and gathers the
-  rows on rank 0 (:mod:`shieldkit.evaluate.sharded`);
+  rows on rank 0 (:mod:`shieldkit.evaluation.sharded`);
 - the trainers wrap their network in :class:`~torch.nn.parallel.DistributedDataParallel`
   and draw each epoch's samples with a :class:`~torch.utils.data.distributed.DistributedSampler`
   (:func:`training_network`, :func:`epoch_order`).

@@ -98,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _defense(text: str):
     from shieldkit.defense import TrainerDefense
-    from shieldkit.evaluate.config import parse_spec_string
+    from shieldkit.evaluation.config import parse_spec_string
     from shieldkit.registry import create_defense
 
     spec = parse_spec_string(text, "--defense")
@@ -118,7 +118,7 @@ def _uses_shared_loop(defense) -> bool:
 
 
 def _out_dir(out: str | os.PathLike) -> Path:
-    from shieldkit.evaluate.results import check_writable
+    from shieldkit.evaluation.results import check_writable
 
     return check_writable(out)
 

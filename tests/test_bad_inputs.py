@@ -294,7 +294,7 @@ CLI_ROWS = [
 @pytest.fixture
 def no_attack_runs(monkeypatch):
     """Any evaluation the command starts fails the row: bad input must be refused before it."""
-    from shieldkit.evaluate.runner import Runner
+    from shieldkit.evaluation.runner import Runner
 
     def refuse(self, *args, **kwargs):
         raise ComputeHappened("the evaluation started although the input was bad")

@@ -13,7 +13,7 @@ from run_folders import assert_rebuilds_from_disk
 import shieldkit as sk
 from shieldkit.cli import main
 from shieldkit.defenses import RandomizedSmoothing
-from shieldkit.evaluate import evaluate
+from shieldkit.evaluation import evaluate
 
 SIGMA = 0.25
 # Fewer draws than the defaults (n=1000): the evaluation tests check the plumbing and the consistency

@@ -15,7 +15,7 @@ from torch import nn
 
 from shieldkit.cli import main
 from shieldkit.data import image_folder, tensor_file
-from shieldkit.evaluate.results import read_rows
+from shieldkit.evaluation.results import read_rows
 from shieldkit.models import fit_classifier, tiny_cnn
 
 SIZE = 16

@@ -1,4 +1,4 @@
-"""`shieldkit evaluate` and `shieldkit.evaluate.evaluate`: grids, adaptive attacks, masking flags, resume, reports."""
+"""`shieldkit evaluate` and `shieldkit.evaluation.evaluate`: grids, adaptive attacks, masking flags, resume, reports."""
 
 from __future__ import annotations
 
@@ -20,9 +20,9 @@ from run_folders import assert_rebuilds_from_disk
 import shieldkit as sk
 from shieldkit.cli import main
 from shieldkit.errors import InvalidParameterError
-from shieldkit.evaluate import Report, Runner, evaluate
-from shieldkit.evaluate.config import EvalConfig
-from shieldkit.evaluate.results import read_rows
+from shieldkit.evaluation import Report, Runner, evaluate
+from shieldkit.evaluation.config import EvalConfig
+from shieldkit.evaluation.results import read_rows
 
 REPO = Path(__file__).resolve().parents[1]
 VOLATILE = ("seconds",)
@@ -230,7 +230,7 @@ def _run_cli(args: list[str]) -> subprocess.Popen:
 # run dies is fixed by the row count, not by when a watching parent gets round to signalling it.
 _KILL_AFTER_ROWS = """
 import os, signal, sys
-from shieldkit.evaluate import results
+from shieldkit.evaluation import results
 rows, written, write = int(sys.argv[1]), [0], results.ResultsStore._write
 def _write(self, line):
     if written[0] == rows:
@@ -336,7 +336,7 @@ def test_two_runs_or_two_resumes_into_one_folder_the_second_is_refused(digits_ml
 def test_resume_drops_a_truncated_last_row_and_refuses_a_changed_config(digits_mlp, digits, tmp_path):
     options = dict(attacks=["fgsm", "noise"], defenses=["none"], eps=[0.1, 0.3], n=60, batch_size=20,
                    out_dir=tmp_path, quiet=True, checks=False)
-    sk.evaluate(digits_mlp, digits[0], **options)  # the package itself is callable
+    sk.evaluate(digits_mlp, digits[0], **options)  # the public function
     complete = stable(read_rows(tmp_path))
     results = tmp_path / "results.jsonl"
     lines = results.read_bytes().splitlines(keepends=True)
@@ -518,7 +518,7 @@ def test_a_full_disk_is_one_line_exit_1_and_resume_gives_the_uninterrupted_resul
                                                                                     monkeypatch):
     import errno
 
-    from shieldkit.evaluate.results import ResultsStore
+    from shieldkit.evaluation.results import ResultsStore
 
     assert main(_small_run(digits_mlp.saved_path, tmp_path / "reference")) == 0
     expected = stable(read_rows(tmp_path / "reference"))
@@ -552,7 +552,7 @@ def test_a_full_disk_is_one_line_exit_1_and_resume_gives_the_uninterrupted_resul
 
 
 def test_a_file_missing_during_the_run_is_exit_1_not_bad_input(digits_mlp, tmp_path, capsys, monkeypatch):
-    import shieldkit.evaluate.report as report
+    import shieldkit.evaluation.report as report
 
     def vanished(*args, **kwargs):
         raise FileNotFoundError(2, "No such file or directory", str(tmp_path / "run" / "plots" / "robustness.png"))

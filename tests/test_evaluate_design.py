@@ -15,11 +15,11 @@ import shieldkit as sk
 from shieldkit.cli import main
 from shieldkit.defense import TransformDefense
 from shieldkit.errors import InvalidParameterError
-from shieldkit.evaluate import Report, evaluate
-from shieldkit.evaluate import report as report_module
-from shieldkit.evaluate.adaptive import plan_defense
-from shieldkit.evaluate.config import EvalConfig
-from shieldkit.evaluate.records import (
+from shieldkit.evaluation import Report, evaluate
+from shieldkit.evaluation import report as report_module
+from shieldkit.evaluation.adaptive import plan_defense
+from shieldkit.evaluation.config import EvalConfig
+from shieldkit.evaluation.records import (
     RESULTS_FORMAT,
     AttackRow,
     GradientRow,
@@ -29,9 +29,9 @@ from shieldkit.evaluate.records import (
     row_from_json,
     to_json,
 )
-from shieldkit.evaluate.report import rebuild_reports
-from shieldkit.evaluate.results import read_rows
-from shieldkit.evaluate.suite import resolve_suite
+from shieldkit.evaluation.report import rebuild_reports
+from shieldkit.evaluation.results import read_rows
+from shieldkit.evaluation.suite import resolve_suite
 
 
 @pytest.fixture(scope="module")
@@ -216,3 +216,17 @@ def test_attack_rows_keep_their_fields_in_the_json_form():
     data = to_json(row)
     assert data["type"] == "attack" and data["chunk"] == [0, 10] and data["fooled"] == [2]
     assert row_from_json(json.loads(json.dumps(data))) == row
+
+
+def test_shieldkit_evaluate_is_a_function_with_its_real_signature():
+    import importlib
+    import inspect
+
+    parameters = inspect.signature(sk.evaluate).parameters
+    assert list(parameters)[:5] == ["model", "data", "attacks", "defenses", "eps"]
+    assert parameters["eps"].default == (0.1, 0.2, 0.3) and parameters["suite"].default == "standard"
+    assert inspect.isfunction(sk.evaluate) and sk.evaluate is evaluate
+    # code written for the old layout fails on its import with a message that says where things went
+    with pytest.raises(ImportError, match="moved to shieldkit.evaluation"):
+        importlib.import_module("shieldkit.evaluate")
+    assert inspect.isfunction(sk.evaluate)  # a failed import binds nothing over the function

@@ -16,8 +16,8 @@ import torch.nn.functional as F
 from run_folders import assert_rebuilds_from_disk
 from torch import nn
 
-from shieldkit.evaluate import evaluate
-from shieldkit.evaluate.records import to_json
+from shieldkit.evaluation import evaluate
+from shieldkit.evaluation.records import to_json
 
 EPS = 0.3
 N = 60

@@ -30,7 +30,7 @@ import torch
 from zoo_references import RANDOM_JUDGED, REFERENCES, correct, reference_attack
 
 from shieldkit.data import ImageData
-from shieldkit.evaluate import evaluate
+from shieldkit.evaluation import evaluate
 
 N_IMAGES = 100
 EPSILONS = (0.1, 0.3)

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from shieldkit.cli import main
-from shieldkit.evaluate.results import read_rows
+from shieldkit.evaluation.results import read_rows
 from shieldkit.models import mlp
 
 REPO = Path(__file__).resolve().parents[1]
@@ -88,7 +88,7 @@ def test_a_pickled_module_loads_with_trust_pickle_and_a_warning(digits_mlp, smal
 @pytest.fixture(scope="module")
 def reference_run(digits_mlp, small, tmp_path_factory):
     """The in-memory module evaluated through the API: what every file format must reproduce."""
-    from shieldkit.evaluate import evaluate
+    from shieldkit.evaluation import evaluate
 
     out = tmp_path_factory.mktemp("reference")
     evaluate(digits_mlp, small[0], attacks=["fgsm"], eps=[0.1], out_dir=out, quiet=True)
@@ -174,7 +174,7 @@ def test_shieldkit_train_writes_a_state_dict_that_evaluate_loads(small, tmp_path
 
 
 def test_the_fitted_trainer_cache_is_a_state_dict_and_is_reused(digits_mlp, digits, tmp_path):
-    from shieldkit.evaluate import evaluate
+    from shieldkit.evaluation import evaluate
 
     options = dict(attacks=["fgsm"], eps=[0.1], n=40, quiet=True, checks=False, train_data=digits[1].subset(300, seed=0),
                    defenses=[{"name": "adversarial_training", "attack": "fgsm", "eps": 0.1,

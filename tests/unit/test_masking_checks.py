@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import pytest
 
-from shieldkit.evaluate import masking
-from shieldkit.evaluate.manifest import CertifierManifest, DefenseManifest, Manifest
-from shieldkit.evaluate.records import (
+from shieldkit.evaluation import masking
+from shieldkit.evaluation.manifest import CertifierManifest, DefenseManifest, Manifest
+from shieldkit.evaluation.records import (
     AttackRow,
     CertificateRow,
     CleanRow,
@@ -21,7 +21,7 @@ from shieldkit.evaluate.records import (
     RandomnessRow,
     SuiteAttack,
 )
-from shieldkit.evaluate.summary import summarize
+from shieldkit.evaluation.summary import summarize
 
 N = 10
 ATTACKS = [SuiteAttack("pgd", "pgd.native", "gradient"), SuiteAttack("square", "square.native", "score")]

@@ -12,7 +12,7 @@ Per chunk and epsilon the stages are:
    each attacks only the samples all earlier ones left robust.
 2. ``blackbox``: score/decision-based and noise attacks on what stage 1 left.
 3. ``adaptive``: the defence's own adaptive attacks, then the white-box attacks
-   on the adaptive view (BPDA/EOT, see :mod:`~shieldkit.evaluate.adaptive`), on
+   on the adaptive view (BPDA/EOT, see :mod:`~shieldkit.evaluation.adaptive`), on
    what stage 1 left (so their results on samples stage 2 fooled are known too).
 
 Naive robust accuracy is the worst case over stages 1-2; adaptive robust accuracy
@@ -40,11 +40,11 @@ from shieldkit.defense import DetectorDefense, TrainerDefense
 from shieldkit.diagnosis import Diagnosis, diagnose
 from shieldkit.errors import InvalidInputError, InvalidModelError, InvalidParameterError
 from shieldkit.escalation import GRADIENT_FREE_REMEDIES, Remedy, plan_remedies
-from shieldkit.evaluate import masking
-from shieldkit.evaluate.adaptive import DefensePlan, plan_defense
-from shieldkit.evaluate.config import EvalConfig, check_eps, check_scalars, digest
-from shieldkit.evaluate.examples import save_clean_examples, save_examples
-from shieldkit.evaluate.manifest import (
+from shieldkit.evaluation import masking
+from shieldkit.evaluation.adaptive import DefensePlan, plan_defense
+from shieldkit.evaluation.config import EvalConfig, check_eps, check_scalars, digest
+from shieldkit.evaluation.examples import save_clean_examples, save_examples
+from shieldkit.evaluation.manifest import (
     CertifierManifest,
     DefenseManifest,
     DetectorManifest,
@@ -52,8 +52,8 @@ from shieldkit.evaluate.manifest import (
     RemedyManifest,
     write_manifest,
 )
-from shieldkit.evaluate.presets import REMEDY_ATTACK
-from shieldkit.evaluate.records import (
+from shieldkit.evaluation.presets import REMEDY_ATTACK
+from shieldkit.evaluation.records import (
     AttackRow,
     CertificateRow,
     CleanRow,
@@ -63,7 +63,7 @@ from shieldkit.evaluate.records import (
     RemedyNote,
     SuiteAttack,
 )
-from shieldkit.evaluate.results import (
+from shieldkit.evaluation.results import (
     DiskFullError,
     ResultsStore,
     RunLock,
@@ -72,7 +72,7 @@ from shieldkit.evaluate.results import (
     is_disk_full,
     write_json,
 )
-from shieldkit.evaluate.suite import (
+from shieldkit.evaluation.suite import (
     AttackEntry,
     DefenseEntry,
     Suite,
@@ -149,12 +149,12 @@ class Runner:
         resume: continue the run in ``config.out``.
         attacks, defenses: override ``config.attacks``/``config.defenses`` with
             objects (``Attack``/``Defense`` instances) as well as names.
-        suite: the attacks and defences already resolved (:func:`~shieldkit.evaluate.suite.resolve_suite`,
+        suite: the attacks and defences already resolved (:func:`~shieldkit.evaluation.suite.resolve_suite`,
             as the CLI does before loading data); then ``attacks``/``defenses`` are not given.
         shard: ``(rank, world)``: attack only this rank's chunks. ``None`` (the default):
             under an initialised process group of several processes, this process's
             rank and the world size, and :meth:`run` gathers every rank's rows on rank 0
-            (:mod:`~shieldkit.evaluate.sharded`); otherwise the whole data set.
+            (:mod:`~shieldkit.evaluation.sharded`); otherwise the whole data set.
     """
 
     def __init__(self, config: EvalConfig, model: nn.Module, data: Any, *, train_data: Any = None,
@@ -235,10 +235,10 @@ class Runner:
     def run(self):
         """Compute every missing unit, then write summary.json and the reports; returns a Report."""
         if self.sharded:
-            from shieldkit.evaluate.sharded import run_sharded
+            from shieldkit.evaluation.sharded import run_sharded
 
             return run_sharded(self)
-        from shieldkit.evaluate.report import Report, reduce_run
+        from shieldkit.evaluation.report import Report, reduce_run
 
         identity = self.identity()
         config_hash = digest(identity)
@@ -749,13 +749,13 @@ def evaluate(model: nn.Module, data: Any, attacks: list | tuple | None = None, d
         fpr: detectors' false-positive rate on clean training images.
         bounds: the pixel range.
         suite: the preset run when ``attacks`` is not given: ``"quick"``, ``"standard"``
-            (AutoAttack's strength, the default) or ``"thorough"`` (:mod:`~shieldkit.evaluate.presets`).
+            (AutoAttack's strength, the default) or ``"thorough"`` (:mod:`~shieldkit.evaluation.presets`).
 
     Returns:
-        A :class:`~shieldkit.evaluate.report.Report`.
+        A :class:`~shieldkit.evaluation.report.Report`.
     """
-    from shieldkit.evaluate.config import parse_eps
-    from shieldkit.evaluate.presets import check_suite
+    from shieldkit.evaluation.config import parse_eps
+    from shieldkit.evaluation.presets import check_suite
 
     config = EvalConfig(eps=parse_eps(eps), norm=norm, n=n, batch_size=batch_size, seed=seed, cascade=cascade,
                         adaptive=adaptive, eot=eot, checks=checks, examples=examples, fpr=fpr,

@@ -13,8 +13,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from shieldkit.evaluate.config import ComponentSpec, EvalConfig
-from shieldkit.evaluate.suite import Setup
+from shieldkit.evaluation.config import ComponentSpec, EvalConfig
+from shieldkit.evaluation.suite import Setup
 
 logger = logging.getLogger(__name__)
 
@@ -82,8 +82,8 @@ def demo_attacks() -> list[ComponentSpec]:
 def prepare(config: EvalConfig, quiet: bool = True) -> Setup:
     """Data, the reference model, the generator and the resolved suite of the demo."""
     from shieldkit.data import load
-    from shieldkit.evaluate.results import check_writable
-    from shieldkit.evaluate.suite import resolve_attacks, resolve_suite
+    from shieldkit.evaluation.results import check_writable
+    from shieldkit.evaluation.suite import resolve_attacks, resolve_suite
     from shieldkit.registry import list_defenses
 
     resolve_attacks(config.attacks, config.norm, config.eps, config.bounds)  # before the model is trained

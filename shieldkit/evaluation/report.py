@@ -1,7 +1,7 @@
 """The evaluation report: the summary table printed at the end, report.md and a self-contained report.html.
 
 The report is a list of sections (:data:`SECTIONS`). Each :class:`Section`
-turns the typed :class:`~shieldkit.evaluate.records.RunSummary` into blocks
+turns the typed :class:`~shieldkit.evaluation.records.RunSummary` into blocks
 (headings, paragraphs, tables, lists, figures), and one writer per format
 renders the blocks, so a section is written once and appears in both files.
 Adding a section is one class and one line in :data:`SECTIONS`.
@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from shieldkit.errors import InvalidInputError
-from shieldkit.evaluate.manifest import Manifest, read_manifest
-from shieldkit.evaluate.records import (
+from shieldkit.evaluation.manifest import Manifest, read_manifest
+from shieldkit.evaluation.records import (
     MODES,
     DefenseSummary,
     Row,
@@ -34,8 +34,8 @@ from shieldkit.evaluate.records import (
     row_from_json,
     to_json,
 )
-from shieldkit.evaluate.results import RESULTS, read_rows, write_json
-from shieldkit.evaluate.summary import summarize
+from shieldkit.evaluation.results import RESULTS, read_rows, write_json
+from shieldkit.evaluation.summary import summarize
 
 logger = logging.getLogger(__name__)
 
@@ -224,7 +224,7 @@ class ReportContext:
     summary: RunSummary
     out_dir: Path
     plots_dir: Path
-    #: :mod:`shieldkit.evaluate.plots`, or ``None`` without matplotlib (sections then leave their figures out)
+    #: :mod:`shieldkit.evaluation.plots`, or ``None`` without matplotlib (sections then leave their figures out)
     plotting: Any = None
 
 
@@ -437,7 +437,7 @@ SECTIONS: list[Section] = [SummaryTable(), Flags(), Diagnosis(), BrokenBy(), Det
 
 def _plotting():
     try:
-        from shieldkit.evaluate import plots
+        from shieldkit.evaluation import plots
 
         plots.pyplot()
         return plots

@@ -1,7 +1,7 @@
-"""From the rows of ``results.jsonl`` to the run's :class:`~shieldkit.evaluate.records.RunSummary`.
+"""From the rows of ``results.jsonl`` to the run's :class:`~shieldkit.evaluation.records.RunSummary`.
 
 A pure function of data on disk: the rows and the run's manifest (``plan.json``,
-:mod:`~shieldkit.evaluate.manifest`). So a resumed run and an uninterrupted one
+:mod:`~shieldkit.evaluation.manifest`). So a resumed run and an uninterrupted one
 summarise identically, and ``shieldkit report DIR`` rebuilds a summary with no
 model loaded.
 """
@@ -11,9 +11,9 @@ from __future__ import annotations
 from collections import defaultdict
 
 from shieldkit.defense import ABSTAIN
-from shieldkit.evaluate import masking
-from shieldkit.evaluate.manifest import DefenseManifest, Manifest
-from shieldkit.evaluate.records import (
+from shieldkit.evaluation import masking
+from shieldkit.evaluation.manifest import DefenseManifest, Manifest
+from shieldkit.evaluation.records import (
     MODES,
     STAGES,
     AttackRow,

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-from shieldkit.evaluate.records import (
+from shieldkit.evaluation.records import (
     CheckOutcome,
     DefenseSummary,
     EffortRow,

@@ -16,8 +16,8 @@ from shieldkit.attack import Attack
 from shieldkit.component import component_params
 from shieldkit.defense import Defense
 from shieldkit.errors import InvalidParameterError
-from shieldkit.evaluate.config import ComponentSpec, EvalConfig, parse_spec
-from shieldkit.evaluate.presets import suite_attacks
+from shieldkit.evaluation.config import ComponentSpec, EvalConfig, parse_spec
+from shieldkit.evaluation.presets import suite_attacks
 from shieldkit.registry import get_registry
 
 _COMMON = ("eps", "norm", "bounds", "seed")

@@ -1,6 +1,6 @@
 """``shieldkit evaluate``: the command line of the evaluation.
 
-With no arguments it runs the demo (:mod:`shieldkit.evaluate.demo`) on the bundled
+With no arguments it runs the demo (:mod:`shieldkit.evaluation.demo`) on the bundled
 digits data. Otherwise it reads ``--config run.toml`` and lets flags override it.
 Every check on the input (names, norms, epsilons, model and data files, the
 output folder) runs before any compute; a failure prints one line and exits with
@@ -29,7 +29,7 @@ from shieldkit.errors import (
 )
 
 if TYPE_CHECKING:
-    from shieldkit.evaluate.suite import Setup
+    from shieldkit.evaluation.suite import Setup
 
 logger = logging.getLogger(__name__)
 
@@ -81,8 +81,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Run ``shieldkit evaluate``; returns the exit status."""
     from shieldkit import distributed
-    from shieldkit.evaluate.results import DiskFullError
-    from shieldkit.evaluate.runner import Runner
+    from shieldkit.evaluation.results import DiskFullError
+    from shieldkit.evaluation.runner import Runner
     from shieldkit.progress import progress_log
 
     distributed.init_from_env()  # under torchrun: join the process group (nothing otherwise)
@@ -122,12 +122,12 @@ def is_demo(args: argparse.Namespace) -> bool:
 
 def prepare(args: argparse.Namespace) -> Setup:
     """Configuration, the resolved suite, data and model, checking the cheap things before the expensive ones."""
-    from shieldkit.evaluate.config import EvalConfig, check_eps, config_from_mapping, load_toml
-    from shieldkit.evaluate.results import check_writable
-    from shieldkit.evaluate.suite import Setup, resolve_suite
+    from shieldkit.evaluation.config import EvalConfig, check_eps, config_from_mapping, load_toml
+    from shieldkit.evaluation.results import check_writable
+    from shieldkit.evaluation.suite import Setup, resolve_suite
 
     if is_demo(args):
-        from shieldkit.evaluate import demo
+        from shieldkit.evaluation import demo
 
         config = demo.demo_config()
         _apply_flags(config, args, demo=True)
@@ -151,7 +151,7 @@ def prepare(args: argparse.Namespace) -> Setup:
 
 
 def _apply_flags(config, args: argparse.Namespace, demo: bool) -> None:
-    from shieldkit.evaluate.config import (
+    from shieldkit.evaluation.config import (
         check_scalars,
         data_spec,
         model_spec,

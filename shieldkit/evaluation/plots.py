@@ -8,8 +8,8 @@ from typing import Any
 
 import torch
 
-from shieldkit.evaluate.examples import load_clean_examples, load_examples
-from shieldkit.evaluate.records import RunSummary
+from shieldkit.evaluation.examples import load_clean_examples, load_examples
+from shieldkit.evaluation.records import RunSummary
 
 
 def pyplot():

@@ -1,6 +1,6 @@
 """``results.jsonl``: one JSON row per finished unit of work, written durably, and resuming from it.
 
-Every row (a typed record of :mod:`~shieldkit.evaluate.records`) carries a
+Every row (a typed record of :mod:`~shieldkit.evaluation.records`) carries a
 ``key`` naming its unit (defence, epsilon, stage, attack, sample range). A row is
 appended, flushed and ``fsync``-ed as soon as its unit finishes, so a run killed
 at any moment (SIGKILL included) loses at most the unit in progress and never
@@ -26,13 +26,13 @@ from typing import Any
 import torch
 
 from shieldkit.errors import InvalidParameterError, ShieldkitError
-from shieldkit.evaluate.records import RESULTS_FORMAT, Row, row_from_json, to_json
+from shieldkit.evaluation.records import RESULTS_FORMAT, Row, row_from_json, to_json
 
 logger = logging.getLogger(__name__)
 
 RESULTS = "results.jsonl"
 CONFIG = "config.json"
-#: the run's manifest (:mod:`~shieldkit.evaluate.manifest`): what the rows mean
+#: the run's manifest (:mod:`~shieldkit.evaluation.manifest`): what the rows mean
 MANIFEST = "plan.json"
 ENVIRONMENT = "environment.json"
 LOCK = ".shieldkit.lock"

@@ -55,7 +55,7 @@ from typing import Any
 
 from shieldkit.component import jsonable
 from shieldkit.errors import InvalidParameterError
-from shieldkit.evaluate.presets import DEFAULT_SUITE, check_suite
+from shieldkit.evaluation.presets import DEFAULT_SUITE, check_suite
 from shieldkit.threat import check_norm
 from shieldkit.validation import check_bounds
 
@@ -93,7 +93,7 @@ class EvalConfig:
     ``{"path": ...}``); the Python API passes objects instead and records their digests.
     """
 
-    #: empty: the preset ``suite`` (:mod:`~shieldkit.evaluate.presets`) for the grid's norm
+    #: empty: the preset ``suite`` (:mod:`~shieldkit.evaluation.presets`) for the grid's norm
     attacks: list[ComponentSpec] = field(default_factory=list)
     suite: str = DEFAULT_SUITE
     defenses: list[ComponentSpec] = field(default_factory=lambda: [ComponentSpec("none")])

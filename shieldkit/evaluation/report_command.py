@@ -10,7 +10,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from shieldkit.evaluate.report import Report, rebuild_reports
+    from shieldkit.evaluation.report import Report, rebuild_reports
 
     report = Report(args.run, rebuild_reports(args.run))
     print(report.table())

@@ -4,7 +4,7 @@ The rows of ``results.jsonl`` say what each unit of work found; the manifest say
 what the run was: the data's size and labels, the grid, the suite's attacks in
 order, and per defence what the plan decided (its kind, adaptive view, EOT draws,
 the remedies the diagnosis chose, a detector's fitted threshold, a certifier's
-norm and parameters). :func:`~shieldkit.evaluate.summary.summarize` needs these
+norm and parameters). :func:`~shieldkit.evaluation.summary.summarize` needs these
 two and nothing else, so ``shieldkit report DIR`` rebuilds a run's summary and
 reports from its folder with no model and no data loaded.
 """
@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from shieldkit.errors import InvalidInputError
-from shieldkit.evaluate.records import RESULTS_FORMAT, SuiteAttack, from_json, to_json
-from shieldkit.evaluate.results import MANIFEST, write_json
+from shieldkit.evaluation.records import RESULTS_FORMAT, SuiteAttack, from_json, to_json
+from shieldkit.evaluation.results import MANIFEST, write_json
 
 
 @dataclass

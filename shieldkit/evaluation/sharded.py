@@ -1,7 +1,7 @@
 """One evaluation across the ranks of a process group: each attacks its chunks, rank 0 writes the run.
 
 Under ``torchrun`` (or any initialised process group of more than one process)
-:meth:`Runner.run <shieldkit.evaluate.runner.Runner.run>` comes here. The
+:meth:`Runner.run <shieldkit.evaluation.runner.Runner.run>` comes here. The
 chunks of ``batch_size`` samples are fixed by the data alone and rank ``r`` of
 ``w`` takes every ``w``-th one; every unit is seeded from its own identity
 (defence, stage, attack, epsilon, chunk start), never from the rank, so the
@@ -13,7 +13,7 @@ the rows every other shard (or an earlier merged run) already finished, so a
 resume with another number of processes recomputes nothing that is done. At the
 end the rows are gathered on rank 0, which writes the one ``results.jsonl`` (in
 the order a single process writes it), ``summary.json`` and the reports; every
-rank returns the same :class:`~shieldkit.evaluate.report.Report`.
+rank returns the same :class:`~shieldkit.evaluation.report.Report`.
 """
 
 from __future__ import annotations
@@ -27,11 +27,11 @@ from typing import Any
 
 from shieldkit import distributed
 from shieldkit.errors import InvalidParameterError
-from shieldkit.evaluate.config import digest
-from shieldkit.evaluate.examples import read_example_files, write_example_files
-from shieldkit.evaluate.manifest import Manifest
-from shieldkit.evaluate.records import AttackRow, Row, row_from_json
-from shieldkit.evaluate.results import (
+from shieldkit.evaluation.config import digest
+from shieldkit.evaluation.examples import read_example_files, write_example_files
+from shieldkit.evaluation.manifest import Manifest
+from shieldkit.evaluation.records import AttackRow, Row, row_from_json
+from shieldkit.evaluation.results import (
     CONFIG,
     RESULTS,
     RUN_OUTPUTS,
@@ -56,7 +56,7 @@ def shard_dir(out_dir: Path, rank: int) -> Path:
 def run_sharded(runner):
     """Run ``runner``'s evaluation on this rank's chunks; rank 0 merges; returns the Report on every rank.
 
-    Rank 0 holds the output folder's :class:`~shieldkit.evaluate.results.RunLock` for the whole run (the
+    Rank 0 holds the output folder's :class:`~shieldkit.evaluation.results.RunLock` for the whole run (the
     ranks are one run); when another run holds it, every rank refuses with the same message.
     """
     lock = RunLock(runner.out_dir)
@@ -76,7 +76,7 @@ def run_sharded(runner):
 
 
 def _run_locked(runner):
-    from shieldkit.evaluate.report import Report, reduce_run
+    from shieldkit.evaluation.report import Report, reduce_run
 
     rank, world = runner.shard
     out = runner.out_dir
