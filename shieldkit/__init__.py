@@ -55,7 +55,7 @@ from shieldkit.version import __version__
 _LAZY_SUBMODULES = ("data", "models", "testing", "attacks", "defenses", "evaluation", "gan")
 #: Public functions of those subpackages, imported the same way: ``shieldkit.evaluate`` is the function itself
 #: (``inspect.signature`` shows its parameters).
-_LAZY_FUNCTIONS = {"evaluate": "shieldkit.evaluation.runner"}
+_LAZY_FUNCTIONS = {"evaluate": "shieldkit.evaluation.api"}
 
 __all__ = [
     "Attack",

@@ -1,4 +1,4 @@
-"""``shieldkit.evaluate`` is a function (:func:`shieldkit.evaluation.runner.evaluate`), not a package.
+"""``shieldkit.evaluate`` is a function (:func:`shieldkit.evaluation.api.evaluate`), not a package.
 
 The evaluation's subpackage is :mod:`shieldkit.evaluation`. Code written for the earlier layout, where the
 subpackage was called ``shieldkit.evaluate``, imports this module and gets an ImportError that says where

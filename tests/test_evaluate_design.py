@@ -17,6 +17,7 @@ from shieldkit.defense import TransformDefense
 from shieldkit.errors import InvalidParameterError
 from shieldkit.evaluation import Report, evaluate
 from shieldkit.evaluation import report as report_module
+from shieldkit.evaluation import sections as sections_module
 from shieldkit.evaluation.adaptive import plan_defense
 from shieldkit.evaluation.config import EvalConfig
 from shieldkit.evaluation.records import (
@@ -24,7 +25,6 @@ from shieldkit.evaluation.records import (
     AttackRow,
     GradientRow,
     LargeEpsRow,
-    RunSummary,
     from_json,
     row_from_json,
     to_json,
@@ -32,6 +32,7 @@ from shieldkit.evaluation.records import (
 from shieldkit.evaluation.report import rebuild_reports
 from shieldkit.evaluation.results import read_rows
 from shieldkit.evaluation.suite import resolve_suite
+from shieldkit.evaluation.summaries import RunSummary
 
 
 @pytest.fixture(scope="module")
@@ -95,15 +96,15 @@ def test_an_unknown_row_is_refused_by_name():
 def test_a_section_added_to_the_list_appears_in_both_reports(small_run, digits, monkeypatch):
     out, report = small_run
 
-    class Provenance(report_module.Section):
+    class Provenance(sections_module.Section):
         def blocks(self, context):
-            return [report_module.Heading("Provenance"),
-                    report_module.Paragraph(f"Run `{context.summary.config_hash}` on *{context.summary.n}* samples."),
-                    report_module.Table(["defence", "clean"], [[report_module.Cell(d.label, css="name"),
-                                                               report_module.Cell(f"{d.clean_accuracy:.2f}")]
+            return [sections_module.Heading("Provenance"),
+                    sections_module.Paragraph(f"Run `{context.summary.config_hash}` on *{context.summary.n}* samples."),
+                    sections_module.Table(["defence", "clean"], [[sections_module.Cell(d.label, css="name"),
+                                                               sections_module.Cell(f"{d.clean_accuracy:.2f}")]
                                                               for d in context.summary.defenses])]
 
-    monkeypatch.setattr(report_module, "SECTIONS", [*report_module.SECTIONS, Provenance()])
+    monkeypatch.setattr(sections_module, "SECTIONS", [*sections_module.SECTIONS, Provenance()])
     report_module.write_reports(out, report.run)
     markdown = (out / "report.md").read_text()
     page = (out / "report.html").read_text()

@@ -89,7 +89,6 @@ class DefensePlan:
     randomized: bool = False
     eot: int = 1
     remedies: list[Any] = field(default_factory=list)
-    remedy_views: dict[str, nn.Module] = field(default_factory=dict)
 
     @property
     def attack_target(self) -> nn.Module:

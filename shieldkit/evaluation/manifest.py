@@ -16,9 +16,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from shieldkit.component import jsonable
+from shieldkit.data.imagedata import ImageData
 from shieldkit.errors import InvalidInputError
-from shieldkit.evaluation.records import RESULTS_FORMAT, SuiteAttack, from_json, to_json
+from shieldkit.escalation import GRADIENT_FREE_REMEDIES
+from shieldkit.evaluation.adaptive import DefensePlan
+from shieldkit.evaluation.config import EvalConfig
+from shieldkit.evaluation.records import RESULTS_FORMAT, from_json, to_json
 from shieldkit.evaluation.results import MANIFEST, write_json
+from shieldkit.evaluation.suite import AttackEntry, DefenseEntry
+from shieldkit.evaluation.summaries import SuiteAttack
 
 
 @dataclass
@@ -88,6 +95,35 @@ class Manifest:
     attacks: list[SuiteAttack]
     defenses: list[DefenseManifest]
     format: int = RESULTS_FORMAT
+
+
+def build_manifest(config_hash: str, data: ImageData, config: EvalConfig, attacks: list[AttackEntry],
+                   defenses: list[DefenseManifest]) -> Manifest:
+    """The manifest of a run on ``data`` (the evaluated subset) with the suite's ``attacks`` in order."""
+    return Manifest(
+        config_hash=config_hash, data=data.name, n=len(data), image_size=int(data.x[0].numel()),
+        labels=data.y.tolist(), norm=config.norm, eps=list(config.eps), bounds=tuple(config.bounds),
+        cascade=config.cascade, seed=config.seed, checks=config.checks, examples=config.examples,
+        attacks=[SuiteAttack(a.label, a.name, a.access) for a in attacks], defenses=defenses)
+
+
+def defense_manifest(plan: DefensePlan, entry: DefenseEntry, fpr: float) -> DefenseManifest:
+    """What the summary needs to know of one prepared defence (``fpr``: the run's, for a detector without one)."""
+    record = DefenseManifest(
+        label=plan.label, name=entry.name, kind=plan.kind, view=plan.view_description,
+        adaptive_stage=plan.has_adaptive_stage, randomized=plan.randomized,
+        # EOT draws: the defence's own, or those of an escalation remedy for a randomised opaque model
+        eot=max([plan.eot, *(remedy.settings.draws for remedy, _ in plan.remedies)]),
+        same_as_naive=plan.view is None and not plan.remedies,
+        remedies=[RemedyManifest(remedy.name, label, remedy.name in GRADIENT_FREE_REMEDIES)
+                  for remedy, label in plan.remedies])
+    if plan.detector is not None:
+        threshold = plan.detector.threshold
+        record.detector = DetectorManifest(float(getattr(plan.detector, "fpr", fpr)),
+                                           None if threshold is None else float(threshold))
+    if plan.defense is not None and plan.defense.certifies is not None:
+        record.certifier = CertifierManifest(plan.defense.certifies, jsonable(plan.defense.get_params()))
+    return record
 
 
 def write_manifest(out_dir: Path, manifest: Manifest) -> None:

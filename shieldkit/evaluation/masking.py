@@ -35,14 +35,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-from shieldkit.evaluation.records import (
-    CheckOutcome,
-    DefenseSummary,
-    EffortRow,
-    GradientRow,
-    LargeEpsRow,
-    RandomnessRow,
-)
+from shieldkit.evaluation.records import EffortRow, GradientRow, LargeEpsRow, RandomnessRow
+from shieldkit.evaluation.summaries import CheckOutcome, DefenseSummary
 
 #: Thresholds of the checks (documented in docs/evaluate.md).
 LARGE_EPS_MAX_ACCURACY = 0.10

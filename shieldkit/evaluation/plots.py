@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 from shieldkit.evaluation.examples import load_clean_examples, load_examples
-from shieldkit.evaluation.records import RunSummary
+from shieldkit.evaluation.summaries import RunSummary
 
 
 def pyplot():

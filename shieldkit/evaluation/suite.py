@@ -40,10 +40,6 @@ class AttackEntry:
     cls: type[Attack]
     params: dict[str, Any]
     source: str = ""
-    #: a defence's own adaptive attack: runs against the deployed model, not the BPDA/EOT view.
-    targets_deployed: bool = False
-    #: an escalation's attack: runs against that remedy's view (:mod:`shieldkit.escalation`).
-    remedy: str | None = None
 
     @property
     def access(self) -> str:

@@ -1,4 +1,4 @@
-"""From the rows of ``results.jsonl`` to the run's :class:`~shieldkit.evaluation.records.RunSummary`.
+"""From the rows of ``results.jsonl`` to the run's :class:`~shieldkit.evaluation.summaries.RunSummary`.
 
 A pure function of data on disk: the rows and the run's manifest (``plan.json``,
 :mod:`~shieldkit.evaluation.manifest`). So a resumed run and an uninterrupted one
@@ -17,26 +17,28 @@ from shieldkit.evaluation.records import (
     MODES,
     STAGES,
     AttackRow,
-    AttackStats,
-    BlackBoxExtra,
     CertificateRow,
-    CertifiedAtEps,
-    CertifiedSummary,
     CleanRow,
-    DefenseSummary,
-    DetectorSummary,
     DiagnosisRow,
     EffortRow,
-    EpsSummary,
-    ExampleRef,
     GradientRow,
     LargeEpsRow,
     RandomnessRow,
     Row,
+    eps_key,
+)
+from shieldkit.evaluation.summaries import (
+    AttackStats,
+    BlackBoxExtra,
+    CertifiedAtEps,
+    CertifiedSummary,
+    DefenseSummary,
+    DetectorSummary,
+    EpsSummary,
+    ExampleRef,
     RunSummary,
     SuiteAttack,
     TimeSummary,
-    eps_key,
 )
 from shieldkit.threat import largest_distance
 

@@ -19,8 +19,8 @@ from shieldkit.evaluation.records import (
     GradientRow,
     LargeEpsRow,
     RandomnessRow,
-    SuiteAttack,
 )
+from shieldkit.evaluation.summaries import SuiteAttack
 from shieldkit.evaluation.summary import summarize
 
 N = 10

@@ -1,0 +1,72 @@
+"""``shieldkit.evaluate``: the evaluation's public function (also ``shieldkit.evaluation.evaluate``)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from shieldkit.evaluation.config import EvalConfig, parse_eps
+from shieldkit.evaluation.presets import check_suite
+from shieldkit.evaluation.runner import Runner
+from shieldkit.threat import check_norm
+
+
+def evaluate(model: nn.Module, data: Any, attacks: list | tuple | None = None, defenses: list | tuple = ("none",),
+             eps: list[float] | tuple[float, ...] | float = (0.1, 0.2, 0.3), *, norm: str = "linf",
+             n: int | None = None, batch_size: int = 100, out_dir: str | os.PathLike = "shieldkit-runs/evaluate",
+             seed: int = 0, quiet: bool = False, resume: bool = False, train_data: Any = None,
+             cascade: bool = True, adaptive: bool = True, eot: int = 8, checks: bool = True,
+             examples: int = 6, fpr: float = 0.05, bounds: tuple[float, float] = (0.0, 1.0),
+             suite: str = "standard"):
+    """Evaluate a model's robustness against an attack suite, with and without defences.
+
+    Every attack runs naively on each deployed defence and adaptively on the
+    defence's attack view (BPDA for non-differentiable transforms, EOT for
+    randomised ones, the defence's own adaptive attack where it has one). Robust
+    accuracy per (defence, eps) is the worst case per sample over the whole suite;
+    later attacks only attack samples still robust (a cascade). A gradient-masking
+    checklist flags numbers that cannot be trusted. Everything is written to
+    ``out_dir`` as it finishes; ``resume=True`` continues an interrupted run.
+
+    Args:
+        model: classifier from images in ``bounds`` to logits (normalisation inside).
+        data: ``ImageData`` or an ``(x, y)`` pair: the evaluation set.
+        attacks: names (``"pgd"``, ``"pgd.art"``), ``(name, params)`` pairs,
+            ``{"name": ..., **params}`` dicts or ``Attack`` instances; default: the
+            preset ``suite``.
+        defenses: the same forms for defences; ``"none"`` is the undefended model.
+            Trainers and detectors are fitted on ``train_data`` first (a dict entry's
+            ``"fit"`` holds fit options).
+        eps: the budgets of the grid.
+        norm: the grid's norm; every attack must support it.
+        n: evaluate a seeded random subset of this many samples (``None``: all).
+        batch_size: samples per unit of work (also the resume and sharding granularity).
+        out_dir: where results.jsonl, summary.json, report.md/html and records go.
+        seed: seeds every unit (per sample range, not per process).
+        quiet: no progress bars.
+        resume: continue the run in ``out_dir`` (refused if the configuration changed).
+        train_data: data to fit trainer defences and detectors on.
+        cascade: attack only samples still robust (``False``: the full grid).
+        adaptive: run the adaptive stage.
+        eot: random draws averaged for randomised defences.
+        checks: run the gradient-masking checklist.
+        examples: samples shown in the report's example grid.
+        fpr: detectors' false-positive rate on clean training images.
+        bounds: the pixel range.
+        suite: the preset run when ``attacks`` is not given: ``"quick"``, ``"standard"``
+            (AutoAttack's strength, the default) or ``"thorough"`` (:mod:`~shieldkit.evaluation.presets`).
+
+    Returns:
+        A :class:`~shieldkit.evaluation.report.Report`.
+    """
+    config = EvalConfig(eps=parse_eps(eps), norm=norm, n=n, batch_size=batch_size, seed=seed, cascade=cascade,
+                        adaptive=adaptive, eot=eot, checks=checks, examples=examples, fpr=fpr,
+                        bounds=tuple(bounds), out=str(Path(out_dir)), suite=check_suite(suite))
+    config.norm = check_norm(norm, owner="evaluate")
+    runner = Runner(config, model, data, train_data=train_data, quiet=quiet, resume=resume,
+                    attacks=list(attacks or []),
+                    defenses=list(defenses if not isinstance(defenses, str) else [defenses]))
+    return runner.run()

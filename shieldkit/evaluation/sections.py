@@ -1,0 +1,299 @@
+"""The report's sections: each turns the typed :class:`~shieldkit.evaluation.summaries.RunSummary` into blocks.
+
+The report is a list of sections (:data:`SECTIONS`). Each :class:`Section` returns
+blocks (headings, paragraphs, tables, lists, figures), and one writer per format
+(:mod:`~shieldkit.evaluation.render`) renders them, so a section is written once and
+appears in both report.md and report.html. Adding a section is one class and one
+line in :data:`SECTIONS`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from shieldkit.evaluation.records import MODES
+from shieldkit.evaluation.summaries import DefenseSummary, RunSummary
+
+FLAG = "!"
+#: The full grid's time is extrapolated, not measured: each unit's seconds per attacked sample times
+#: the samples the full grid would attack. Smaller batches cost more per sample, so it overstates.
+ESTIMATE_NOTE = "extrapolated per sample, an upper bound"
+TITLE = "shieldkit robustness report"
+
+
+def percent(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.1f}"
+
+
+def flag_reasons(record: DefenseSummary, mode: str) -> list[str]:
+    return [f"{flag.check}: {flag.reason}" for flag in record.flags(mode)]
+
+
+# ---------------------------------------------------------------------- blocks
+
+
+@dataclass
+class Heading:
+    text: str
+    level: int = 2
+
+
+@dataclass
+class Paragraph:
+    """Text with inline markup: ```code```, ``*emphasis*``, ``**bold**``."""
+
+    text: str
+
+
+@dataclass
+class Cell:
+    """A table cell; ``reasons`` flag it (the reasons show on hover in HTML)."""
+
+    text: str
+    reasons: list[str] = field(default_factory=list)
+    css: str = ""
+
+
+@dataclass
+class Table:
+    header: list[str]
+    rows: list[list[Cell]]
+    id: str = ""
+
+
+@dataclass
+class Bullets:
+    """A list of items with inline markup; ``flagged`` items carry the flag mark."""
+
+    items: list[str]
+    flagged: bool = False
+
+
+@dataclass
+class Figure:
+    path: Path
+    caption: str
+    name: str
+
+
+Block = Heading | Paragraph | Table | Bullets | Figure
+
+
+@dataclass
+class ReportContext:
+    """What a section renders from."""
+
+    summary: RunSummary
+    out_dir: Path
+    plots_dir: Path
+    #: :mod:`shieldkit.evaluation.plots`, or ``None`` without matplotlib (sections then leave their figures out)
+    plotting: Any = None
+
+
+class Section:
+    """One part of the report. Subclasses implement :meth:`blocks`; both writers render them."""
+
+    def blocks(self, context: ReportContext) -> list[Block]:
+        raise NotImplementedError(f"{type(self).__name__} must implement blocks")
+
+
+# --------------------------------------------------------------------- sections
+
+
+class SummaryTable(Section):
+    """The title, what the numbers mean, and robust accuracy per defence and epsilon, flagged cells marked."""
+
+    def blocks(self, context: ReportContext) -> list[Block]:
+        summary = context.summary
+        header = ["defence", "kind", "adaptive attack", "clean"]
+        for key in summary.eps_keys:
+            header += [f"ε={key} naive", f"ε={key} adaptive"]
+        rows = []
+        for record in summary.defenses:
+            cells = [Cell(record.label, css="name"), Cell(record.kind, css="text"), Cell(record.view, css="text"),
+                     Cell(percent(record.clean_accuracy))]
+            for key in summary.eps_keys:
+                cells += [Cell(percent(record.eps[key].accuracy(mode)), flag_reasons(record, mode)) for mode in MODES]
+            rows.append(cells)
+        intro = (f"{summary.n} samples of `{summary.data}`, norm {summary.norm}, seed {summary.seed}. Robust accuracy "
+                 "(%) is the worst case per sample over the whole suite; *naive* attacks the deployed model as is, "
+                 "*adaptive* adds BPDA/EOT/defence-specific attacks. "
+                 f"**{FLAG}** marks a number the gradient-masking checklist casts doubt on (the reasons are listed "
+                 "below, and show on hover in the HTML report).")
+        return [Heading(TITLE, 1), Paragraph(intro), Table(header, rows, id="summary")]
+
+
+class Flags(Section):
+    """Every failed check, with its reason."""
+
+    def blocks(self, context: ReportContext) -> list[Block]:
+        items = [f"**{record.label}** ({mode}) `{flag.check}`: {flag.reason}"
+                 for record in context.summary.defenses for mode in MODES for flag in record.flags(mode)]
+        return [Heading("Flags"), Bullets(items, flagged=True) if items else Paragraph("No check failed.")]
+
+
+class Detectors(Section):
+    """Detection rates and the two ways of counting a detector's robust accuracy."""
+
+    def blocks(self, context: ReportContext) -> list[Block]:
+        detectors = [r for r in context.summary.defenses if r.detector is not None]
+        if not detectors:
+            return []
+        rows = [[Cell(record.label, css="name"), Cell(key), Cell(percent(entry.detection_rate)),
+                 Cell(percent(entry.correct_or_detected)), Cell(percent(entry.classifier_only))]
+                for record in detectors for key, entry in record.eps.items()]
+        header = ["detector", "eps", "detection rate", "correct or detected", "classifier only"]
+        return [Heading("Detectors"), Table(header, rows)]
+
+
+class Costs(Section):
+    """What the attacks cost, and what the cascade saved."""
+
+    def blocks(self, context: ReportContext) -> list[Block]:
+        time = context.summary.time
+        return [Heading("Cost"), Paragraph(
+            f"Attacks took {time.attack_seconds:.1f} s; the full grid would have taken about "
+            f"{time.estimated_full_grid_seconds:.1f} s ({100 * time.saved_share:.0f}% saved by the cascade; "
+            f"{ESTIMATE_NOTE}).")]
+
+
+class Plots(Section):
+    """Robust accuracy against epsilon, and naive against adaptive at the largest epsilon."""
+
+    CAPTIONS = {
+        "robust_vs_eps": "Robust accuracy against epsilon per defence: naive (dashed) and adaptive (solid).",
+        "naive_vs_adaptive": "Naive against adaptive robust accuracy at the largest epsilon.",
+    }
+
+    def blocks(self, context: ReportContext) -> list[Block]:
+        plotting = context.plotting
+        if plotting is None:
+            return [Paragraph("No plots: matplotlib is not installed (`pip install 'shieldkit[report]'`).")]
+        figures = []
+        for name, caption in self.CAPTIONS.items():
+            path = getattr(plotting, name)(context.summary, context.plots_dir / f"{name}.png")
+            figures.append(Figure(path, caption, name))
+        return figures
+
+
+class ExampleGrid(Section):
+    """Clean and adversarial images of the first samples, with the perturbation amplified."""
+
+    CAPTION = ("Examples at the largest epsilon: clean image, adversarial image of the first attack that fooled the "
+               "deployed model, and the perturbation amplified to the full range.")
+
+    def blocks(self, context: ReportContext) -> list[Block]:
+        plotting = context.plotting
+        if plotting is None:
+            return []
+        path = plotting.example_grid(context.summary, context.out_dir, context.plots_dir / "examples.png")
+        return [] if path is None else [Figure(path, self.CAPTION, "examples")]
+
+
+class Certified(Section):
+    """For certified defences: the certified accuracy (a lower bound) beside the attacks' (upper bounds)."""
+
+    CAPTION = ("Certified accuracy against radius (lower bound) and the attacks' robust accuracy at the radius each "
+               "epsilon implies (upper bounds): the true robust accuracy lies between them.")
+
+    def blocks(self, context: ReportContext) -> list[Block]:
+        summary = context.summary
+        certified = [d for d in summary.defenses if d.certified is not None]
+        if not certified:
+            return []
+        blocks: list[Block] = [Heading("Certified robustness"), Paragraph(
+            "An attack gives an upper bound on robust accuracy (what it did not break may still be breakable); a "
+            "certificate gives a lower bound no attack can beat. Each row brackets the truth from both sides at the "
+            "radius each ε of the grid implies in the certificate's norm (an L-inf ε reaches ε·√d in L2). "
+            "*disproved*: samples an attack broke inside their certified radius (the `certificate` check).")]
+        header = ["defence", "ε", "radius", "certified", "naive", "adaptive", "disproved"]
+        rows = []
+        for record in certified:
+            reasons = [r for r in flag_reasons(record, "adaptive") if r.startswith("certificate")]
+            for key, point in record.certified.at_eps.items():
+                radius = "-" if point.radius is None else f"{point.radius:.3g}"
+                rows.append([Cell(record.label, css="name"), Cell(key), Cell(radius), Cell(percent(point.certified)),
+                             Cell(percent(point.naive)), Cell(percent(point.adaptive)),
+                             Cell(str(len(point.disproved.get("adaptive", []))), reasons)])
+        blocks.append(Table(header, rows))
+        for record in certified:
+            found = record.certified
+            settings = ", ".join(f"{k}={v}" for k, v in found.params.items() if k not in ("bounds", "seed"))
+            blocks.append(Paragraph(
+                f"**{record.label}** ({settings}): abstained on {100 * found.abstained:.1f}% of the samples; "
+                f"certification took {found.seconds:.1f} s, {found.forwards} forward passes, {found.queries} images."))
+        plotting = context.plotting
+        if plotting is not None:
+            path = plotting.certified_vs_empirical(summary, context.plots_dir / "certified.png")
+            if path is not None:
+                blocks.append(Figure(path, self.CAPTION, "certified"))
+        return blocks
+
+
+class AttackTables(Section):
+    """Per defence: each attack's samples attacked and fooled, time and passes, per stage and epsilon."""
+
+    HEADER = ["eps", "stage", "attack", "access", "attacked", "fooled", "seconds", "forwards", "backwards", "errors"]
+
+    def blocks(self, context: ReportContext) -> list[Block]:
+        blocks: list[Block] = [Heading("Attacks per defence")]
+        for record in context.summary.defenses:
+            rows = [[Cell(key), Cell(a.stage, css="text"), Cell(a.attack, css="text"), Cell(a.access, css="text"),
+                     Cell(str(a.attacked)), Cell(str(a.fooled)), Cell(f"{a.seconds:.2f}"), Cell(str(a.forwards)),
+                     Cell(str(a.backwards)), Cell(str(a.errors))]
+                    for key, entry in record.eps.items() for a in entry.attacks]
+            blocks += [Heading(record.label, 3), Paragraph(f"Adaptive target: {record.view}."),
+                       Table(self.HEADER, rows)]
+        blocks.append(Paragraph("Configuration: `config.json`; environment: `environment.json`; every unit of "
+                                "work: `results.jsonl`."))
+        return blocks
+
+
+#: The report's sections, in order. A new section is a :class:`Section` subclass added here.
+class Diagnosis(Section):
+    """What the diagnosis found on each attack target before any attack, and the remedies it chose."""
+
+    def blocks(self, context: ReportContext) -> list[Block]:
+        records = [r for r in context.summary.defenses if r.diagnosis is not None]
+        if not records:
+            return []
+        rows = []
+        for record in records:
+            row = record.diagnosis
+            found = [f for f in row.diagnosis.findings if f.found]
+            findings = "; ".join(f"{f.check}: {f.detail}" for f in found) or "nothing found"
+            remedies = "; ".join(f"{note.name} ({note.attack}): {note.reason}" for note in row.remedies) or "none needed"
+            rows.append([Cell(record.label, css="name"), Cell(row.target, css="text"),
+                         Cell(findings, [f.check for f in found], css="text"), Cell(remedies, css="text")])
+        intro = ("Before attacking, each attack target is probed from outside (repeated and slightly perturbed "
+                 "forwards, gradients, outputs); each finding chooses an escalation that the adaptive stage runs "
+                 "with no hint from the user (see docs/diagnosis.md and docs/escalation.md).")
+        return [Heading("Diagnosis"), Paragraph(intro),
+                Table(["defence", "diagnosed", "findings", "remedies run (attack): why"], rows, id="diagnosis")]
+
+
+class BrokenBy(Section):
+    """Per defence and epsilon, how many samples each attack broke first: which attack the number rests on."""
+
+    def blocks(self, context: ReportContext) -> list[Block]:
+        summary = context.summary
+        rows = []
+        for record in summary.defenses:
+            for key in summary.eps_keys:
+                entry = record.eps[key]
+                for attack, count in entry.broken_by.items():
+                    rows.append([Cell(record.label, css="name"), Cell(key), Cell(attack, css="text"),
+                                 Cell(str(count))])
+        if not rows:
+            return []
+        intro = ("Every sample fooled counted once, under the first attack that fooled it (stages in order: naive, "
+                 "black-box, adaptive; the suite's order within each). An attack with 0 added nothing the ones "
+                 "before it had not found.")
+        return [Heading("Attack that broke it"), Paragraph(intro),
+                Table(["defence", "eps", "attack", "samples it broke first"], rows, id="broken-by")]
+
+
+SECTIONS: list[Section] = [SummaryTable(), Flags(), Diagnosis(), BrokenBy(), Detectors(), Certified(), Costs(),
+                           Plots(), ExampleGrid(), AttackTables()]
