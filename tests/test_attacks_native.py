@@ -120,24 +120,32 @@ def mnist_300(mnist_model, mnist_test):
     return x[correct][:300], y[correct][:300]
 
 
+#: The bound on the geometric mean, over images both fool, of native DeepFool's perturbation size over the
+#: hand-written reference's, per norm. bench/results/threshold_spread.md measures it on the session model under
+#: seeds 0-4 (a fresh machine's model differs from this one about as much as another seed's): L2 0.95-0.99
+#: (standard error up to 0.007), L-inf 1.04-1.05 (up to 0.005); each bound is the worst seed + 3 SE, rounded up.
+#: Without its projection rounds DeepFool comes out at 1.027-1.035 (L2) and fails; in L-inf the rounds gain only
+#: 1-3% (1.05-1.075 without them), so there the bound catches an attack that overshoots by 10% (about 1.12).
+DEEPFOOL_REFERENCE_BOUND = {"l2": 1.01, "linf": 1.07}
+
+
 @pytest.mark.parametrize("norm", ["l2", "linf"])
-def test_deepfool_median_perturbation_is_no_larger_than_the_reference(mnist_model, mnist_300, norm):
-    """Minimal perturbation: on 300 correctly classified MNIST images the median L2 of the fooled samples is at
-    most the hand-written reference's, the L-inf median within 4%, with at least 99% fooled, as by the reference.
-    bench/results/attack_tests.md (deepfool_median, this model and these images): the ratio of medians is 0.937
-    (L2, bootstrap SE 0.048) and 1.030 (L-inf, SE 0.036); both bounds here are tighter than the figure + 3 SE
-    (1.083, 1.136). L2 asks for no margin (issue 13); the L-inf 4% is the gap still open (the L-inf projection
-    along sign(w) gains little), not a tolerance."""
+def test_deepfool_perturbation_is_no_larger_than_the_reference(mnist_model, mnist_300, norm):
+    """Minimal perturbation, per image: on 300 correctly classified MNIST images, both attacks fool at least
+    99%, and on the images both fool, native DeepFool's perturbation is at most the hand-written reference's
+    (L2; in geometric mean over images) or within 7% of it (L-inf, whose projection along sign(w) gains
+    little). A paired figure: a median of each attack's sizes moved by 4% from one machine's model to
+    another's (issue 27), the per-image ratio by well under 1%."""
     x, y = mnist_300
     result = DeepFool(norm=norm).run(mnist_model, x, y)
     reference = _reference_deepfool(mnist_model, x, y, norm=norm)
     with torch.no_grad():
         reference_fooled = mnist_model(reference).argmax(1) != y
-    reference_sizes = norm_of(reference - x, norm)[reference_fooled]
-    sizes = result.l2 if norm == "l2" else result.linf
     assert result.success_rate >= 0.99 and reference_fooled.float().mean().item() >= 0.99
-    margin = 1.0 if norm == "l2" else 1.04
-    assert sizes[result.success].median().item() <= margin * reference_sizes.median().item()
+    both = result.success & reference_fooled
+    sizes = (result.l2 if norm == "l2" else result.linf)[both]
+    ratio = (sizes / norm_of(reference - x, norm)[both]).log().mean().exp().item()
+    assert ratio <= DEEPFOOL_REFERENCE_BOUND[norm], ratio
 
 
 def test_deepfool_lands_just_past_the_boundary(mnist_model, mnist_300):

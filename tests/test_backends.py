@@ -281,31 +281,74 @@ def test_fgsm_is_identical_across_sources(mnist_model, mnist_test):
     assert (images["art"] - images["native"]).abs().max() <= 1e-6
 
 
-@pytest.mark.parametrize(("norm", "eps", "step", "tolerance"), [("linf", 0.1, 0.01, 1e-6), ("l2", 1.0, 0.1, 1e-3)])
-def test_pgd_without_random_start_agrees_across_sources(mnist_model, mnist_test, norm, eps, step, tolerance):
-    # L2: the libraries normalise gradients and project in a slightly different order, and ten
-    # steps amplify the rounding (up to ~5e-4 per pixel); L-inf steps are signs and agree exactly.
-    data = mnist_test.head(64)
-    images = {s: sk.create_attack(f"pgd.{s}", eps=eps, norm=norm, steps=10, step_size=step, random_start=False)(
-        mnist_model, data.x, data.y) for s in ("native", "torchattacks", "art")}
-    assert (images["art"] - images["native"]).abs().max() <= tolerance
-    # torchattacks' L2 steps drift further from both (measured on the session model trained with two
-    # threads: 2.7e-3 on one image of 64, at most 6e-4 on the others, while ART and native agree to 1.6e-4).
-    assert (images["torchattacks"] - images["native"]).abs().max() <= (5 * tolerance if norm == "l2" else tolerance)
+def _pgd_without_random_start(model, data, norm, eps, step, steps):
+    return {s: sk.create_attack(f"pgd.{s}", eps=eps, norm=norm, steps=steps, step_size=step, random_start=False)(
+        model, data.x, data.y) for s in ("native", "torchattacks", "art")}
 
 
-def test_deepfool_median_l2_agrees_across_sources(mnist_model, mnist_test):
-    # 64 images: torchattacks' DeepFool fools only about half of them, and a median over
-    # fewer common images moves by several per cent from one trained model to the next.
+def _largest_difference_per_image(images: dict, source: str) -> torch.Tensor:
+    return (images[source] - images["native"]).flatten(1).abs().amax(1)
+
+
+@pytest.mark.parametrize(("norm", "eps", "step"), [("linf", 0.1, 0.01), ("l2", 1.0, 0.1)])
+def test_pgd_without_random_start_agrees_across_sources_step_by_step(mnist_model, mnist_test, norm, eps, step):
+    """Two steps from the clean image: the three implementations take the same steps up to float rounding.
+    bench/results/threshold_spread.md: at most 1.2e-7 (ART) and 4.9e-6 (torchattacks, which normalises L2
+    gradients with another epsilon) from native; 1e-4 leaves a 20-fold margin and still fails a step size
+    5% off (differences of about 5e-3)."""
+    images = _pgd_without_random_start(mnist_model, mnist_test.head(64), norm, eps, step, steps=2)
+    for source in ("art", "torchattacks"):
+        assert _largest_difference_per_image(images, source).max().item() <= 1e-4, source
+
+
+@pytest.mark.parametrize(("norm", "eps", "step"), [("linf", 0.1, 0.01), ("l2", 1.0, 0.1)])
+def test_pgd_without_random_start_agrees_across_sources(mnist_model, mnist_test, norm, eps, step):
+    """Ten steps, per image. L-inf steps are signs and agree exactly. L2 steps agree to rounding until an
+    image's path crosses a ReLU kink, where one rounding picks another side and ten steps amplify it: per
+    image the largest pixel difference from native stays within 1e-3 on 90% of the 64 images and within
+    1e-2 on all. bench/results/threshold_spread.md (seeds 0-4 of the session model): 100% within 1e-3
+    (worst image 9.3e-4), and another machine's model had one image at 1.8e-3 (issue 27); a step size 5% off
+    leaves 0% within 1e-3 and 20-25% within 1e-2."""
+    images = _pgd_without_random_start(mnist_model, mnist_test.head(64), norm, eps, step, steps=10)
+    for source in ("art", "torchattacks"):
+        differences = _largest_difference_per_image(images, source)
+        if norm == "linf":
+            assert differences.max().item() <= 1e-6, source
+        else:
+            assert (differences <= 1e-3).float().mean().item() >= 0.90, (source, differences.max().item())
+            assert differences.max().item() <= 1e-2, source
+
+
+def _sizes_on_common(results: dict) -> dict[str, torch.Tensor]:
+    """Per source, the L2 sizes of the images every source fooled (and that were not misclassified already)."""
+    common = torch.stack([r.success & (r.l2 > 0) for r in results.values()]).all(dim=0)
+    assert common.sum() >= 16, {k: r.success_rate for k, r in results.items()}
+    return {source: r.l2[common] for source, r in results.items()}
+
+
+def geometric_mean_ratio(sizes: torch.Tensor, reference: torch.Tensor) -> float:
+    """The geometric mean over images of ``sizes / reference``: a paired figure, so the spread of image
+    difficulty cancels and a model trained elsewhere moves it far less than it moves a median."""
+    return (sizes / reference).log().mean().exp().item()
+
+
+def test_deepfool_l2_agrees_across_sources(mnist_model, mnist_test):
+    """Per image fooled by all three (about 26-40 of the first 64: torchattacks' DeepFool fools about half):
+    torchattacks and ART run the paper's algorithm and agree per image (geometric mean ratio 0.985-0.988,
+    standard error 0.001, bench/results/threshold_spread.md); native DeepFool's projection rounds land nearer,
+    0.94-1.01 of ART's (standard error up to 0.027 on these few images), held at 1.06 (the worst seed + 2 SE).
+    On so few images this catches a gross regression (a DeepFool that overshoots by 25% instead of 2%,
+    bench/check_thresholds.py), not a few per cent: the test of native DeepFool against the hand-written
+    reference (test_attacks_native, 300 images) is the one that catches DeepFool without its projection
+    rounds."""
     data = mnist_test.head(64)
     results = {s: sk.create_attack(f"deepfool.{s}", steps=50, overshoot=0.02).run(mnist_model, data.x, data.y)
                for s in ("native", "torchattacks", "art")}
-    medians = _median_l2_on_common(results)
-    reference = medians["art"]
-    # The two peers run the paper's algorithm and agree; native DeepFool's projection rounds land nearer
-    # (about 5% below ART's median on the benchmark CNN, bench/results/native.md): no farther is the claim.
-    assert abs(medians["torchattacks"] - reference) <= 0.05 * reference, medians
-    assert medians["native"] <= 1.0 * reference, medians
+    sizes = _sizes_on_common(results)
+    peers = geometric_mean_ratio(sizes["torchattacks"], sizes["art"])
+    native = geometric_mean_ratio(sizes["native"], sizes["art"])
+    assert abs(peers - 1) <= 0.05, peers
+    assert native <= 1.06, native
 
 
 def test_cw_median_l2_agrees_across_sources(mnist_model, mnist_test):
@@ -322,13 +365,20 @@ def test_cw_median_l2_agrees_across_sources(mnist_model, mnist_test):
 
 
 def test_autoattack_robust_accuracy_agrees_between_torchattacks_and_art(mnist_model, mnist_test):
+    """Both libraries' AutoAttack at eps 0.15 on the first 50 test images, compared per image.
+    bench/results/threshold_spread.md (seeds 0-4): they disagree on 1-4 images, ART always the weaker side,
+    robust accuracy 2-6 points apart; disagreement behaves like a count with mean about 2.5 (SE about 1.6), so
+    at most 8 images (2.5 + 3 SE, rounded up) may differ and robust accuracy may differ by at most 12 points.
+    ART's AutoAttack with one APGD step instead of ten disagrees on 17-26 images (30-52 points) and fails."""
     data = mnist_test.head(50)
     robust = {}
     for source, params in (("torchattacks", {"queries": 300}), ("art", {"steps": 10, "restarts": 1, "queries": 300})):
         result = sk.create_attack(f"autoattack.{source}", eps=0.15, seed=0, **params).run(mnist_model, data.x, data.y)
-        robust[source] = 100 * (1 - result.success_rate)
-    assert 0 < robust["art"] < 100
-    assert abs(robust["torchattacks"] - robust["art"]) <= 2.0, robust
+        robust[source] = ~result.success
+    accuracy = {source: 100 * flags.float().mean().item() for source, flags in robust.items()}
+    assert 0 < accuracy["art"] < 100
+    assert int((robust["torchattacks"] != robust["art"]).sum()) <= 8, accuracy
+    assert abs(accuracy["torchattacks"] - accuracy["art"]) <= 12.0, accuracy
 
 
 # ---------------------------------------------------------------------- defences
