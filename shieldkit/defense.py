@@ -336,14 +336,25 @@ class DetectorDefense(Defense):
 
 
 class TrainerDefense(Defense):
-    """Makes a robust model. Subclasses implement ``_fit(model, train_data, **options) -> model``."""
+    """Makes a robust model. Subclasses implement ``_fit(model, train_data, **options) -> model`` and name
+    the options it takes in ``fit_options``."""
 
     kind = "trainer"
+    #: the keyword options ``fit`` accepts: ``fit`` refuses any other by name before training, and the
+    #: evaluation accepts only these in a configuration (passing ``quiet``, ``checkpoint_dir`` and ``resume``
+    #: when declared). ``None``: not declared, options go to ``_fit`` unchecked
+    fit_options: ClassVar[tuple[str, ...] | None] = None
 
     def fit(self, model: nn.Module, train_data: Any, **options: Any) -> nn.Module:
         """Train ``model`` (or a copy of it) to be robust and return the trained model."""
         if not isinstance(model, nn.Module):
             raise InvalidParameterError(f"{self.name}.fit: model must be an nn.Module, got {type(model).__name__}")
+        unknown = [name for name in options if self.fit_options is not None and name not in self.fit_options]
+        if unknown:
+            raise InvalidParameterError(
+                f"{self.name}.fit: unknown option{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}; "
+                f"valid options: {', '.join(self.fit_options or ()) or 'none'}"
+            )
         return self._fit(model, train_data, **options)
 
     def _fit(self, model: nn.Module, train_data: Any, **options: Any) -> nn.Module:

@@ -203,6 +203,8 @@ class ArtPostprocess(_ArtDefenseMixin, PostprocessDefense):
 class ArtTrainer(_ArtDefenseMixin, TrainerDefense):
     """An ART trainer: ``fit`` trains a copy of the model and returns it in eval mode."""
 
+    fit_options: ClassVar[tuple[str, ...]] = ("epochs", "batch_size", "lr", "seed", "quiet")
+
     def _fit(self, model: nn.Module, train_data: Any, *, epochs: int = 1, batch_size: int = 128, lr: float = 1e-3,
              seed: int = 0, quiet: bool = True) -> nn.Module:
         """Train a copy of ``model`` with Adam (learning rate ``lr``) for ``epochs`` on ``train_data``."""

@@ -269,14 +269,9 @@ class LoopTrainer(TrainerDefense):
     """
 
     smoke_fit_options: ClassVar[dict[str, Any]] = {"epochs": 1, "batch_size": 4}
+    fit_options: ClassVar[tuple[str, ...]] = FIT_OPTIONS
 
     def _fit(self, model: nn.Module, train_data: Any, **options: Any) -> nn.Module:
-        unknown = [name for name in options if name not in FIT_OPTIONS]
-        if unknown:
-            raise InvalidParameterError(
-                f"{self.name}.fit: unknown option{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}; "
-                f"valid options: {', '.join(FIT_OPTIONS)}"
-            )
         merged = {"epochs": 1, "batch_size": 128, "lr": 1e-3, "checkpoint_dir": None, "resume": False,
                   "quiet": True, "seed": 0, "device": None, **options}
         check_fit_options(self.name, *(merged[k] for k in FIT_OPTIONS[:-1]))

@@ -35,14 +35,15 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
+from shieldkit.diagnosis.gradients import ZERO_GRADIENT_MAX_SHARE
 from shieldkit.evaluation.records import EffortRow, GradientRow, LargeEpsRow, RandomnessRow
 from shieldkit.evaluation.summaries import CheckOutcome, DefenseSummary
 
-#: Thresholds of the checks (documented in docs/evaluate.md).
+#: Thresholds of the checks (documented in docs/evaluate.md). The zero-gradient share is the diagnosis's
+#: (:data:`shieldkit.diagnosis.gradients.ZERO_GRADIENT_MAX_SHARE`): one threshold for one idea.
 LARGE_EPS_MAX_ACCURACY = 0.10
 BLACK_BOX_MAX_SHARE = 0.02
 BLACK_BOX_MIN_SAMPLES = 2
-ZERO_GRADIENT_MAX_SHARE = 0.10
 MONOTONE_TOLERANCE = 0.01
 #: certified accuracy (a lower bound) may exceed an attack's (an upper bound) by Monte-Carlo error only
 CERTIFIED_TOLERANCE = 0.02

@@ -171,12 +171,8 @@ def resolve_defenses(entries: list[Any], seed: int) -> list[DefenseEntry]:
 
 
 def fit_options(defense: Any) -> set[str]:
-    """The ``fit`` options a trainer declares (``FIT_OPTIONS`` beside its ``_fit``); empty when unknown."""
-    import inspect
-
-    cls = defense if isinstance(defense, type) else type(defense)
-    module = inspect.getmodule(cls._fit)
-    return set(getattr(module, "FIT_OPTIONS", ()) or ())
+    """The ``fit`` options a trainer declares (:attr:`~shieldkit.TrainerDefense.fit_options`); empty for others."""
+    return set(getattr(defense, "fit_options", ()) or ())
 
 
 def _make_unique(entries: list[Any]) -> None:
