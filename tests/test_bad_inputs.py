@@ -76,7 +76,7 @@ def _nan_images(c):
 
 def _evaluate(c, data=None, **kwargs):
     data = (c.x, c.y) if data is None else data
-    return sk.evaluate.evaluate(c.model, data, attacks=["fgsm"], quiet=True, checks=False, **kwargs)
+    return sk.evaluate(c.model, data, attacks=["fgsm"], quiet=True, checks=False, **kwargs)
 
 
 API_ROWS = [
@@ -199,7 +199,7 @@ API_ROWS = [
                  id="evaluate-batch-size-zero"),
     pytest.param(Bad(lambda c: _evaluate(c, n=0), InvalidParameterError, ("n",), r">= 1"),
                  id="evaluate-n-zero"),
-    pytest.param(Bad(lambda c: sk.evaluate.evaluate(c.model, (c.x, c.y), attacks=["pgdd"], quiet=True),
+    pytest.param(Bad(lambda c: sk.evaluate(c.model, (c.x, c.y), attacks=["pgdd"], quiet=True),
                      UnknownNameError, ("pgdd",), r"unknown attack"), id="evaluate-attack-unknown"),
     pytest.param(Bad(lambda c: _evaluate(c, data=(c.x[:0], c.y[:0])), InvalidInputError, ("data",), r"empty"),
                  id="evaluate-empty-data"),
