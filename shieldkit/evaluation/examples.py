@@ -2,9 +2,9 @@
 
 One file per unit of work that attacked any of the first ``examples`` samples,
 named by a hash of the unit's key. A file is written (atomically) before the
-unit's row, so a resumed row always has its images. ``clean.pt`` holds those
-samples' clean images and labels, so the report is drawn from the run folder
-alone.
+unit's row, so a resumed row always has its images. ``clean/images.pt`` holds
+those samples' clean images and labels, so the report is drawn from the run
+folder alone.
 """
 
 from __future__ import annotations
@@ -32,14 +32,15 @@ def save_examples(out_dir: Path, key: str, indices: list[int], x_adv: Tensor, pr
     return name
 
 
-CLEAN = "clean.pt"
+#: the first samples' clean images, in a folder of their own beside the units' files
+CLEAN = Path("clean") / "images.pt"
 
 
 def save_clean_examples(out_dir: Path, x: Tensor, y: Tensor) -> None:
     """Store the clean images ``x`` and labels ``y`` of the first samples (the ones the report shows)."""
-    folder = Path(out_dir) / FOLDER
-    folder.mkdir(exist_ok=True)
-    save_atomically({"x": x.detach().cpu().clone(), "y": y.detach().cpu().clone()}, folder / CLEAN)
+    path = Path(out_dir) / FOLDER / CLEAN
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_atomically({"x": x.detach().cpu().clone(), "y": y.detach().cpu().clone()}, path)
 
 
 def load_clean_examples(out_dir: Path) -> tuple[Tensor, Tensor] | None:
