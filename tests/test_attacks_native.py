@@ -122,10 +122,11 @@ def mnist_300(mnist_model, mnist_test):
 
 #: The bound on the geometric mean, over images both fool, of native DeepFool's perturbation size over the
 #: hand-written reference's, per norm. bench/results/threshold_spread.md measures it on the session model under
-#: seeds 0-4 (a fresh machine's model differs from this one about as much as another seed's): L2 0.95-0.99
-#: (standard error up to 0.007), L-inf 1.04-1.05 (up to 0.005); each bound is the worst seed + 3 SE, rounded up.
-#: Without its projection rounds DeepFool comes out at 1.027-1.035 (L2) and fails; in L-inf the rounds gain only
-#: 1-3% (1.05-1.075 without them), so there the bound catches an attack that overshoots by 10% (about 1.12).
+#: seeds 0-4 (a fresh machine's model differs from this one about as much as another seed's): L2 0.94-0.99
+#: (standard error up to 0.007), L-inf 1.01-1.05 (up to 0.006); each bound is the worst seed + 3 SE, rounded up.
+#: Without its projection rounds DeepFool comes out at 1.019-1.035 (L2) and fails; in L-inf the rounds gain only
+#: 1-5% (1.045-1.075 without them), so there the bound catches an attack that overshoots by 10% instead of 2%
+#: (bench/check_thresholds.py).
 DEEPFOOL_REFERENCE_BOUND = {"l2": 1.01, "linf": 1.07}
 
 

@@ -308,7 +308,7 @@ def test_pgd_without_random_start_agrees_across_sources(mnist_model, mnist_test,
     image the largest pixel difference from native stays within 1e-3 on 90% of the 64 images and within
     1e-2 on all. bench/results/threshold_spread.md (seeds 0-4 of the session model): 100% within 1e-3
     (worst image 9.3e-4), and another machine's model had one image at 1.8e-3 (issue 27); a step size 5% off
-    leaves 0% within 1e-3 and 20-25% within 1e-2."""
+    leaves 0% within 1e-3 and 12-25% within 1e-2."""
     images = _pgd_without_random_start(mnist_model, mnist_test.head(64), norm, eps, step, steps=10)
     for source in ("art", "torchattacks"):
         differences = _largest_difference_per_image(images, source)
@@ -336,7 +336,7 @@ def test_deepfool_l2_agrees_across_sources(mnist_model, mnist_test):
     """Per image fooled by all three (about 26-40 of the first 64: torchattacks' DeepFool fools about half):
     torchattacks and ART run the paper's algorithm and agree per image (geometric mean ratio 0.985-0.988,
     standard error 0.001, bench/results/threshold_spread.md); native DeepFool's projection rounds land nearer,
-    0.94-1.01 of ART's (standard error up to 0.027 on these few images), held at 1.06 (the worst seed + 2 SE).
+    0.93-1.01 of ART's (standard error up to 0.025 on these few images), held at 1.06 (the worst seed + 2 SE).
     On so few images this catches a gross regression (a DeepFool that overshoots by 25% instead of 2%,
     bench/check_thresholds.py), not a few per cent: the test of native DeepFool against the hand-written
     reference (test_attacks_native, 300 images) is the one that catches DeepFool without its projection
@@ -366,10 +366,10 @@ def test_cw_median_l2_agrees_across_sources(mnist_model, mnist_test):
 
 def test_autoattack_robust_accuracy_agrees_between_torchattacks_and_art(mnist_model, mnist_test):
     """Both libraries' AutoAttack at eps 0.15 on the first 50 test images, compared per image.
-    bench/results/threshold_spread.md (seeds 0-4): they disagree on 1-4 images, ART always the weaker side,
-    robust accuracy 2-6 points apart; disagreement behaves like a count with mean about 2.5 (SE about 1.6), so
-    at most 8 images (2.5 + 3 SE, rounded up) may differ and robust accuracy may differ by at most 12 points.
-    ART's AutoAttack with one APGD step instead of ten disagrees on 17-26 images (30-52 points) and fails."""
+    bench/results/threshold_spread.md (seeds 0-4): they disagree on 0-4 images, robust accuracy 0-6 points
+    apart; disagreement behaves like a count with mean 2 (SE about 1.4), so at most 8 images (the worst seed +
+    3 SE, rounded up) may differ and robust accuracy may differ by at most 12 points. ART's AutoAttack with one
+    APGD step instead of ten disagrees on 14-26 images (28-54 points) and fails."""
     data = mnist_test.head(50)
     robust = {}
     for source, params in (("torchattacks", {"queries": 300}), ("art", {"steps": 10, "restarts": 1, "queries": 300})):
