@@ -216,8 +216,10 @@ def test_targeted_pgd_reaches_the_target_with_every_loss(mnist_model, mnist_batc
 
 
 def test_pgd_restarts_and_early_stop_only_add_successes(mnist_model, mnist_batch):
-    """Measured (bench/results/attack_tests.md, 64 images): 3 restarts fool 1.6 points more (one image, paired
-    SE 1.6): that they add any is this seed's fact, not a margin; that they never remove one is structural."""
+    """That restarts and early stopping never remove a success is structural, and is what is held here. How
+    many restarts add is the model's: 0-3 images of these 64 on the session model under seeds 0-4 (0 on seeds
+    0-2: PGD-10 has converged on this CNN), so no count is asserted (issue 27: the old "adds at least one" was
+    one machine's model)."""
     x, y = mnist_batch[0][:64], mnist_batch[1][:64]
     common = dict(eps=0.1, steps=10, step_size=0.02, seed=3)
     single = PGD(**common).run(mnist_model, x, y)
@@ -225,7 +227,6 @@ def test_pgd_restarts_and_early_stop_only_add_successes(mnist_model, mnist_batch
     early = PGD(early_stop=True, **common).run(mnist_model, x, y)
     assert bool((restarted.success | ~single.success).all())
     assert bool((early.success | ~single.success).all())
-    assert restarted.success.sum() > single.success.sum()
     assert restarted.backwards > single.backwards
     stopped = early.success
     assert early.l2[stopped].mean() < single.l2[stopped].mean()  # stopped as soon as fooled
