@@ -204,13 +204,14 @@ def test_targeted_fgsm_lowers_the_target_class_loss(mnist_model, mnist_batch, no
 
 @pytest.mark.parametrize("loss", ["ce", "margin", "dlr"])
 def test_targeted_pgd_reaches_the_target_with_every_loss(mnist_model, mnist_batch, loss):
-    """Measured (bench/results/attack_tests.md, 32 images): targeted success 100% (ce), 96.9% (margin), 93.8%
-    (dlr), untargeted 100% for all. 3 binomial SE below (p at most 1 - 1/n): 90.8%, 87.6%, 80.9%, untargeted
-    90.8%; the thresholds are those or tighter (at least one image of slack each)."""
+    """Targeted success on these 32 images over the session model's seeds 0-4 (one thread; issue 27: another
+    machine's model is as different as another seed's): ce 84-100% (mean 94%), margin 81-97% (88%), dlr 75-91%
+    (81%); untargeted 100% on every seed. The bounds are the mean over seeds minus 3 standard deviations across
+    them (ce 76%, margin 70%, dlr 64%), rounded down; a loss with the wrong sign reaches almost no target."""
     x, y = mnist_batch[0][:32], mnist_batch[1][:32]
     target = (y + 1) % 10
     result = PGD(eps=0.3, steps=20, step_size=0.03, loss=loss, seed=0).run(mnist_model, x, y, target=target)
-    assert result.success_rate >= {"ce": 0.91, "margin": 0.9, "dlr": 0.9}[loss]
+    assert result.success_rate >= {"ce": 0.75, "margin": 0.7, "dlr": 0.6}[loss]
     untargeted = PGD(eps=0.3, steps=20, step_size=0.03, loss=loss, seed=0).run(mnist_model, x, y)
     assert untargeted.success_rate >= 0.95
 
