@@ -25,6 +25,7 @@ from shieldkit.errors import (
     InvalidParameterError,
 )
 from shieldkit.guard import CallCounter, ModelStateGuard
+from shieldkit.seeding import seeded
 from shieldkit.threat import DEFAULT_EPS, ThreatModel, check_norm, norm_of
 from shieldkit.validation import (
     BOUNDS_TOLERANCE,
@@ -230,7 +231,7 @@ class Attack(Component):
             given = {"y": y.clone()} if target is None else {"y": y.clone(), "target": target.clone()}
             parameters = [(p, p._version) for p in model.parameters()]
             counter.enabled = True
-            with _seeded(self.seed, device):
+            with seeded(self.seed, device):
                 output = self._run(model, x_in.clone(), given["y"], given.get("target"))
             counter.enabled = False
             # Checked before the predictions below, which a model left in train mode would get wrong.
@@ -396,21 +397,3 @@ class _ClassWatch:
             check_labels(labels, labels.shape[0], self.num_classes, name)
 
 
-class _seeded:
-    """Seeds torch's RNG for the duration of an attack and restores it afterwards."""
-
-    def __init__(self, seed: int | None, device: torch.device):
-        self.seed = seed
-        self.devices = [device] if device.type == "cuda" else []
-        self._fork = None
-
-    def __enter__(self):
-        if self.seed is not None:
-            self._fork = torch.random.fork_rng(devices=self.devices)
-            self._fork.__enter__()
-            torch.manual_seed(self.seed)
-
-    def __exit__(self, *exc_info):
-        if self._fork is not None:
-            self._fork.__exit__(*exc_info)
-            self._fork = None

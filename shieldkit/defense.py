@@ -23,6 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from shieldkit.component import Component
+from shieldkit.eot import eot_average
 from shieldkit.errors import InvalidInputError, InvalidParameterError
 from shieldkit.guard import ModelStateGuard
 from shieldkit.validation import (
@@ -262,11 +263,7 @@ class AttackView(nn.Module):
         self.eot = eot
 
     def forward(self, x: Tensor) -> Tensor:
-        total = None
-        for _ in range(self.eot):
-            logits = self._one_pass(x)
-            total = logits if total is None else total + logits
-        return total / self.eot
+        return eot_average(lambda _: self._one_pass(x), self.eot)
 
     def _one_pass(self, x: Tensor) -> Tensor:
         defended, defense = self.defended, self.defended.defense

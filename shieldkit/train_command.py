@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from shieldkit.errors import EXIT_OK, SETUP_ERRORS, usage_error
+from shieldkit.seeding import seeded
 
 logger = logging.getLogger(__name__)
 
@@ -138,7 +139,6 @@ def _model(args: argparse.Namespace, data: Any) -> tuple[Any, dict[str, Any]]:
     """The starting model and the spec that rebuilds its network (saved with the trained weights): a
     model file, a factory with optional weights, or a registered model built for the data's shape with
     seeded initial weights."""
-    import torch
 
     from shieldkit.models.files import (
         build_with_weights,
@@ -163,6 +163,5 @@ def _model(args: argparse.Namespace, data: Any) -> tuple[Any, dict[str, Any]]:
     sized = {"in_channels": channels, "num_classes": data.num_classes, "input_size": height,
              "in_features": channels * height * width}
     chosen = {k: v for k, v in sized.items() if k in params}
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(args.seed)  # the same initial weights on every rank (DDP broadcasts rank 0's anyway)
+    with seeded(args.seed):  # the same initial weights on every rank (DDP broadcasts rank 0's anyway)
         return create_model(spec, **chosen), {"name": spec, "params": chosen}

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from shieldkit.attack import Attack
-from shieldkit.attacks._losses import cross_entropy, dlr, margin, targeted_dlr
+from shieldkit.losses import cross_entropy, dlr, margin, targeted_dlr
 from shieldkit.threat import linf_box, project
 from shieldkit.validation import check_choice, check_int, check_number
 

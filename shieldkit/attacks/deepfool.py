@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from shieldkit import losses
 from shieldkit.attack import Attack
 from shieldkit.threat import norm_of
 from shieldkit.validation import check_int, check_number
@@ -20,11 +21,6 @@ _SECANT_GUARD = 0.02
 def _column(x: Tensor) -> tuple[int, ...]:
     """The shape that broadcasts one value per sample over ``x``."""
     return (-1,) + (1,) * (x.dim() - 1)
-
-
-def _margin(logits: Tensor, y: Tensor) -> Tensor:
-    """``max_{k != y} f_k - f_y`` per row: negative while ``y`` wins, non-negative once it does not."""
-    return logits.scatter(1, y[:, None], float("-inf")).amax(dim=1) - logits.gather(1, y[:, None]).squeeze(1)
 
 
 @dataclass
@@ -150,7 +146,7 @@ class DeepFool(Attack):
                 point.requires_grad_(True)
                 logits = model(point)
                 labels = y[active]
-                margin = _margin(logits, labels)
+                margin = losses.margin(logits, labels)
                 still = logits.detach().argmax(dim=1) == labels
                 if iteration:
                     crossed = ~still
@@ -251,11 +247,11 @@ class DeepFool(Attack):
             if linearise and search_step == self.search_steps - 1:
                 with torch.enable_grad():
                     point.requires_grad_(True)
-                    margin = _margin(model(point), y)
+                    margin = losses.margin(model(point), y)
                     (normal,) = torch.autograd.grad(margin.sum(), point)
                 margin, point = margin.detach().to(x.dtype), point.detach()
             else:
-                margin = _margin(model(point), y).to(x.dtype)
+                margin = losses.margin(model(point), y).to(x.dtype)
             fooled = margin > 0  # a tie is not a win: which class argmax picks depends on the order
             found |= fooled
             # Illinois: the end that stayed put twice has its margin halved, so the next secant moves it.

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from shieldkit.attack import Attack
-from shieldkit.attacks._losses import margin
+from shieldkit.losses import margin
 from shieldkit.threat import norm_of
 from shieldkit.validation import check_int, check_number
 

@@ -8,8 +8,8 @@ import torch
 from torch import Tensor, nn
 
 from shieldkit.attack import Attack
-from shieldkit.attacks._losses import fooled
 from shieldkit.errors import InvalidInputError
+from shieldkit.losses import fooled
 from shieldkit.validation import check_choice, check_int
 
 SEARCHES = ("random", "grid")

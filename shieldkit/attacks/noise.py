@@ -6,7 +6,7 @@ import torch
 from torch import Tensor, nn
 
 from shieldkit.attack import Attack
-from shieldkit.attacks._losses import fooled
+from shieldkit.losses import fooled
 from shieldkit.validation import check_choice, check_int, check_number
 
 DISTRIBUTIONS = ("uniform", "gaussian")

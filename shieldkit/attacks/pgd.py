@@ -6,8 +6,9 @@ import torch
 from torch import Tensor, nn
 
 from shieldkit.attack import Attack
-from shieldkit.attacks._losses import LOSSES, OBJECTIVES, fooled
 from shieldkit.attacks.noise import uniform_ball
+from shieldkit.eot import eot_average
+from shieldkit.losses import LOSSES, OBJECTIVES, fooled
 from shieldkit.threat import linf_box, project
 from shieldkit.validation import check_bool, check_choice, check_int, check_number
 
@@ -144,11 +145,10 @@ class PGD(Attack):
 
     def _eot_gradient(self, model, x_adv, logits, labels, targeted, objective) -> tuple[Tensor, Tensor]:
         """Gradient and logits averaged over ``eot`` forward passes (the first one already made)."""
-        (gradient,) = torch.autograd.grad(objective(logits, labels, targeted).sum(), x_adv)
-        logits = logits.detach()
-        for _ in range(self.eot - 1):
-            more = model(x_adv)
-            (extra,) = torch.autograd.grad(objective(more, labels, targeted).sum(), x_adv)
-            gradient = gradient.add_(extra)
-            logits = logits + more.detach()
-        return logits / self.eot, gradient / self.eot
+
+        def one_draw(index: int) -> tuple[Tensor, Tensor]:
+            drawn = logits if index == 0 else model(x_adv)
+            (gradient,) = torch.autograd.grad(objective(drawn, labels, targeted).sum(), x_adv)
+            return drawn.detach(), gradient
+
+        return eot_average(one_draw, self.eot)

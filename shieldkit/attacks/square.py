@@ -8,7 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from shieldkit.attack import Attack
-from shieldkit.attacks._losses import fooled, margin
+from shieldkit.losses import fooled, margin
 from shieldkit.threat import linf_box
 from shieldkit.validation import check_int, check_number
 

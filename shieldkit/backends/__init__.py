@@ -19,8 +19,7 @@ import dataclasses
 import importlib
 import importlib.util
 import inspect
-import random
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import KW_ONLY, dataclass, field
 from typing import Any, ClassVar
 
@@ -29,6 +28,7 @@ from torch import Tensor
 
 from shieldkit.attack import Attack
 from shieldkit.errors import InvalidParameterError, MissingDependencyError
+from shieldkit.seeding import seeded
 from shieldkit.validation import check_bool, check_choice, check_int, check_number
 
 __all__ = [
@@ -49,7 +49,6 @@ __all__ = [
     "init_keywords",
     "is_available",
     "library_class",
-    "library_rng",
     "make_attack_class",
     "require",
     "seeded_call",
@@ -477,28 +476,5 @@ def seeded_call(attack: Attack, device: torch.device) -> tuple[int | None, conte
     if not spec.randomized and spec.seed_arg is None:
         return None, contextlib.nullcontext()
     seed = draw_seed(attack.seed)
-    return seed, library_rng(seed, device)
+    return seed, seeded(seed, device, every_library=True)
 
-
-@contextlib.contextmanager
-def library_rng(seed: int, device: torch.device | None = None) -> Iterator[None]:
-    """Seed torch's, NumPy's and Python's global RNGs for a library call and restore them afterwards.
-
-    The libraries draw from (and some re-seed) these global generators; seeding
-    them from the attack's seed makes a wrapped attack reproducible, and restoring
-    them keeps the caller's random streams untouched.
-    """
-    import numpy as np
-
-    numpy_state = np.random.get_state()
-    python_state = random.getstate()
-    devices = [device] if device is not None and device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
-        np.random.seed(seed % (2**32))
-        random.seed(seed)
-        try:
-            yield
-        finally:
-            np.random.set_state(numpy_state)
-            random.setstate(python_state)

@@ -45,11 +45,11 @@ from shieldkit.backends import (
     from_numpy,
     init_keywords,
     library_class,
-    library_rng,
     to_numpy,
 )
 from shieldkit.defense import PostprocessDefense, TrainerDefense, TransformDefense
 from shieldkit.errors import InvalidParameterError
+from shieldkit.seeding import seeded
 from shieldkit.threat import DEFAULT_EPS
 
 COMMON = ("bounds", "seed")
@@ -176,7 +176,7 @@ class ArtTransform(_ArtDefenseMixin, TransformDefense):
     """An ART preprocessor applied to the input."""
 
     def _transform(self, x: Tensor) -> Tensor:
-        with library_rng(_seed_from(self)):
+        with seeded(_seed_from(self), every_library=True):
             out, _ = self.art_object()(to_numpy(x.float()))  # NumPy has no bfloat16
         return from_numpy(out, x)
 
@@ -194,7 +194,7 @@ class ArtPostprocess(_ArtDefenseMixin, PostprocessDefense):
 
     def _postprocess(self, logits: Tensor) -> Tensor:
         probabilities = to_numpy(logits.detach().float().softmax(dim=1))
-        with library_rng(_seed_from(self)):
+        with seeded(_seed_from(self), every_library=True):
             out = from_numpy(self.art_object()(probabilities), logits)
         # Logits whose softmax is ART's output (renormalised); a zero probability becomes a very low logit.
         return out.clamp_min(1e-12).log()
@@ -229,7 +229,7 @@ class ArtTrainer(_ArtDefenseMixin, TrainerDefense):
         x_np = to_numpy(x)
         y_np = np.eye(nb_classes, dtype=np.float32)[y.cpu().numpy()]
         dtype = parameters[0].dtype
-        with library_rng(seed, device), _quiet_progress_bars(quiet):
+        with seeded(seed, device, every_library=True), _quiet_progress_bars(quiet):
             net = _Whole(trained, dtype).train()
             self._trainer_fit(estimator, net, parameters, lr, x_np, y_np, epochs, batch_size)
         return trained.eval()

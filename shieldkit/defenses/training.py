@@ -35,6 +35,7 @@ from shieldkit.defense import TrainerDefense
 from shieldkit.errors import InvalidInputError, InvalidModelError, InvalidParameterError
 from shieldkit.guard import ModelStateGuard
 from shieldkit.progress import on_terminal, progress_logger
+from shieldkit.seeding import seeded
 from shieldkit.validation import check_bool, check_int, check_number
 
 logger = logging.getLogger(__name__)
@@ -170,9 +171,7 @@ def train(
     config = {"owner": owner, "stage": stage, "batch_size": batch_size, "lr": lr, "seed": seed, **(config or {})}
     path = Path(checkpoint_dir) / f"{stage}.pt" if checkpoint_dir is not None else None
 
-    forked = [device] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=forked):
-        torch.manual_seed(seed)
+    with seeded(seed, device):
         first_epoch = 1
         if resume and path is not None and distributed.broadcast_object(path.is_file()):
             first_epoch = _load_checkpoint(path, trained, optimizer, config, owner) + 1

@@ -22,20 +22,20 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import random
 from collections.abc import Iterator
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from shieldkit import losses
 from shieldkit.diagnosis import gradients as grad_checks
 from shieldkit.diagnosis import outputs as output_checks
 from shieldkit.diagnosis import randomness as random_checks
 from shieldkit.diagnosis.records import CHECKS, Diagnosis, Finding
 from shieldkit.errors import InvalidModelError
 from shieldkit.guard import CallCounter, ModelStateGuard
+from shieldkit.seeding import seed_every_library, seeded
 from shieldkit.validation import (
     check_bounds,
     check_images,
@@ -108,21 +108,11 @@ def diagnose(model: nn.Module, x: Tensor, y: Tensor, *, bounds=(0.0, 1.0), seed:
 @contextlib.contextmanager
 def _isolated_rng(device: torch.device, seed: int | None) -> Iterator[int]:
     """Fork torch's RNG (CPU and the model's GPU), NumPy's and Python's; yield the fixed-draw seed."""
-    numpy_state, python_state = np.random.get_state(), random.getstate()
-    try:
-        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-            if seed is not None:
-                _seed_everything(seed)
-            yield seed if seed is not None else int(torch.randint(0, 2**31 - 1, ()).item())
-    finally:
-        np.random.set_state(numpy_state)
-        random.setstate(python_state)
-
-
-def _seed_everything(seed: int) -> None:
-    torch.manual_seed(seed)
-    np.random.seed(seed % 2**32)
-    random.seed(seed)
+    if seed is None:  # one draw from the caller's stream fixes every draw; the stream is left as it was
+        with torch.random.fork_rng(devices=[]):
+            seed = int(torch.randint(0, 2**31 - 1, ()).item())
+    with seeded(seed, device, every_library=True):
+        yield seed
 
 
 def _loss_dtype(outputs: Tensor) -> Tensor:
@@ -147,7 +137,7 @@ class _Probe:
 
     def fixed(self, inputs: Tensor) -> Tensor:
         """A forward under the fixed seed: the same random draw every time."""
-        _seed_everything(self.fixed_seed)
+        seed_every_library(self.fixed_seed)
         return self.forward(inputs)
 
     def run(self, repeats: int) -> tuple[tuple[Finding, ...], float | None]:
@@ -174,8 +164,8 @@ class _Probe:
             findings["zero_gradients"] = grad_checks.zero_gradients(gradients)
             findings["nonfinite_gradients"] = grad_checks.nonfinite_gradients(gradients)
             noise = grad_checks.gradient_noise(gradients)
-        seeded, shattered = self._fixed_draw(analysed, finite, gradients is not None)
-        findings["input_seeded_randomness"] = seeded
+        input_seeded, shattered = self._fixed_draw(analysed, finite, gradients is not None)
+        findings["input_seeded_randomness"] = input_seeded
         if shattered is not None:
             findings["shattered_gradients"] = shattered
         return tuple(findings[check] for check in CHECKS), noise
@@ -228,20 +218,20 @@ class _Probe:
         reproducible = finite & torch.isfinite(again).all(1) & (
             (analysed(again) - reference_values).abs().amax(1) <= random_checks.RANDOM_TOLERANCE * scale)
 
-        seeded, slopes = self._seeded(analysed, reference_values, reproducible, scale * SEEDED_FLOOR_ULPS * ulp)
+        input_seeded, slopes = self._seeded(analysed, reference_values, reproducible, scale * SEEDED_FLOOR_ULPS * ulp)
         if not has_gradient or not reference.requires_grad:
-            return seeded, None
+            return input_seeded, None
         # Input-seeded samples are excluded: their loss changes randomly with any step, which
         # that check already reports.
         deterministic = reproducible & ~(slopes < random_checks.SEEDED_MAX_SLOPE)
         floor = scale * SHATTERED_FLOOR_ULPS * ulp
-        margin = _margin(analysed(reference), self.y)
+        margin = -losses.margin(analysed(reference), self.y)
         try:
             (gradient,) = torch.autograd.grad(margin.sum(), inputs, allow_unused=True)
         except Exception:  # the cross-entropy gradient existed; a margin that has none is not judged
             gradient = None
         if gradient is None:
-            return seeded, grad_checks.not_measured("shattered_gradients", grad_checks.SHATTERED_MAX_LOG_RATIO,
+            return input_seeded, grad_checks.not_measured("shattered_gradients", grad_checks.SHATTERED_MAX_LOG_RATIO,
                                                     "the margin loss has no input gradient")
         largest = max(SHATTERED_STEPS) * span
         direction = gradient.sign()
@@ -252,7 +242,7 @@ class _Probe:
         with torch.no_grad():
             for step in SHATTERED_STEPS:
                 h = step * span
-                moved = _margin(analysed(self.fixed(x + h * direction)), self.y)
+                moved = -losses.margin(analysed(self.fixed(x + h * direction)), self.y)
                 change = moved.double() - margin.detach().double()
                 prediction = h * slope
                 predicted.append(prediction)
@@ -261,7 +251,7 @@ class _Probe:
                               & (prediction.abs() > floor))
         shattered = grad_checks.shattered_gradients(torch.stack(predicted), torch.stack(measured),
                                                     torch.stack(judged))
-        return seeded, shattered
+        return input_seeded, shattered
 
     def _seeded(self, analysed, reference_values: Tensor, reproducible: Tensor,
                 floor: Tensor) -> tuple[Finding, Tensor]:
@@ -301,13 +291,6 @@ class _Probe:
         slopes = torch.where(moves.all(0), slopes, torch.full_like(slopes, float("inf")))
         slopes = torch.where(judged, slopes, nan_slopes)
         return random_checks.input_seeded_randomness(slopes, distances), slopes
-
-
-def _margin(values: Tensor, y: Tensor) -> Tensor:
-    """``[B]``: the label's output minus the largest other output."""
-    label = values.gather(1, y[:, None]).squeeze(1)
-    others = values.scatter(1, y[:, None], float("-inf"))
-    return label - others.amax(1)
 
 
 class _Identity:

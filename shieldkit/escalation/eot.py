@@ -11,6 +11,7 @@ import math
 
 from torch import Tensor, nn
 
+from shieldkit.eot import eot_average
 from shieldkit.escalation.view import EscalationView
 from shieldkit.validation import check_int, check_number
 
@@ -58,10 +59,7 @@ class EOTView(EscalationView):
         self.draws = check_int(self.owner, "draws", draws, minimum=1)
 
     def forward(self, x: Tensor) -> Tensor:
-        total = self.model(x)
-        for _ in range(self.draws - 1):
-            total = total + self.model(x)
-        return total / self.draws
+        return eot_average(lambda _: self.model(x), self.draws)
 
     def extra_repr(self) -> str:
         return f"draws={self.draws}"

@@ -16,6 +16,7 @@ from torch import Tensor, nn
 
 from shieldkit.errors import InvalidInputError, InvalidParameterError
 from shieldkit.escalation.view import EscalationView
+from shieldkit.seeding import seeded
 from shieldkit.validation import check_bounds, check_images, check_int, check_number
 
 logger = logging.getLogger(__name__)
@@ -82,8 +83,7 @@ def distill_surrogate(
     check_int(owner, "epochs", epochs, minimum=1)
     check_int(owner, "seed", seed, minimum=0)
     x = x.detach()
-    with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []):
-        torch.manual_seed(seed)
+    with seeded(seed, x.device):
         scales = torch.linspace(noise / max(copies, 1), noise, copies) * (high - low)
         noisy = [x] + [(x + (torch.rand_like(x) * 2 - 1) * float(s)).clamp(low, high) for s in scales]
         images = torch.cat(noisy)

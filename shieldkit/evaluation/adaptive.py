@@ -47,6 +47,7 @@ from shieldkit.defense import (
     TrainerDefense,
     TransformDefense,
 )
+from shieldkit.seeding import seeded
 
 
 @dataclass
@@ -111,8 +112,7 @@ class DefensePlan:
     @contextlib.contextmanager
     def seeded(self, seed: int) -> Iterator[None]:
         """torch's RNG (forked, so the caller's is untouched) and the defence's, both seeded with ``seed``."""
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+        with seeded(seed):
             self.reseed(seed)
             yield
 

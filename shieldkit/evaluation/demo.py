@@ -15,6 +15,7 @@ from typing import Any
 
 from shieldkit.evaluation.config import ComponentSpec, EvalConfig
 from shieldkit.evaluation.suite import Setup
+from shieldkit.seeding import seeded
 
 logger = logging.getLogger(__name__)
 
@@ -115,8 +116,7 @@ def demo_model(train, quiet: bool = True):
     from shieldkit.models.cache import cache_root
 
     path = cache_root() / "models" / f"evaluate-demo-mnist_cnn-w{MODEL_WIDTH}-e{MODEL_EPOCHS}-s0.pt"
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
+    with seeded(0):
         model = mnist_cnn(width=MODEL_WIDTH)
     if path.is_file():
         try:

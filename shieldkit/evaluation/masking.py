@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
+from shieldkit import losses
 from shieldkit.diagnosis.gradients import ZERO_GRADIENT_MAX_SHARE
 from shieldkit.evaluation.records import EffortRow, GradientRow, LargeEpsRow, RandomnessRow
 from shieldkit.evaluation.summaries import CheckOutcome, DefenseSummary
@@ -91,11 +92,7 @@ def measure_gradients(model: nn.Module, x: Tensor, y: Tensor, key: str, defense:
             logits = model(x)
             ce = torch.nn.functional.cross_entropy(logits, y, reduction="sum")
             (grad_ce,) = torch.autograd.grad(ce, x, retain_graph=True)
-            true = logits.gather(1, y[:, None]).squeeze(1)
-            others = logits.clone()
-            others.scatter_(1, y[:, None], float("-inf"))
-            margin = (others.max(1).values - true).sum()
-            (grad_margin,) = torch.autograd.grad(margin, x)
+            (grad_margin,) = torch.autograd.grad(losses.margin(logits, y).sum(), x)
     except RuntimeError as error:
         return GradientRow(key, defense, mode, 1.0, 1.0, one_line(error))
     zero = lambda g: (g.reshape(len(g), -1).abs().amax(1) == 0).float().mean().item()  # noqa: E731

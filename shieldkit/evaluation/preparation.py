@@ -26,6 +26,7 @@ from shieldkit.evaluation.targets import DEPLOYED, VIEW, AttackOnTarget, remedy_
 from shieldkit.evaluation.units import model_digest, tensor_digest, unit_seed
 from shieldkit.models.files import load_state_dict_file, save_model
 from shieldkit.registry import get_registry
+from shieldkit.seeding import seeded
 
 logger = logging.getLogger(__name__)
 
@@ -57,8 +58,7 @@ def fit_trainer(entry: DefenseEntry, defense: TrainerDefense, model: nn.Module, 
     if {"checkpoint_dir", "resume"} <= accepted:  # a long fit killed half way resumes from its last epoch
         options.setdefault("checkpoint_dir", str(cache.with_suffix("")) + "-checkpoints")
         options.setdefault("resume", True)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(unit_seed(seed, "fit", entry.label))
+    with seeded(unit_seed(seed, "fit", entry.label)):
         fitted = defense.fit(student, train_data, **options)
     fitted.eval()
     cache.parent.mkdir(parents=True, exist_ok=True)
@@ -71,8 +71,7 @@ def fit_detector(entry: DefenseEntry, defense: DetectorDefense, model: nn.Module
     """Fit the detector's threshold on up to 1,000 clean training images at its false-positive rate."""
     fpr = entry.fit.get("fpr", config.fpr)
     clean = train_data.subset(min(1000, len(train_data)), seed=config.seed).x.to(device)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(unit_seed(config.seed, "fit", entry.label))
+    with seeded(unit_seed(config.seed, "fit", entry.label)):
         defense.fit(model, clean, fpr=fpr)
 
 

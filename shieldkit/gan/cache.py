@@ -8,12 +8,12 @@ import logging
 import os
 from pathlib import Path
 
-import torch
 from torch import Tensor, nn
 
 from shieldkit.errors import InvalidInputError, InvalidParameterError
 from shieldkit.gan.generators import VAE, Generator
 from shieldkit.gan.io import load_generator, save_generator
+from shieldkit.seeding import seeded
 
 logger = logging.getLogger(__name__)
 
@@ -116,6 +116,5 @@ def check_generator_spec(owner: str, spec: object) -> object:
 
 def smoke_generator(image_shape: tuple[int, int, int] = (1, 16, 16)) -> VAE:
     """A tiny untrained VAE with fixed weights: the generator of the quick conformance runs."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
+    with seeded(0):
         return VAE(image_shape, hidden=32, latent_dim=4).eval()

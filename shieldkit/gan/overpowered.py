@@ -9,6 +9,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
+from shieldkit import losses
 from shieldkit.attack import Attack
 from shieldkit.component import Component
 from shieldkit.defense import AttackView, DefendedModel
@@ -41,13 +42,6 @@ def set_latent_attack_settings(component: Component, **settings: float) -> None:
     for name, value in settings.items():
         check = _LATENT_ATTACK_CHECKS[name.removeprefix("attack_")]
         setattr(component, name, check(component.name, name, value))
-
-
-def _margin(logits: Tensor, labels: Tensor, targeted: bool) -> Tensor:
-    """How far the model is from being fooled: ``< 0`` means fooled (CW margin, per sample)."""
-    own = logits.gather(1, labels[:, None]).squeeze(1)
-    best_other = logits.scatter(1, labels[:, None], float("-inf")).amax(dim=1)
-    return best_other - own if targeted else own - best_other
 
 
 def latent_attack(
@@ -89,7 +83,7 @@ def latent_attack(
         delta = start.flatten(1) - flat_x
         shrink = (eps / delta.norm(dim=1).clamp_min(1e-12)).clamp(max=1.0)
         best = (flat_x + shrink[:, None] * delta).view_as(x)
-        best_margin = _margin(classifier(best), labels, targeted)
+        best_margin = -losses.margin(classifier(best), labels, targeted)
     z = z0.detach().clone().requires_grad_(True)
     weight = torch.full_like(best_margin, c)
     optimizer = torch.optim.Adam([z], lr=lr)
@@ -97,7 +91,7 @@ def latent_attack(
         for _ in range(steps):
             images = generator(z)
             distance = (images.flatten(1) - flat_x).square().sum(dim=1)
-            margin = _margin(classifier(images), labels, targeted)
+            margin = -losses.margin(classifier(images), labels, targeted)
             loss = (distance + weight * margin.clamp(min=-kappa)).sum()
             # Gradients for z only: the networks' parameters (and their .grad) are never touched.
             (z.grad,) = torch.autograd.grad(loss, z)

@@ -28,6 +28,7 @@ from shieldkit.gan.io import (
     write_png,
 )
 from shieldkit.gan.objectives import DEFAULTS, OBJECTIVES
+from shieldkit.seeding import seeded
 from shieldkit.validation import check_choice, check_int, check_number
 
 logger = logging.getLogger(__name__)
@@ -141,8 +142,7 @@ def train_generator(
     device = torch.device(device) if device is not None else torch.device("cpu")
     out = Path(out) if out is not None else None
 
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(seed)
+    with seeded(seed, device):
         objective = OBJECTIVES[arch](x.shape[1:], hyper, generator_params or {}, device)
         stream = BatchStream(x, hyper["batch_size"], seed)
         step = 0

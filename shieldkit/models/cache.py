@@ -14,6 +14,7 @@ from torch import nn
 
 from shieldkit.data.imagedata import ImageData
 from shieldkit.models import training
+from shieldkit.seeding import seeded
 
 logger = logging.getLogger(__name__)
 
@@ -98,8 +99,7 @@ def pretrained(
     }
     path = _cache_path(cache_root(cache_dir), key)
 
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)  # the initial weights depend on the seed only
+    with seeded(seed):  # the initial weights depend on the seed only
         model = build()
     if path.is_file():
         try:
@@ -109,8 +109,7 @@ def pretrained(
             return model.eval()
         except Exception as error:  # a damaged or outdated file: retrain and overwrite it
             logger.warning("pretrained: cannot load %s (%s); training again", path, error)
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(seed)
+            with seeded(seed):
                 model = build()
 
     logger.info(

@@ -14,6 +14,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from shieldkit.data.imagedata import ImageData
+from shieldkit.seeding import seeded
 
 logger = logging.getLogger(__name__)
 
@@ -63,9 +64,7 @@ def fit_classifier(
     device = torch.device(device) if device is not None else _model_device(model)
     model.to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    forked_devices = [device] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=forked_devices):
-        torch.manual_seed(seed)
+    with seeded(seed, device):
         model.train()
         checked_output = False
         for epoch in range(1, epochs + 1):

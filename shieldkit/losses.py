@@ -1,8 +1,14 @@
-"""Per-sample attack objectives on logits, all oriented so that the attacker *ascends* them.
+"""Per-sample objectives on logits, all oriented so that the attacker *ascends* them.
 
 Untargeted objectives grow as the true class ``labels`` loses; targeted ones grow
 as the target class ``labels`` wins. Each maps logits ``[B, K]`` and labels ``[B]``
 to ``[B]``.
+
+:func:`margin` is shieldkit's one margin (attacks, DeepFool, the diagnosis, the
+masking checks and the latent attacks all use it). Its sign convention: **positive
+once the attack has succeeded** (another class beats ``labels``, or the target
+``labels`` beats every other class), negative while it has not, so "how far from
+being fooled" is ``-margin``.
 """
 
 from __future__ import annotations
@@ -32,8 +38,10 @@ def _label_and_best_other(logits: Tensor, labels: Tensor) -> tuple[Tensor, Tenso
     return own, others.amax(dim=1)
 
 
-def margin(logits: Tensor, labels: Tensor, targeted: bool) -> Tensor:
+def margin(logits: Tensor, labels: Tensor, targeted: bool = False) -> Tensor:
     """Carlini-Wagner margin: ``max_{j != y} z_j - z_y`` (untargeted), ``z_t - max_{j != t} z_j`` (targeted).
+
+    Positive once the attack has succeeded (the module docstring's sign convention).
 
     Reference:
         Carlini, Wagner. Towards Evaluating the Robustness of Neural Networks. IEEE S&P 2017.
