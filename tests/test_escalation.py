@@ -19,7 +19,7 @@ from zoo_references import RANDOM_JUDGED, REFERENCES, correct, margin_loss, refe
 import shieldkit
 from shieldkit.errors import InvalidParameterError
 from shieldkit.escalation import (
-    BPDAView,
+    AutoBPDAView,
     EOTView,
     LogProbabilityView,
     NormalizedLogitsView,
@@ -112,11 +112,11 @@ def test_eot_view_averages_draws_and_its_gradient_is_closer_to_the_expected_one(
     ("thermometer", "heaviside: sigmoid relaxation"),
     ("numpy_round_trip", "input of base.fc1: identity"),
 ])
-def test_bpda_finds_the_cut_keeps_the_values_and_its_gradient_breaks_the_defence(base, images, name, mechanism):
+def test_auto_bpda_finds_the_cut_keeps_the_values_and_its_gradient_breaks_the_defence(base, images, name, mechanism):
     model = zoo(name, base)
     x, y = images[0][:50], images[1][:50]
     assert mechanism in find_gradient_cuts(model, x)
-    view = BPDAView(model)
+    view = AutoBPDAView(model)
     xg = x.clone().requires_grad_(True)
     torch.testing.assert_close(view(xg).detach(), model(x), rtol=0, atol=1e-5)
     gradient = input_gradient(view, x, y, margin_loss)
@@ -126,30 +126,30 @@ def test_bpda_finds_the_cut_keeps_the_values_and_its_gradient_breaks_the_defence
     assert adaptive.mean() < naive.mean() - 0.2, (naive.mean(), adaptive.mean())
 
 
-def test_bpda_gradient_of_a_quantiser_is_the_identity_backward_by_hand(base, images):
+def test_auto_bpda_gradient_of_a_quantiser_is_the_identity_backward_by_hand(base, images):
     model = zoo("quantize", base)
     x, y = images[0][:20], images[1][:20]
     quantized = torch.round(x * 3) / 3
     by_hand = input_gradient(base, quantized, y)  # d/dx base(q(x)) with dq/dx := I
-    torch.testing.assert_close(input_gradient(BPDAView(model), x, y), by_hand, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(input_gradient(AutoBPDAView(model), x, y), by_hand, rtol=1e-4, atol=1e-6)
 
 
-def test_bpda_leaves_a_differentiable_model_alone_and_removes_its_hooks(base, images):
+def test_auto_bpda_leaves_a_differentiable_model_alone_and_removes_its_hooks(base, images):
     x, y = images[0][:10], images[1][:10]
-    view = BPDAView(base)
+    view = AutoBPDAView(base)
     torch.testing.assert_close(input_gradient(view, x, y), input_gradient(base, x, y))
     assert view.found == ()
     assert all(not m._forward_hooks and not m._forward_pre_hooks for m in base.modules())
     with pytest.raises(InvalidParameterError, match="preprocessing"):
-        BPDAView(base, preprocessing="sometimes")
+        AutoBPDAView(base, preprocessing="sometimes")
 
 
-def test_bpda_identity_preprocessing_straightens_a_shattered_transform(base, images):
+def test_auto_bpda_identity_preprocessing_straightens_a_shattered_transform(base, images):
     model = zoo("shattered_gradients", base)
     x, y = images[0][:30], images[1][:30]
     true_direction = input_gradient(base, x, y)  # the transform moves pixels by at most 0.02
     raw = cosine(input_gradient(model, x, y), true_direction).mean()
-    straightened = cosine(input_gradient(BPDAView(model, preprocessing="identity"), x, y), true_direction).mean()
+    straightened = cosine(input_gradient(AutoBPDAView(model, preprocessing="identity"), x, y), true_direction).mean()
     assert straightened > 0.99 > raw + 0.1, (raw, straightened)
 
 
@@ -254,10 +254,10 @@ def diagnosis_with(*flags: str, noise: float | None = None):
 def test_plan_orders_remedies_from_the_findings_and_ends_with_the_score_based_attack():
     names = lambda d: [r.name for r in plan_remedies(d)]  # noqa: E731
     assert names(diagnosis_with()) == ["direct", "score_based"]
-    assert names(diagnosis_with("zero_gradients")) == ["bpda", "smoothing", "surrogate", "score_based"]
+    assert names(diagnosis_with("zero_gradients")) == ["auto_bpda", "smoothing", "surrogate", "score_based"]
     assert names(diagnosis_with("random_forward", noise=1.0)) == ["eot", "score_based"]
     assert names(diagnosis_with("probability_outputs")) == ["log_probabilities", "score_based"]
-    assert names(diagnosis_with("shattered_gradients")) == ["bpda_identity", "smoothing", "surrogate", "score_based"]
+    assert names(diagnosis_with("shattered_gradients")) == ["auto_bpda_identity", "smoothing", "surrogate", "score_based"]
     assert names(diagnosis_with("input_seeded_randomness"))[:2] == ["jitter_smoothing", "smoothing"]
     plan = plan_remedies(diagnosis_with("random_forward", "probability_outputs", noise=1.0))
     assert plan[0].settings.draws == 16 and plan[0].settings.loss == "margin"

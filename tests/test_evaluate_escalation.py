@@ -99,17 +99,17 @@ def test_rounding_inside_forward_is_found_and_escalated_to_a_hand_written_bpda(d
     record = report.run.defense("none")
     assert "zero_gradients" in record.diagnosis.diagnosis.flags
     remedies = [note.name for note in record.diagnosis.remedies]
-    assert remedies[0] == "bpda" and remedies[-1] == "score_based"
+    assert remedies[0] == "auto_bpda" and remedies[-1] == "score_based"
     x, y = sample.x, sample.y
     reference = bpda_reference(digits_mlp, x, y, EPS)
     naive, adaptive = report.robust_accuracy(mode="naive"), report.robust_accuracy(mode="adaptive")
     assert naive >= reference + 0.2, (naive, reference)  # the naive number is the masked one
     assert adaptive <= reference + MARGIN, (adaptive, reference)
     broken = record.eps[f"{EPS:g}"].broken_by
-    assert broken["apgd via bpda"] > 0, broken
+    assert broken["apgd via auto_bpda"] > 0, broken
     markdown = (tmp_path / "report.md").read_text()
     assert "## Diagnosis" in markdown and "zero_gradients" in markdown
-    assert "## Attack that broke it" in markdown and "apgd via bpda" in markdown
+    assert "## Attack that broke it" in markdown and "apgd via auto_bpda" in markdown
     assert_rebuilds_from_disk(tmp_path, tmp_path_factory.mktemp("rebuilt"))  # remedies come from plan.json
 
 

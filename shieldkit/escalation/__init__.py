@@ -11,14 +11,14 @@ any backend then runs through the view unchanged.
 | remedy            | file            | for                                                   |
 | ----------------- | --------------- | ----------------------------------------------------- |
 | ``eot``           | ``eot.py``      | randomised forwards (draws set by the gradient noise) |
-| ``bpda``          | ``bpda.py``     | operations that cut or zero the gradient              |
+| ``auto_bpda``     | ``auto_bpda.py``| operations that cut or zero the gradient              |
 | ``smoothing``     | ``smoothing.py``| shattered, input-seeded, missing or zero gradients    |
 | ``log_probabilities`` / ``normalized_logits`` | ``logits.py`` | probability outputs, saturated logits |
 | ``surrogate``     | ``surrogate.py``| anything the above cannot differentiate               |
 | ``score_based``   | ``plan.py``     | the fallback: a score-based attack on the model itself |
 """
 
-from shieldkit.escalation.bpda import BPDAView, find_gradient_cuts
+from shieldkit.escalation.auto_bpda import AutoBPDAView, find_gradient_cuts
 from shieldkit.escalation.eot import EOTView, eot_draws
 from shieldkit.escalation.logits import LogProbabilityView, NormalizedLogitsView
 from shieldkit.escalation.plan import GRADIENT_FREE_REMEDIES, AttackSettings, Remedy, plan_remedies
@@ -29,7 +29,7 @@ from shieldkit.escalation.view import EscalationView
 __all__ = [
     "GRADIENT_FREE_REMEDIES",
     "AttackSettings",
-    "BPDAView",
+    "AutoBPDAView",
     "EOTView",
     "EscalationView",
     "LogProbabilityView",

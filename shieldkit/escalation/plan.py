@@ -23,7 +23,7 @@ from typing import Any, Protocol
 from torch import Tensor, nn
 
 from shieldkit.errors import InvalidParameterError
-from shieldkit.escalation.bpda import BPDAView
+from shieldkit.escalation.auto_bpda import AutoBPDAView
 from shieldkit.escalation.eot import MAX_DRAWS, EOTView, eot_draws
 from shieldkit.escalation.logits import LogProbabilityView, NormalizedLogitsView
 from shieldkit.escalation.smoothing import SmoothedView
@@ -79,7 +79,7 @@ class Remedy:
     """One escalation: a named attack view and the settings to attack it with.
 
     Attributes:
-        name: ``eot``, ``bpda``, ``bpda_identity``, ``smoothing``, ``jitter_smoothing``,
+        name: ``eot``, ``auto_bpda``, ``auto_bpda_identity``, ``smoothing``, ``jitter_smoothing``,
             ``log_probabilities``, ``normalized_logits``, ``surrogate``, ``direct`` or ``score_based``.
         reason: the findings that chose it.
         settings: the attack it implies.
@@ -186,13 +186,13 @@ def plan_remedies(
     seeded = ("input_seeded_randomness",) if "input_seeded_randomness" in found else ()
 
     if cut:
-        add("bpda", cut, lambda m, x: BPDAView(averaged(m)), random_note)
+        add("auto_bpda", cut, lambda m, x: AutoBPDAView(averaged(m)), random_note)
     if shattered:
-        add("bpda_identity", shattered, lambda m, x: BPDAView(averaged(m), preprocessing="identity"), random_note)
+        add("auto_bpda_identity", shattered, lambda m, x: AutoBPDAView(averaged(m), preprocessing="identity"), random_note)
     if seeded:
         # autograd through the noisy copies needs a gradient: BPDA under it where one is cut
         add("jitter_smoothing", seeded,
-            lambda m, x: SmoothedView(BPDAView(outputs(m)) if cut else outputs(m), sigma=sigma,
+            lambda m, x: SmoothedView(AutoBPDAView(outputs(m)) if cut else outputs(m), sigma=sigma,
                                       samples=max(2, smoothing_samples // 4), estimator="autograd"))
     if randomized and not (cut or shattered):
         add("eot", ("random_forward",), lambda m, x: averaged(m))

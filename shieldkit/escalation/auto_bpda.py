@@ -160,7 +160,7 @@ class _Relaxation(TorchFunctionMode):
         return out
 
 
-class BPDAView(EscalationView):
+class AutoBPDAView(EscalationView):
     """The model's forward values, differentiated around whatever cuts or zeroes its gradient.
 
     After each forward pass, :attr:`found` names what was replaced (empty: the
@@ -175,7 +175,7 @@ class BPDAView(EscalationView):
             of the compared difference (smaller: closer to the hard step, sparser gradient).
     """
 
-    name = "bpda"
+    name = "auto_bpda"
 
     def __init__(self, model: nn.Module, *, preprocessing: str = "auto", temperature: float = TEMPERATURE):
         super().__init__(model)
@@ -237,8 +237,8 @@ class BPDAView(EscalationView):
 
 
 def find_gradient_cuts(model: nn.Module, x: Tensor, *, preprocessing: str = "auto") -> tuple[str, ...]:
-    """What :class:`BPDAView` replaces in ``model`` on ``x`` (one forward pass, no backward)."""
-    view = BPDAView(model, preprocessing=preprocessing)
+    """What :class:`AutoBPDAView` replaces in ``model`` on ``x`` (one forward pass, no backward)."""
+    view = AutoBPDAView(model, preprocessing=preprocessing)
     with torch.enable_grad():
         view(x.detach().clone().requires_grad_(True))
     return view.found
