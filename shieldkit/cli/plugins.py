@@ -1,0 +1,34 @@
+"""``shieldkit plugins``: every plugin with its status, distribution, version and errors."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from shieldkit import registry
+from shieldkit.cli.listing import table
+from shieldkit.errors import EXIT_OK
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true")
+
+
+def run(args: argparse.Namespace) -> int:
+    plugins = registry.list_plugins()
+    if args.json:
+        print(json.dumps([p.to_dict() for p in plugins], indent=2))
+        return EXIT_OK
+    rows = [
+        {
+            "plugin": p.name,
+            "status": p.status,
+            "distribution": f"{p.distribution or '-'} {p.version or ''}".strip(),
+            "registered": len(p.registered),
+            "detail": "; ".join(p.errors),
+        }
+        for p in plugins
+    ]
+    print(table(rows, ("plugin", "status", "distribution", "registered", "detail")))
+    return EXIT_OK
+
