@@ -14,16 +14,15 @@ import torch
 
 import shieldkit as sk
 from shieldkit.attacks._gradients import loss_gradient, normalized_step
+from shieldkit.exemptions import EFFICACY_EXEMPTIONS, efficacy_exemption
 from shieldkit.registry import get_registry
 from shieldkit.testing import (
     ATTACK_CLAUSES,
     DEFENSE_CLAUSES,
-    EFFICACY_EXEMPTIONS,
     TRAINED_ACCURACY_FLOOR,
     ConformanceError,
     check_attack,
     check_defense,
-    efficacy_exemption,
     tiny_model,
     trained_digits,
 )
