@@ -20,8 +20,8 @@ from shieldkit.evaluation.config import EvalConfig
 from shieldkit.evaluation.records import AttackRow, CleanRow, EffortRow, LargeEpsRow
 from shieldkit.evaluation.results import ResultsStore
 from shieldkit.evaluation.suite import AttackEntry, effort_attack, strongest_white_box
-from shieldkit.evaluation.targets import DEPLOYED, AttackOnTarget, DefenseTargets, remedy_of
-from shieldkit.evaluation.units import pick, unit_seed
+from shieldkit.evaluation.targets import DEPLOYED, DefenseTargets, remedy_of
+from shieldkit.evaluation.units import AttackOnTarget, pick, unit_seed
 
 
 class MaskingMeasurements:

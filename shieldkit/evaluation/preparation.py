@@ -22,8 +22,8 @@ from shieldkit.evaluation.adaptive import DefensePlan
 from shieldkit.evaluation.config import EvalConfig, digest
 from shieldkit.evaluation.presets import REMEDY_ATTACK
 from shieldkit.evaluation.suite import AttackEntry, DefenseEntry, fit_options, resolve_attacks
-from shieldkit.evaluation.targets import DEPLOYED, VIEW, AttackOnTarget, remedy_role
-from shieldkit.evaluation.units import model_digest, tensor_digest, unit_seed
+from shieldkit.evaluation.targets import DEPLOYED, VIEW, remedy_role
+from shieldkit.evaluation.units import AttackOnTarget, model_digest, tensor_digest, unit_seed
 from shieldkit.models.files import load_state_dict_file, save_model
 from shieldkit.registry import get_registry
 from shieldkit.seeding import seeded

@@ -63,12 +63,17 @@ from shieldkit.evaluation.results import (
     write_json,
 )
 from shieldkit.evaluation.suite import AttackEntry, DefenseEntry, Suite, resolve_suite, spec_records
-from shieldkit.evaluation.targets import DEPLOYED, AttackOnTarget, DefenseTargets
+from shieldkit.evaluation.targets import DEPLOYED, DefenseTargets
 from shieldkit.evaluation.units import (
+    AttackOnTarget,
+    Unit,
     chunk_ranges,
     minus,
     model_digest,
     pick,
+    plan_units,
+    rank_chunks,
+    shard_units,
     tensor_digest,
     unit_seed,
 )
@@ -141,7 +146,7 @@ class Runner:
         self._check_model_output()
         self.out_dir = check_writable(config.out)
         self.white, self.black = suite.white_box, suite.black_box
-        self.chunks = chunk_ranges(len(self.data), config.batch_size, *self.shard)
+        self.chunks = chunk_ranges(len(self.data), config.batch_size)  # every rank's: a rank filters the units
         self._adaptive_cache: dict[str, list[AttackEntry]] = {}
         self.quiet = quiet or self.shard[0] != 0  # one progress bar per run, rank 0's
         #: set by :meth:`execute`: the rows' store, the prepared defences and the current progress bar
@@ -207,8 +212,8 @@ class Runner:
         return Report(self.out_dir, summary)
 
     def execute(self, store: ResultsStore, config_hash: str) -> Manifest:
-        """Prepare every defence (fit, diagnose, choose remedies), write the manifest, then run this shard's
-        units into ``store``; returns the manifest.
+        """Plan (prepare every defence: fit, diagnose, choose remedies; list its units once), write the manifest,
+        then run this shard's units into ``store``; returns the manifest.
 
         Under a process group rank 0 prepares first (it fits and caches trainers; the others load them), and
         only rank 0 writes ``plan.json`` and the clean example images.
@@ -217,13 +222,15 @@ class Runner:
         with ModelStateGuard(self.model):
             with distributed.rank_zero_first(), distributed.local():
                 self.plans = [self._prepare(entry) for entry in self.defenses]
+            adaptive = {plan.label: adaptive_attacks(plan, self.config, self.white) for plan in self.plans}
+            units = {plan.label: self.plan_units(plan, adaptive[plan.label]) for plan in self.plans}
             manifest = self.manifest(config_hash)
             if self.shard[0] == 0:
                 write_manifest(self.out_dir, manifest)
                 first = min(self.config.examples, len(self.data))
                 save_clean_examples(self.out_dir, self.data.x[:first], self.data.y[:first])
             for plan in self.plans:
-                self._evaluate_defense(plan)
+                self._evaluate_defense(plan, adaptive[plan.label], units[plan.label])
         return manifest
 
     def manifest(self, config_hash: str) -> Manifest:
@@ -270,15 +277,25 @@ class Runner:
 
     # ------------------------------------------------------ one defence
 
-    def _evaluate_defense(self, plan: DefensePlan) -> None:
+    def plan_units(self, plan: DefensePlan, adaptive: list[AttackOnTarget]) -> list[Unit]:
+        """This rank's units of one prepared defence, in the order they run."""
+        units = plan_units(plan.label, [AttackOnTarget(entry, DEPLOYED) for entry in self.white],
+                           [AttackOnTarget(entry, DEPLOYED) for entry in self.black], adaptive, self.config.eps,
+                           self.chunks)
+        return shard_units(units, self.chunks, *self.shard)
+
+    def _evaluate_defense(self, plan: DefensePlan, adaptive: list[AttackOnTarget], units: list[Unit]) -> None:
+        """Run one defence's units (this rank's), then, on rank 0, its masking measurements."""
         targets = DefenseTargets(plan, self.data.x[:REMEDY_SAMPLES].to(self.device), self.config.seed)
-        adaptive = adaptive_attacks(plan, self.config, self.white)
-        total = len(self.config.eps) * len(self.chunks) * len(self.white + self.black + adaptive)
-        with Progress(total, plan.label, quiet=self.quiet) as bar:  # a bar on a terminal, else a line per chunk
+        groups: dict[tuple[float, tuple[int, int]], list[Unit]] = {}
+        for unit in units:
+            groups.setdefault((unit.eps, unit.chunk), []).append(unit)
+        with Progress(len(units), plan.label, quiet=self.quiet) as bar:  # a bar on a terminal, else a line per chunk
             self.bar = bar
             for eps in self.config.eps:
-                for start, end in self.chunks:
-                    self._chunk(plan, targets, adaptive, eps, start, end)
+                # a chunk with no unit (a suite of no attack) still gets its clean row and certificate
+                for start, end in rank_chunks(self.chunks, *self.shard):
+                    self._chunk(plan, targets, (start, end), groups.get((eps, (start, end)), []))
                     bar.group_done(f"eps={eps:g}, samples {start}-{end}")
             # the checks run on the first chunk, which rank 0 owns
             if self.config.checks and self.shard[0] == 0 and self.chunks:
@@ -317,48 +334,37 @@ class Runner:
             radii=[float(r) for r in found.radii.tolist()], forwards=found.forwards, queries=found.queries,
             seconds=found.seconds))
 
-    def _chunk(self, plan: DefensePlan, targets: DefenseTargets, adaptive: list[AttackOnTarget], eps: float,
-               start: int, end: int) -> None:
-        """One chunk at one eps: the clean row, the certificate, then the stages, each attack on what the
-        earlier ones of its cascade left robust."""
-        cascade = self.config.cascade
+    def _chunk(self, plan: DefensePlan, targets: DefenseTargets, chunk: tuple[int, int], units: list[Unit]) -> None:
+        """One chunk at one eps: the clean row, the certificate, then its units in order, each on what the earlier
+        ones of its cascade left robust. Black-box units go on from what the naive ones left; adaptive units start
+        again from that (so their results on samples the black-box stage fooled are known too)."""
+        start, end = chunk
         self._certificate(plan, start, end)
-        clean = self._clean(plan, start, end)
-        correct = list(clean.correct)
-        remaining = list(correct)
-        for entry in self.white:
-            row = self._unit(plan, "naive", AttackOnTarget(entry, DEPLOYED), targets, eps, start, end,
-                             remaining if cascade else correct)
-            remaining = minus(remaining, row.fooled)
-        after_white = list(remaining)
-        for entry in self.black:
-            row = self._unit(plan, "blackbox", AttackOnTarget(entry, DEPLOYED), targets, eps, start, end,
-                             remaining if cascade else correct)
-            remaining = minus(remaining, row.fooled)
-        adaptive_left = list(after_white)
-        for attack in adaptive:
-            row = self._unit(plan, "adaptive", attack, targets, eps, start, end, adaptive_left if cascade else correct)
-            adaptive_left = minus(adaptive_left, row.fooled)
+        correct = list(self._clean(plan, start, end).correct)
+        robust: dict[str, list[int]] = {}  # per stage, what its cascade left so far
+        for unit in units:
+            if unit.stage not in robust:
+                robust[unit.stage] = list(robust.get("naive", correct))
+            row = self._unit(plan, unit, targets, robust[unit.stage] if self.config.cascade else correct)
+            robust[unit.stage] = minus(robust[unit.stage], row.fooled)
 
-    def _unit(self, plan: DefensePlan, stage: str, attack: AttackOnTarget, targets: DefenseTargets, eps: float,
-              start: int, end: int, candidates: list[int]) -> AttackRow:
-        """One attack at one eps on ``candidates`` of one chunk, on the model of its role, judged on the deployed
-        system; skipped when its row is stored already (a remedy's view is built only when a unit needs it)."""
-        entry = attack.entry
-        key = f"attack|{plan.label}|{eps!r}|{stage}|{entry.label}|{start}"
-        row = self.store.get(key)
+    def _unit(self, plan: DefensePlan, unit: Unit, targets: DefenseTargets, candidates: list[int]) -> AttackRow:
+        """One unit on ``candidates`` of its chunk, on the model of its role, judged on the deployed system;
+        skipped when its row is stored already (a remedy's view is built only when a unit needs it)."""
+        entry, eps, stage, (start, end) = unit.attack.entry, unit.eps, unit.stage, unit.chunk
+        row = self.store.get(unit.key)
         if row is not None:
             self.bar.update(1)
             return row
-        seed = unit_seed(self.config.seed, plan.label, stage, entry.label, eps, start)
-        row = AttackRow(key=key, defense=plan.label, eps=eps, stage=stage, attack=entry.label, name=entry.name,
+        seed = unit.seed(self.config.seed)
+        row = AttackRow(key=unit.key, defense=plan.label, eps=eps, stage=stage, attack=entry.label, name=entry.name,
                         access=entry.access, chunk=(start, end), seed=seed, attacked=list(candidates))
         self.bar.set_postfix_str(f"eps={eps:g} {stage} {entry.label}", refresh=False)
         if candidates:
             index = torch.tensor(candidates, dtype=torch.long)
             x = self.data.x[index].to(self.device)
             y = self.data.y[index].to(self.device)
-            target = targets.model(attack.role)
+            target = targets.model(unit.attack.role)
             built = entry.build(eps, self.config.norm, self.config.bounds, seed)
             plan.reseed(seed)
             try:

@@ -15,14 +15,12 @@ seeded, so a resume builds the same) and hands out the model for a role.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from torch import Tensor, nn
 
 from shieldkit.component import component_params
 from shieldkit.evaluation.adaptive import DefensePlan
 from shieldkit.evaluation.suite import AttackEntry
-from shieldkit.evaluation.units import unit_seed
+from shieldkit.evaluation.units import AttackOnTarget, unit_seed
 
 DEPLOYED = "deployed"
 VIEW = "view"
@@ -37,14 +35,6 @@ def remedy_role(name: str) -> str:
 def remedy_of(role: str) -> str | None:
     """The remedy a role names, or ``None`` for ``deployed`` and ``view``."""
     return role[len(_REMEDY):] if role.startswith(_REMEDY) else None
-
-
-@dataclass(frozen=True)
-class AttackOnTarget:
-    """One attack of the suite and the role of the model it attacks."""
-
-    entry: AttackEntry
-    role: str
 
 
 class DefenseTargets:

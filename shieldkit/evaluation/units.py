@@ -1,17 +1,79 @@
-"""What identifies a unit of work: its seed, its sample range, and the digests that refuse a changed resume.
+"""The units of work: what identifies one, the plan that lists them, and the digests that refuse a changed resume.
 
-A unit is one attack, at one epsilon, against one defence, on one fixed range of
-sample indices (a chunk). It is seeded from its identity alone, so its outcome does
-not depend on the order units run in, on a resume, or on which rank takes it.
+A unit (:class:`Unit`) is one attack, at one epsilon, against one defence, on one
+fixed range of sample indices (a chunk), run on the model of one role (deployed,
+the declared view, a remedy's view). :func:`plan_units` lists a defence's units
+once, in the order they run; a rank of a process group keeps its share with
+:func:`shard_units`, a filter. A unit is seeded from its identity alone
+(:meth:`Unit.seed`), so its outcome does not depend on the order units run in, on a
+resume, or on which rank takes it.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass
 from typing import Any
 
 from torch import Tensor, nn
+
+from shieldkit.evaluation.suite import AttackEntry
+
+#: the stages of a chunk, in the order they run (the module docstring of runner.py says what each does)
+STAGES = ("naive", "blackbox", "adaptive")
+
+
+@dataclass(frozen=True)
+class AttackOnTarget:
+    """One attack of the suite and the role of the model it attacks (:mod:`~shieldkit.evaluation.targets`)."""
+
+    entry: AttackEntry
+    role: str
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One attack at one eps against one defence on one chunk ``[start, end)`` of the samples.
+
+    Which samples it attacks is not part of it: the cascade gives it those the earlier units of its chunk
+    left robust, read from their rows when it runs.
+    """
+
+    defense: str
+    stage: str
+    attack: AttackOnTarget
+    eps: float
+    chunk: tuple[int, int]
+
+    @property
+    def key(self) -> str:
+        """The key of the unit's row in results.jsonl."""
+        return f"attack|{self.defense}|{self.eps!r}|{self.stage}|{self.attack.entry.label}|{self.chunk[0]}"
+
+    def seed(self, run_seed: int) -> int:
+        """The unit's seed: from the run's seed and the unit's identity only."""
+        return unit_seed(run_seed, self.defense, self.stage, self.attack.entry.label, self.eps, self.chunk[0])
+
+
+def plan_units(defense: str, naive: list[AttackOnTarget], blackbox: list[AttackOnTarget],
+               adaptive: list[AttackOnTarget], eps: tuple[float, ...] | list[float],
+               chunks: list[tuple[int, int]]) -> list[Unit]:
+    """Every unit of one defence, in the order they run: per eps, per chunk, the stages in :data:`STAGES` order."""
+    stages = (("naive", naive), ("blackbox", blackbox), ("adaptive", adaptive))
+    return [Unit(defense, stage, attack, value, chunk)
+            for value in eps for chunk in chunks for stage, attacks in stages for attack in attacks]
+
+
+def rank_chunks(chunks: list[tuple[int, int]], rank: int, world: int) -> list[tuple[int, int]]:
+    """The chunks rank ``rank`` of ``world`` owns: every ``world``-th one, from its rank on."""
+    return chunks[rank::world]
+
+
+def shard_units(units: list[Unit], chunks: list[tuple[int, int]], rank: int, world: int) -> list[Unit]:
+    """The units rank ``rank`` of ``world`` runs: those on its chunks (:func:`rank_chunks`)."""
+    mine = set(rank_chunks(chunks, rank, world))
+    return [unit for unit in units if unit.chunk in mine]
 
 
 def unit_seed(seed: int, *parts: Any) -> int:
@@ -20,10 +82,9 @@ def unit_seed(seed: int, *parts: Any) -> int:
     return int(hashlib.sha256(text.encode()).hexdigest()[:8], 16) & 0x7FFFFFFF
 
 
-def chunk_ranges(n: int, size: int, rank: int = 0, world: int = 1) -> list[tuple[int, int]]:
-    """Fixed sample ranges ``[start, end)``; rank ``r`` of ``world`` takes every ``world``-th one."""
-    ranges = [(start, min(start + size, n)) for start in range(0, n, size)]
-    return ranges[rank::world]
+def chunk_ranges(n: int, size: int) -> list[tuple[int, int]]:
+    """Fixed sample ranges ``[start, end)`` of ``size`` samples (the last may be shorter), fixed by ``n`` alone."""
+    return [(start, min(start + size, n)) for start in range(0, n, size)]
 
 
 def model_digest(model: nn.Module) -> str:
