@@ -1,4 +1,4 @@
-"""The figures tests/test_attacks_native.py guards, measured on the test suite's MNIST CNN, with standard errors.
+"""The figures tests/component/test_attacks_native.py guards, measured on the test suite's MNIST CNN, with standard errors.
 
     SHIELDKIT_DATA=../shared/data OMP_NUM_THREADS=1 python bench/bench_attack_tests.py     # about 2 minutes
 
@@ -36,11 +36,12 @@ from shieldkit.testing import tiny_model
 
 RESULTS = Path(__file__).resolve().parent / "results" / "attack_tests.md"
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the tests' hand-written references
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "component"))
 
 
 class NoisyInput(nn.Module):
     """A randomised model: ``base(x + sigma * N(0, 1))``, a fresh draw from torch's RNG on every forward
-    (the same as tests/test_attacks_native.py's ``_NoisyInput``)."""
+    (the same as tests/component/test_attacks_native.py's ``_NoisyInput``)."""
 
     def __init__(self, base: nn.Module, sigma: float):
         super().__init__()
@@ -261,7 +262,7 @@ def main() -> None:
 
     where = f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
     lines = [
-        "# Native attacks: the figures tests/test_attacks_native.py guards",
+        "# Native attacks: the figures tests/component/test_attacks_native.py guards",
         "",
         f"`python bench/bench_attack_tests.py` on {where}, torch {torch.__version__}, "
         f"{time.perf_counter() - started:.0f} s. The test suite's MNIST CNN (one epoch on 20,000 images, seed 0) and "

@@ -24,8 +24,8 @@ test images (default 100), ``--threads`` torch threads (default 1).
   the logit margin, with the share of images whose cross-entropy input gradient
   is exactly zero and the logits' spread.
 * tests (``--only tests``, appended to the results file as its last section, the
-  tables above left as they are): the figures tests/test_defenses.py and
-  tests/test_evaluate.py guard, each at the test's own setting (images, eps,
+  tables above left as they are): the figures tests/component/test_defenses.py and
+  tests/e2e/test_evaluate.py guard, each at the test's own setting (images, eps,
   steps, EOT draws), beside a hand-written reference PGD (``reference_pgd``:
   forward through the deployed model's transform and classifier, identity
   backward through non-differentiable transforms, gradients averaged over EOT
@@ -50,7 +50,7 @@ os.environ.setdefault("SHIELDKIT_DATA", str(REPO.parent / "shared" / "data"))
 sys.path.insert(0, str(REPO / "tests"))  # the hand-written reference attack the tests use
 sys.path.insert(0, str(REPO))
 
-from defense_references import reference_pgd  # noqa: E402
+from support.defense_references import reference_pgd  # noqa: E402
 
 import shieldkit as sk  # noqa: E402
 from shieldkit.data import load  # noqa: E402
@@ -182,12 +182,12 @@ TEST_PGD = {"eps": 0.3, "steps": 10, "step_size": 0.05, "seed": 0}
 
 
 def tests_adaptive_table(model, x, y, rows: list[str]) -> None:
-    """tests/test_defenses.py::test_adaptive_pgd_through_the_attack_view_*: every transform, n=100, EOT 8."""
+    """tests/component/test_defenses.py::test_adaptive_pgd_through_the_attack_view_*: every transform, n=100, EOT 8."""
     from shieldkit.defenses import DEFENSES
 
     pgd = sk.create_attack("pgd", **TEST_PGD)
     cases = [(cls, {}) for cls in DEFENSES if cls.kind == "transform"] + [(type(sk.create_defense("bit_depth")), {"bits": 1})]
-    rows += ["", "### Adaptive PGD against every transform (tests/test_defenses.py)", "",
+    rows += ["", "### Adaptive PGD against every transform (tests/component/test_defenses.py)", "",
              f"n = {len(y)} (the first of the tests' evaluation split, the images above), PGD eps=0.3, 10 steps of 0.05, "
              f"seed 0; EOT over {EOT} draws for randomised defences (view and reference alike); robust accuracy on "
              "the deployed model (seed 123); the reference is the hand-written PGD (`reference_pgd`):", "",
@@ -210,10 +210,10 @@ def tests_adaptive_table(model, x, y, rows: list[str]) -> None:
 
 
 def tests_figures_table(model, test, train, fit_split, eval_split, rows: list[str]) -> None:
-    """The single figures of tests/test_defenses.py's MNIST tests, at their own sizes."""
+    """The single figures of tests/component/test_defenses.py's MNIST tests, at their own sizes."""
     x, y = eval_split.x, eval_split.y
     n = len(y)
-    rows += ["", "### Other figures the defence tests guard (tests/test_defenses.py)", "",
+    rows += ["", "### Other figures the defence tests guard (tests/component/test_defenses.py)", "",
              f"On the tests' evaluation split (n = {n}: the {n} seeded test images after the 1,000 fitting ones) "
              "unless the row says otherwise:", "", "| test | figure | value | n |", "| --- | --- | --- | --- |"]
 
@@ -255,7 +255,7 @@ def tests_figures_table(model, test, train, fit_split, eval_split, rows: list[st
 
 
 def tests_evaluate_table(model, test, train, rows: list[str]) -> None:
-    """tests/test_evaluate.py: the MNIST acceptance run and the detector run on the digits, as the tests call them."""
+    """tests/e2e/test_evaluate.py: the MNIST acceptance run and the detector run on the digits, as the tests call them."""
     from shieldkit.data import load as load_data
     from shieldkit.evaluation import evaluate
     from shieldkit.models import fit_classifier, mlp
@@ -271,7 +271,7 @@ def tests_evaluate_table(model, test, train, rows: list[str]) -> None:
     # The evaluation's samples: Runner._select with seed 0; its PGD takes eps / 4 per step.
     chosen = torch.randperm(len(test), generator=torch.Generator().manual_seed(0))[:100].sort().values
     x, y = test.x[chosen], test.y[chosen]
-    rows += ["", "### The evaluation's MNIST acceptance run (tests/test_evaluate.py)", "",
+    rows += ["", "### The evaluation's MNIST acceptance run (tests/e2e/test_evaluate.py)", "",
              "`evaluate(mnist_model, mnist test, attacks=[fgsm, pgd steps=10, noise], eps=[0.3], n=100, batch_size=100)`, "
              "robust accuracy (worst case per sample); the reference is the hand-written BPDA PGD "
              "(`reference_pgd`, 10 steps of eps / 4 = 0.075, the evaluation's PGD step) on the same 100 samples:", "",
@@ -307,7 +307,7 @@ def tests_evaluate_table(model, test, train, rows: list[str]) -> None:
 def tests_section(model, test, train, fit_split, eval_split) -> list[str]:
     started = time.perf_counter()
     rows = [TESTS_SECTION, "",
-            "The figures the robustness assertions of tests/test_defenses.py and tests/test_evaluate.py guard, each "
+            "The figures the robustness assertions of tests/component/test_defenses.py and tests/e2e/test_evaluate.py guard, each "
             "measured at the test's own setting; appended by",
             "", "    SHIELDKIT_DATA=../shared/data OMP_NUM_THREADS=1 .venv/bin/python bench/bench_defenses.py --only tests"]
     tests_adaptive_table(model, eval_split.x[:ADAPTIVE_N], eval_split.y[:ADAPTIVE_N], rows)

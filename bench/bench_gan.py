@@ -1,4 +1,4 @@
-"""The figures tests/test_gan.py guards, measured in the tests' own settings, with their standard errors.
+"""The figures tests/component/test_gan.py guards, measured in the tests' own settings, with their standard errors.
 
     SHIELDKIT_DATA=../shared/data OMP_NUM_THREADS=1 python bench/bench_gan.py            # about 10 minutes
     SHIELDKIT_DATA=../shared/data python bench/bench_gan.py --skip-enhanced              # without Enhanced INC
@@ -286,7 +286,7 @@ def main() -> None:
 
     where = f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
     lines = [
-        "# GAN-inversion: the figures tests/test_gan.py guards",
+        "# GAN-inversion: the figures tests/component/test_gan.py guards",
         "",
         f"`python bench/bench_gan.py{' --skip-enhanced' if args.skip_enhanced else ''}` on {where}, "
         f"torch {torch.__version__}, {time.perf_counter() - started:.0f} s. The tests' models, images, seeds and "

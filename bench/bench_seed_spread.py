@@ -9,11 +9,11 @@ sampling error. Each figure is measured here, at the test's own setting, on the 
 tests/conftest.py's ``train_mnist_model`` trains under each seed (one thread, deterministic
 algorithms); a test's bound is the worst seed's figure with 3 binomial standard errors of it:
 
-- ``eot``: tests/test_attacks_native.py::test_pgd_eot_beats_a_single_draw_on_a_randomised_model, PGD
+- ``eot``: tests/component/test_attacks_native.py::test_pgd_eot_beats_a_single_draw_on_a_randomised_model, PGD
   (10 steps) with eot=1 and eot=8 on the CNN under Gaussian input noise (sigma 0.5), 64 images:
   expected-model accuracy after each, and the share of images whose expected-model loss eot=8 raises
   more; at eps 0.15 and 0.1.
-- ``confidence_threshold``: tests/test_defenses.py::test_outlier_detectors_flag_noise_but_not_new_clean_digits:
+- ``confidence_threshold``: tests/component/test_defenses.py::test_outlier_detectors_flag_noise_but_not_new_clean_digits:
   uniform noise flagged (n = 100) and false positives (n = 500) at 5% FPR.
 - ``adversarial_training``: ...keeps_clean_accuracy_and_halves_fgsm_error: clean (n = 2000), FGSM 0.25
   accuracy trained and undefended (n = 500).
@@ -39,6 +39,7 @@ import torch.nn.functional as F
 REPO = Path(__file__).resolve().parents[1]
 os.environ.setdefault("SHIELDKIT_DATA", str(REPO.parent / "shared" / "data"))
 sys.path.insert(0, str(REPO / "tests"))  # the session model's training and the tests' helpers
+sys.path.insert(0, str(REPO / "tests" / "component"))  # test_attacks_native\'s helpers
 
 from conftest import train_mnist_model  # noqa: E402
 from test_attacks_native import _expected_probabilities, _NoisyInput  # noqa: E402

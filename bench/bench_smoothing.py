@@ -301,7 +301,7 @@ def main(argv=None) -> int:
         "- ART certifies one image at a time (two forward calls per image at batch >= n); shieldkit fills every "
         "forward batch across images. ART's statsmodels bound is a dependency shieldkit does not install; "
         "shieldkit bisects the exact binomial tail in torch (matches scipy's Beta quantile to 1e-6, "
-        "tests/test_smoothing.py).",
+        "tests/component/test_smoothing.py).",
         "- With count 0 for the chosen class statsmodels returns 0 (shieldkit too); a NaN there would have "
         "slipped past ART's `prob_class < 0.5` test, which is why the substitute returns 0.",
     ]

@@ -45,6 +45,7 @@ REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results" / "threshold_spread.md"
 RAW: list[dict] = []  # per-image figures of the current row, saved with --raw
 sys.path.insert(0, str(REPO / "tests"))  # the session model's training and the test's hand-written DeepFool
+sys.path.insert(0, str(REPO / "tests" / "component"))  # test_attacks_native\'s helpers
 
 from conftest import train_mnist_model  # noqa: E402
 from test_attacks_native import _reference_deepfool  # noqa: E402

@@ -4,11 +4,11 @@ Run by hand (not a test)::
 
     SHIELDKIT_DATA=../shared/data .venv/bin/python bench/bench_zoo.py
 
-For each model of ``tests/defended_zoo.py`` (the defence inside ``forward()``, on the
+For each model of ``tests/support/defended_zoo.py`` (the defence inside ``forward()``, on the
 MLP base of the tests) and the PGD-trained CNN: ``shieldkit.evaluate(model, data,
 eps=[0.1, 0.3])`` with every default on the first 100 MNIST test images, told
-nothing, against ``tests/zoo_references.py``'s attack written knowing the defence.
-``tests/test_evaluate_zoo.py`` asserts "reported <= reference + 5 points"; this
+nothing, against ``tests/support/zoo_references.py``'s attack written knowing the defence.
+``tests/e2e/test_evaluate_zoo.py`` asserts "reported <= reference + 5 points"; this
 prints the figures and writes ``bench/results/zoo.md`` (``--out``).
 """
 
@@ -39,8 +39,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
 
-    import defended_zoo
-    from zoo_references import RANDOM_JUDGED, REFERENCES, reference_attack
+    from support import defended_zoo
+    from support.zoo_references import RANDOM_JUDGED, REFERENCES, reference_attack
 
     from shieldkit.data import ImageData, load
     from shieldkit.evaluation import evaluate

@@ -33,11 +33,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results" / "check_thresholds.md"
 
-DEEPFOOL_REFERENCE = "tests/test_attacks_native.py::test_deepfool_perturbation_is_no_larger_than_the_reference"
-PGD_STEP_BY_STEP = "tests/test_backends.py::test_pgd_without_random_start_agrees_across_sources_step_by_step"
-PGD_TEN_STEPS = "tests/test_backends.py::test_pgd_without_random_start_agrees_across_sources"
-DEEPFOOL_SOURCES = "tests/test_backends.py::test_deepfool_l2_agrees_across_sources"
-AUTOATTACK = "tests/test_backends.py::test_autoattack_robust_accuracy_agrees_between_torchattacks_and_art"
+DEEPFOOL_REFERENCE = "tests/component/test_attacks_native.py::test_deepfool_perturbation_is_no_larger_than_the_reference"
+PGD_STEP_BY_STEP = "tests/component/test_backends.py::test_pgd_without_random_start_agrees_across_sources_step_by_step"
+PGD_TEN_STEPS = "tests/component/test_backends.py::test_pgd_without_random_start_agrees_across_sources"
+DEEPFOOL_SOURCES = "tests/component/test_backends.py::test_deepfool_l2_agrees_across_sources"
+AUTOATTACK = "tests/component/test_backends.py::test_autoattack_robust_accuracy_agrees_between_torchattacks_and_art"
 
 TESTS = [f"{DEEPFOOL_REFERENCE}[l2]", f"{DEEPFOOL_REFERENCE}[linf]",
          f"{PGD_STEP_BY_STEP}[l2-1.0-0.1]", f"{PGD_STEP_BY_STEP}[linf-0.1-0.01]",

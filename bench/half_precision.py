@@ -10,7 +10,7 @@ difference between the runs is the model's own rounding. A failure is reported
 with its error type and message.
 
 The table goes into docs/backends.md between the markers ``<!-- half-precision:start -->``
-and ``<!-- half-precision:end -->`` (``--print`` only prints it); tests/test_half_precision.py
+and ``<!-- half-precision:end -->`` (``--print`` only prints it); tests/component/test_half_precision.py
 checks that it lists every registered backend attack and re-runs a sample.
 
 Usage::

@@ -37,7 +37,7 @@ def main() -> int:
     n_images = 40 if SMALL else 300
     started = time.perf_counter()
 
-    # The quick run trains the same VAE and CNN as tests/test_gan.py, so that under its cache it trains nothing.
+    # The quick run trains the same VAE and CNN as tests/component/test_gan.py, so that under its cache it trains nothing.
     generator = pretrained_generator("vae", "mnist", steps=4000 if SMALL else 5000)
     classifier = pretrained("mnist_cnn", data="mnist", epochs=1)
     test = load("mnist", split="test").subset(n_images, seed=0)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from shieldkit import apidoc
 
-PAGE = Path(__file__).resolve().parents[1] / "docs" / "api.md"
+PAGE = Path(__file__).resolve().parents[2] / "docs" / "api.md"
 
 
 def test_api_page_is_fresh():

@@ -5,14 +5,14 @@ Each entry of :data:`ZOO` takes a trained base classifier (an ``nn.Module`` mapp
 would hand shieldkit: nothing about the defence is declared anywhere, so whatever
 shieldkit does with it (diagnosis, remedies, evaluation) has to find it from outside.
 The docstrings say what each hides and which diagnosis checks it should raise
-(``tests/test_diagnosis.py`` holds that table, with the reasons). :func:`pgd_trained_cnn` trains (once, cached on disk) a small
+(``tests/component/test_diagnosis.py`` holds that table, with the reasons). :func:`pgd_trained_cnn` trains (once, cached on disk) a small
 Madry-style PGD-trained CNN: a genuinely robust model that should raise nothing.
 
 Randomised defences draw from torch's global RNG (so seeding torch reproduces a draw)
 and randomise with functional calls (``F.dropout(..., training=True)``), so they stay
 random in eval mode, which is the mode attacks and the diagnosis run the model in.
 
-This is a helper module for the tests (``import defended_zoo`` from ``tests/``), not a test file.
+This is a helper module for the tests (``from support import defended_zoo``), not a test file.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The torchattacks and ART backends: registration, translation, state, agreement with native, the catalogue.
 
-The registry-wide conformance run (tests/test_conformance.py) checks every
+The registry-wide conformance run (tests/component/test_conformance.py) checks every
 backend attack and defence against the contract; this module checks what is
 specific to the backends.
 """
@@ -31,7 +31,7 @@ from shieldkit.guard import compare_state, snapshot_state
 from shieldkit.registry import reset_registry
 from shieldkit.testing import tiny_batch, tiny_model
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 #: torchattacks classes deliberately not wrapped (docs/backends.md says why).
 TORCHATTACKS_EXCLUDED = {"VANILA", "GN", "MultiAttack", "LGV"}
 

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from defense_references import reference_pgd
-from needs import need, need_chromium
-from run_folders import assert_rebuilds_from_disk
+from support.defense_references import reference_pgd
+from support.needs import need, need_chromium
+from support.run_folders import assert_rebuilds_from_disk
 
 import shieldkit as sk
 from shieldkit.cli import main
@@ -24,7 +24,7 @@ from shieldkit.evaluation import Report, Runner, evaluate
 from shieldkit.evaluation.config import EvalConfig
 from shieldkit.evaluation.results import read_rows
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 VOLATILE = ("seconds",)
 
 
@@ -152,7 +152,7 @@ def _margin(p: float, n: int, k: float = 3.0) -> float:
     return k * (p * (1 - p) / n) ** 0.5
 
 
-# bench/results/defenses.md, "The evaluation's MNIST acceptance run (tests/test_evaluate.py)", quoted in
+# bench/results/defenses.md, "The evaluation's MNIST acceptance run (tests/e2e/test_evaluate.py)", quoted in
 # docs/evaluate.md: robust accuracy (naive, adaptive, hand-written reference BPDA PGD) on this test's 100 samples.
 MNIST_RUN = {
     "none": {"naive": 0.0, "adaptive": 0.0},

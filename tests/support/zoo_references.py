@@ -1,4 +1,4 @@
-"""Hand-written adaptive attacks that know each defence of tests/defended_zoo.py: the references.
+"""Hand-written adaptive attacks that know each defence of tests/support/defended_zoo.py: the references.
 
 BPDA (straight-through backward of the known transform), EOT over the known noise,
 the margin loss, many steps, each sample's best iterate judged on the real model.

@@ -9,12 +9,12 @@ on the real model, against a hand-written adaptive attack that knows each defenc
 
 from __future__ import annotations
 
-import defended_zoo
 import pytest
 import torch
 import torch.nn.functional as F
+from support import defended_zoo
+from support.zoo_references import RANDOM_JUDGED, REFERENCES, correct, margin_loss, reference_attack
 from torch import nn
-from zoo_references import RANDOM_JUDGED, REFERENCES, correct, margin_loss, reference_attack
 
 import shieldkit
 from shieldkit.errors import InvalidParameterError
@@ -299,7 +299,7 @@ def escalated_accuracy(model, x, y, eps: float, judge_draws: int) -> tuple[torch
 
 
 def _end_to_end(name: str):
-    # tests/test_evaluate_zoo.py makes the same comparison through the whole default evaluation (in CI);
+    # tests/e2e/test_evaluate_zoo.py makes the same comparison through the whole default evaluation (in CI);
     # this one, remedy views driven by hand, is kept for debugging a remedy on its own
     return pytest.param(name, marks=[pytest.mark.slow])
 

@@ -35,7 +35,7 @@ import ast
 from dataclasses import dataclass
 from pathlib import Path
 
-PACKAGE = Path(__file__).resolve().parents[1] / "shieldkit"
+PACKAGE = Path(__file__).resolve().parents[2] / "shieldkit"
 
 
 # --------------------------------------------------------------------------- the checker

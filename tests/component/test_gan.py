@@ -1,7 +1,7 @@
 """GAN-inversion on real MNIST: generators and their training, the projection, Defense-GAN / INC,
 the reconstruction-error detector, Enhanced INC and the attacks on INC.
 
-The registry-wide conformance run (tests/test_conformance.py) covers the contract of every
+The registry-wide conformance run (tests/component/test_conformance.py) covers the contract of every
 registered component with its ``smoke_params``; here we check what the algorithms achieve.
 """
 
@@ -35,7 +35,7 @@ from shieldkit.gan import (
 from shieldkit.gan.generators import WGANCritic
 from shieldkit.models import accuracy, fit_classifier, mnist_cnn, pretrained
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 N_TEST = 300  # the issue's number of test images for the projection figures
 VAE_STEPS = 4000  # about 8.5 epochs of MNIST at batch 128: ~25 s on two idle cores
 

@@ -14,7 +14,7 @@ import math
 
 import pytest
 import torch
-from needs import need
+from support.needs import need
 from torch import nn
 
 import shieldkit as sk

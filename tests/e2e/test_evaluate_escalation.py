@@ -13,7 +13,7 @@ import json
 import pytest
 import torch
 import torch.nn.functional as F
-from run_folders import assert_rebuilds_from_disk
+from support.run_folders import assert_rebuilds_from_disk
 from torch import nn
 
 from shieldkit.evaluation import evaluate

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from needs import need
+from support.needs import need
 
 from shieldkit.data import (
     DATASETS,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from defense_references import reference_pgd
+from support.defense_references import reference_pgd
 from torch import nn
 
 import shieldkit as sk
@@ -480,7 +480,7 @@ def margin(p: float, n: int, k: float = 3.0) -> float:
     return k * (p * (1 - p) / n) ** 0.5
 
 
-# bench/results/defenses.md, "Adaptive PGD against every transform (tests/test_defenses.py)": n = 100 (this
+# bench/results/defenses.md, "Adaptive PGD against every transform (tests/component/test_defenses.py)": n = 100 (this
 # test's images), PGD eps 0.3, 10 steps of 0.05, EOT 8; robust accuracy (naive, adaptive view, hand-written
 # reference). The undefended model keeps UNDEFENDED_PGD there (docs/defenses.md: 0.0%, row "none").
 ADAPTIVE_FIGURES = {

@@ -1,4 +1,4 @@
-"""The diagnosis stage on a zoo of models with the defence hidden inside forward() (tests/defended_zoo.py).
+"""The diagnosis stage on a zoo of models with the defence hidden inside forward() (tests/support/defended_zoo.py).
 
 The expected flags below are the independent reference: each is derived from what the
 defence does to the forward and backward pass, written down next to it. Measured values
@@ -11,11 +11,11 @@ import json
 import math
 import random
 
-import defended_zoo
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from support import defended_zoo
 from torch import nn
 
 from shieldkit.diagnosis import CHECKS, Diagnosis, Finding, diagnose

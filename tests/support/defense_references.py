@@ -16,7 +16,7 @@ def reference_pgd(deployed, x, y, *, eps=0.3, steps=10, step_size=0.05, draws=1,
     L-inf PGD on the summed cross-entropy (Madry et al.), random start: forward through the deployed
     model's own transform and classifier; through a non-differentiable transform the backward pass is
     the identity (BPDA, Athalye et al. 2018: ``x + (t(x) - x).detach()``); a randomised transform's
-    gradient is summed over ``draws`` fresh draws (EOT). tests/test_defenses.py, tests/test_evaluate.py and
+    gradient is summed over ``draws`` fresh draws (EOT). tests/component/test_defenses.py, tests/e2e/test_evaluate.py and
     bench/bench_defenses.py (which measures the figures the tests hold) all run this one loop.
     """
     defense, model = deployed.defense, deployed.model

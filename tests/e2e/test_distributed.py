@@ -21,7 +21,7 @@ from torch import nn
 
 from shieldkit import distributed
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 #: Fields that measure time, not outcomes.
 VOLATILE = {"seconds", "time", "estimated_full_seconds", "estimated_full_grid_seconds", "saved_seconds",
             "saved_share", "attack_seconds"}

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from shieldkit import hookspecs
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _hooks():

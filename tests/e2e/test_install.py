@@ -35,7 +35,7 @@ from pathlib import Path
 import pytest
 from packaging.requirements import Requirement
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 #: optional libraries the main job can reach; none may be importable in the bare environment
 OPTIONAL = ("sklearn", "matplotlib", "torchattacks", "art", "playwright", "scipy", "PIL", "cv2", "kornia")
 

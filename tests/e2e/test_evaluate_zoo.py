@@ -1,10 +1,10 @@
 """The default evaluation, told nothing, on every defended model of the zoo (issue 13's acceptance test).
 
-Each model of ``tests/defended_zoo.py`` hides its defence inside ``forward()``. It goes
+Each model of ``tests/support/defended_zoo.py`` hides its defence inside ``forward()``. It goes
 through ``shieldkit.evaluate(model, data, eps=[0.1, 0.3])`` with every default (the
 ``standard`` suite, the diagnosis, the remedies it chooses, the checklist) and must
 report, at both budgets, a robust accuracy at most 5 points above the hand-written
-adaptive attack of ``tests/zoo_references.py`` (BPDA / EOT / margin loss, written
+adaptive attack of ``tests/support/zoo_references.py`` (BPDA / EOT / margin loss, written
 knowing the defence), name in its results the remedies that got it there, and raise
 no flag on the PGD-trained model.
 
@@ -15,7 +15,7 @@ longest (smoothing's 64 forwards per gradient through a cut gradient; EOT over u
 ``$SHIELDKIT_CACHE`` holds it) carry the ``slow`` marker: ``make test`` runs the
 other six (undefended, thermometer, shattered gradients, scaled logits, softmax
 output, input-seeded noise),
-``python -m pytest -m slow tests/test_evaluate_zoo.py`` the rest.
+``python -m pytest -m slow tests/e2e/test_evaluate_zoo.py`` the rest.
 """
 
 from __future__ import annotations
@@ -24,10 +24,10 @@ import json
 import os
 from pathlib import Path
 
-import defended_zoo
 import pytest
 import torch
-from zoo_references import RANDOM_JUDGED, REFERENCES, correct, reference_attack
+from support import defended_zoo
+from support.zoo_references import RANDOM_JUDGED, REFERENCES, correct, reference_attack
 
 from shieldkit.data import ImageData
 from shieldkit.evaluation import evaluate

@@ -8,7 +8,7 @@ import math
 
 import pytest
 import torch
-from run_folders import assert_rebuilds_from_disk
+from support.run_folders import assert_rebuilds_from_disk
 
 import shieldkit as sk
 from shieldkit.cli import main
@@ -17,7 +17,7 @@ from shieldkit.evaluation import evaluate
 
 SIGMA = 0.25
 # Fewer draws than the defaults (n=1000): the evaluation tests check the plumbing and the consistency
-# check; tests/test_smoothing.py checks the certificate itself at n=1000.
+# check; tests/component/test_smoothing.py checks the certificate itself at n=1000.
 SMOOTHING = {"sigma": SIGMA, "n0": 50, "n": 400, "alpha": 0.001, "n_predict": 50, "attack_samples": 8}
 EPS = [0.5, 1.0]
 

@@ -23,7 +23,7 @@ import torch
 import shieldkit as sk
 from shieldkit.errors import InvalidInputError, InvalidModelError
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 ROW = re.compile(r"^\| `(?P<name>[\w.]+)` \| (?P<float16>[^|]*) \| (?P<bfloat16>[^|]*) \|")
 N = 32
 

@@ -14,7 +14,7 @@ from shieldkit.cli import main
 from shieldkit.evaluation.results import read_rows
 from shieldkit.models import mlp
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SAMPLES = 60  # the first digits test images, as a .npz file (--data FILE): small runs, known order
 ATTACK = ["--attacks", "fgsm", "--eps", "0.1", "--quiet"]
 

@@ -8,7 +8,7 @@ import shutil
 
 import pytest
 import torch
-from run_folders import assert_rebuilds_from_disk
+from support.run_folders import assert_rebuilds_from_disk
 from torch import nn
 
 import shieldkit as sk

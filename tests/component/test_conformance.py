@@ -27,7 +27,7 @@ from shieldkit.testing import (
     trained_digits,
 )
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _smoke(kind: str, name: str) -> dict:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 TEST_DIRS = [REPO / "tests", *sorted((REPO / "plugins").glob("*/tests"))]
 SKIPPING = re.compile(r"pytest\.(skip|importorskip)\(|mark\.(skip|skipif)\b|unittest\.skip")
 
@@ -17,7 +17,7 @@ def test_no_test_can_skip_itself():
     offenders = [f"{path.relative_to(REPO)}:{number}: {line.strip()}"
                  for folder in TEST_DIRS for path in folder.rglob("*.py") if path.name != Path(__file__).name
                  for number, line in enumerate(path.read_text().splitlines(), 1) if SKIPPING.search(line)]
-    assert not offenders, "use tests/needs.py (fail, saying what to install) instead of skipping:\n" + "\n".join(offenders)
+    assert not offenders, "use tests/support/needs.py (fail, saying what to install) instead of skipping:\n" + "\n".join(offenders)
 
 
 def test_ci_runs_make_test_and_make_test_runs_every_test_folder():
