@@ -43,8 +43,8 @@ def worker(rank: int, world: int, port: int, options: dict, folder: str) -> None
                       LOCAL_RANK=str(rank), OMP_NUM_THREADS=str(options["threads"]))
     torch.set_num_threads(options["threads"])
     import shieldkit as sk
-    from shieldkit import distributed
     from shieldkit.data import load
+    from shieldkit.infra import distributed
     from shieldkit.models import mnist_cnn
 
     distributed.init_from_env()

@@ -38,8 +38,8 @@ import torch
 
 import shieldkit as sk
 from shieldkit.attacks import DeepFool
+from shieldkit.core.threat import norm_of
 from shieldkit.data import load
-from shieldkit.threat import norm_of
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results" / "threshold_spread.md"

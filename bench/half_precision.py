@@ -32,8 +32,8 @@ from pathlib import Path
 import torch
 
 import shieldkit as sk
-from shieldkit.registry import get_registry
-from shieldkit.threat import norm_of
+from shieldkit.core.threat import norm_of
+from shieldkit.plugins.registry import get_registry
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "backends.md"
 START, END = "<!-- half-precision:start -->", "<!-- half-precision:end -->"

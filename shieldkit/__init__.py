@@ -9,8 +9,8 @@ Quickstart::
 
 import importlib
 
-from shieldkit.attack import Attack, AttackResult
-from shieldkit.defense import (
+from shieldkit.core.attack import Attack, AttackResult
+from shieldkit.core.defense import (
     AttackView,
     DefendedModel,
     Defense,
@@ -19,7 +19,7 @@ from shieldkit.defense import (
     TrainerDefense,
     TransformDefense,
 )
-from shieldkit.errors import (
+from shieldkit.core.errors import (
     AttackContractError,
     DatasetNotFoundError,
     InvalidInputError,
@@ -30,9 +30,10 @@ from shieldkit.errors import (
     ShieldkitError,
     UnknownNameError,
 )
-from shieldkit.hookspecs import hookimpl
-from shieldkit.layers import Normalize
-from shieldkit.registry import (
+from shieldkit.core.layers import Normalize
+from shieldkit.core.threat import ThreatModel
+from shieldkit.plugins.hookspecs import hookimpl
+from shieldkit.plugins.registry import (
     attack_info,
     create_attack,
     create_dataset,
@@ -48,7 +49,6 @@ from shieldkit.registry import (
     model_info,
     register_plugin,
 )
-from shieldkit.threat import ThreatModel
 from shieldkit.version import __version__
 
 # Subpackages imported on first attribute access, so `import shieldkit` stays light.

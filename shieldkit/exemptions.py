@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from shieldkit.registry import get_registry
+from shieldkit.plugins.registry import get_registry
 
 __all__ = ["EFFICACY_EXEMPTIONS", "EfficacyExemption", "efficacy_exemption"]
 

@@ -31,11 +31,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from shieldkit.attack import Attack
-from shieldkit.component import Component
-from shieldkit.data import load as load_dataset
-from shieldkit.data.imagedata import ImageData
-from shieldkit.defense import (
+from shieldkit.core.attack import Attack
+from shieldkit.core.component import Component
+from shieldkit.core.defense import (
     DefendedModel,
     Defense,
     DetectorDefense,
@@ -43,17 +41,19 @@ from shieldkit.defense import (
     TrainerDefense,
     TransformDefense,
 )
-from shieldkit.errors import (
+from shieldkit.core.errors import (
     AttackContractError,
     InvalidInputError,
     InvalidParameterError,
     ShieldkitError,
 )
+from shieldkit.core.guard import compare_state, snapshot_state
+from shieldkit.core.threat import norm_of
+from shieldkit.data import load as load_dataset
+from shieldkit.data.imagedata import ImageData
 from shieldkit.exemptions import efficacy_exemption
-from shieldkit.guard import compare_state, snapshot_state
 from shieldkit.models.training import fit_classifier
-from shieldkit.registry import create_attack, create_defense
-from shieldkit.threat import norm_of
+from shieldkit.plugins.registry import create_attack, create_defense
 
 __all__ = ["ATTACK_CLAUSES", "BOUNDED_SHARE", "DEFENSE_CLAUSES", "EFFICACY_EPS", "TRAINED_ACCURACY_FLOOR",
            "UNBOUNDED_SHARE", "ConformanceError", "TrainedDigits", "check_attack", "check_defense", "tiny_model",

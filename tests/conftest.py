@@ -115,7 +115,7 @@ def noisy_cnn(tmp_path_factory):
 @pytest.fixture
 def fresh_registry(monkeypatch):
     """A registry re-read from the plugins (no plugin environment variables), restored afterwards."""
-    from shieldkit.registry import reset_registry
+    from shieldkit.plugins.registry import reset_registry
 
     for variable in ("SHIELDKIT_PLUGINS", "SHIELDKIT_BLOCK_PLUGINS", "SHIELDKIT_NO_PLUGINS",
                      "SHIELDKIT_STRICT_PLUGINS", "SHIELDKIT_TRACE_PLUGINS"):

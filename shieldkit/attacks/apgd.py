@@ -11,10 +11,10 @@ from dataclasses import dataclass, fields
 import torch
 from torch import Tensor, nn
 
-from shieldkit.attack import Attack
-from shieldkit.losses import cross_entropy, dlr, margin, targeted_dlr
-from shieldkit.threat import linf_box, project
-from shieldkit.validation import check_choice, check_int, check_number
+from shieldkit.core.attack import Attack
+from shieldkit.core.losses import cross_entropy, dlr, margin, targeted_dlr
+from shieldkit.core.threat import linf_box, project
+from shieldkit.core.validation import check_choice, check_int, check_number
 
 APGD_LOSSES = ("ce", "dlr")
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from shieldkit.attack import Attack
 from shieldkit.attacks.apgd import APGDSettings, auto_pgd, clean_check, keep_better
-from shieldkit.validation import check_int, check_number
+from shieldkit.core.attack import Attack
+from shieldkit.core.validation import check_int, check_number
 
 
 class APGDTargeted(Attack):

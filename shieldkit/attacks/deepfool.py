@@ -7,10 +7,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from shieldkit import losses
-from shieldkit.attack import Attack
-from shieldkit.threat import norm_of
-from shieldkit.validation import check_int, check_number
+from shieldkit.core import losses
+from shieldkit.core.attack import Attack
+from shieldkit.core.threat import norm_of
+from shieldkit.core.validation import check_int, check_number
 
 _TANGENT_MARGIN = 0.1
 # The secant point is kept this share of the bracket's width away from its ends, so a flat margin

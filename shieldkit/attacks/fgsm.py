@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from shieldkit.attack import Attack
 from shieldkit.attacks._gradients import loss_gradient, normalized_step
+from shieldkit.core.attack import Attack
 
 
 class FGSM(Attack):

@@ -7,10 +7,10 @@ import math
 import torch
 from torch import Tensor, nn
 
-from shieldkit.attack import Attack
-from shieldkit.losses import margin
-from shieldkit.threat import norm_of
-from shieldkit.validation import check_int, check_number
+from shieldkit.core.attack import Attack
+from shieldkit.core.losses import margin
+from shieldkit.core.threat import norm_of
+from shieldkit.core.validation import check_int, check_number
 
 #: The initial step ``alpha_0`` per norm (the paper's values: a unit-L2 gradient step is tiny in L-inf terms).
 DEFAULT_STEP = {"l2": 1.0, "linf": 10.0}

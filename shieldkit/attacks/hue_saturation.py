@@ -7,10 +7,10 @@ import math
 import torch
 from torch import Tensor, nn
 
-from shieldkit.attack import Attack
-from shieldkit.errors import InvalidInputError
-from shieldkit.losses import fooled
-from shieldkit.validation import check_choice, check_int
+from shieldkit.core.attack import Attack
+from shieldkit.core.errors import InvalidInputError
+from shieldkit.core.losses import fooled
+from shieldkit.core.validation import check_choice, check_int
 
 SEARCHES = ("random", "grid")
 #: pixels evaluated per forward pass at most (several queries per sample are batched together).

@@ -5,12 +5,12 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from shieldkit.attack import Attack
 from shieldkit.attacks.noise import uniform_ball
-from shieldkit.eot import eot_average
-from shieldkit.losses import LOSSES, OBJECTIVES, fooled
-from shieldkit.threat import linf_box, project
-from shieldkit.validation import check_bool, check_choice, check_int, check_number
+from shieldkit.core.attack import Attack
+from shieldkit.core.eot import eot_average
+from shieldkit.core.losses import LOSSES, OBJECTIVES, fooled
+from shieldkit.core.threat import linf_box, project
+from shieldkit.core.validation import check_bool, check_choice, check_int, check_number
 
 
 class PGD(Attack):

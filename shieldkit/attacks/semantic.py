@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from shieldkit.attack import Attack
-from shieldkit.losses import fooled
-from shieldkit.validation import check_choice
+from shieldkit.core.attack import Attack
+from shieldkit.core.losses import fooled
+from shieldkit.core.validation import check_choice
 
 VARIANTS = ("negative", "centred")
 

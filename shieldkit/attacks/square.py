@@ -7,10 +7,10 @@ import math
 import torch
 from torch import Tensor, nn
 
-from shieldkit.attack import Attack
-from shieldkit.losses import fooled, margin
-from shieldkit.threat import linf_box
-from shieldkit.validation import check_int, check_number
+from shieldkit.core.attack import Attack
+from shieldkit.core.losses import fooled, margin
+from shieldkit.core.threat import linf_box
+from shieldkit.core.validation import check_int, check_number
 
 #: Iterations (of the paper's 10,000) after which the square's share of the image halves again.
 HALVING_POINTS = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)

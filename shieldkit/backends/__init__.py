@@ -26,10 +26,10 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from shieldkit.attack import Attack
-from shieldkit.errors import InvalidParameterError, MissingDependencyError
-from shieldkit.seeding import seeded
-from shieldkit.validation import check_bool, check_choice, check_int, check_number
+from shieldkit.core.attack import Attack
+from shieldkit.core.errors import InvalidParameterError, MissingDependencyError
+from shieldkit.core.seeding import seeded
+from shieldkit.core.validation import check_bool, check_choice, check_int, check_number
 
 __all__ = [
     "AttackSpec",
@@ -352,7 +352,7 @@ def build_component_class(class_name: str, base: type, spec: ComponentSpec, comm
     The constructor rejects unknown keywords (listing the valid ones), passes
     ``common`` on to ``base.__init__`` first, then validates each parameter with its
     rule and stores it under its own name. Its ``__signature__`` lists the
-    parameters, so :func:`shieldkit.component.component_params` (the registry,
+    parameters, so :func:`shieldkit.core.component.component_params` (the registry,
     ``attack_info``, the catalogue) reads them like a hand-written constructor's.
     The class also gets what every row has: ``family``, ``randomized``, ``smoke_params``
     and ``spec``, besides ``attributes``.

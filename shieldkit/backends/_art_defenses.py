@@ -47,10 +47,10 @@ from shieldkit.backends import (
     library_class,
     to_numpy,
 )
-from shieldkit.defense import PostprocessDefense, TrainerDefense, TransformDefense
-from shieldkit.errors import InvalidParameterError
-from shieldkit.seeding import seeded
-from shieldkit.threat import DEFAULT_EPS
+from shieldkit.core.defense import PostprocessDefense, TrainerDefense, TransformDefense
+from shieldkit.core.errors import InvalidParameterError
+from shieldkit.core.seeding import seeded
+from shieldkit.core.threat import DEFAULT_EPS
 
 COMMON = ("bounds", "seed")
 #: the module the generated classes are named in (it re-exports them).

@@ -80,9 +80,9 @@ from shieldkit.backends._art_defenses import (  # noqa: F401 (re-exported)
     TradesArt,
     art_classifier,
 )
-from shieldkit.errors import MissingDependencyError
-from shieldkit.hookspecs import hookimpl
-from shieldkit.validation import model_device
+from shieldkit.core.errors import MissingDependencyError
+from shieldkit.core.validation import model_device
+from shieldkit.plugins.hookspecs import hookimpl
 
 logger = logging.getLogger("shieldkit.backends.art")
 

@@ -41,7 +41,7 @@ from shieldkit.backends import (
     seeded_call,
     step_size_param,
 )
-from shieldkit.hookspecs import hookimpl
+from shieldkit.plugins.hookspecs import hookimpl
 
 logger = logging.getLogger("shieldkit.backends.torchattacks")
 

@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from shieldkit.errors import (
+from shieldkit.core.errors import (
     EXIT_FAILURE,
     EXIT_OK,
     SETUP_ERRORS,
@@ -80,10 +80,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``shieldkit evaluate``; returns the exit status."""
-    from shieldkit import distributed
     from shieldkit.evaluation.results import DiskFullError
     from shieldkit.evaluation.runner import Runner
-    from shieldkit.progress import progress_log
+    from shieldkit.infra import distributed
+    from shieldkit.infra.progress import progress_log
 
     distributed.init_from_env()  # under torchrun: join the process group (nothing otherwise)
     try:
@@ -151,6 +151,7 @@ def prepare(args: argparse.Namespace) -> Setup:
 
 
 def _apply_flags(config, args: argparse.Namespace, demo: bool) -> None:
+    from shieldkit.core.threat import check_norm
     from shieldkit.evaluation.config import (
         check_scalars,
         data_spec,
@@ -160,7 +161,6 @@ def _apply_flags(config, args: argparse.Namespace, demo: bool) -> None:
         parse_spec,
         split_list,
     )
-    from shieldkit.threat import check_norm
 
     if args.attacks and getattr(args, "suite", None):
         raise InvalidParameterError("--suite: give --attacks or --suite, not both")
@@ -208,7 +208,7 @@ _MODEL_KEYS = {"name", "path", "factory", "weights", "kwargs", "trust_pickle", "
 def _check_model_spec(spec: dict[str, Any]) -> None:
     """The model's table, its files and its factory, before any data is read or model trained."""
     from shieldkit.models.files import file_format, load_factory
-    from shieldkit.registry import get_registry
+    from shieldkit.plugins.registry import get_registry
 
     unknown = sorted(set(spec) - _MODEL_KEYS)
     if unknown:
@@ -280,7 +280,7 @@ def load_model(spec: dict[str, Any], data_spec: dict[str, Any], quiet: bool = Tr
     if "normalize" in spec:
         from torch import nn
 
-        from shieldkit.layers import Normalize
+        from shieldkit.core.layers import Normalize
 
         model = nn.Sequential(Normalize(spec["normalize"]["mean"], spec["normalize"]["std"]), model).eval()
     return model

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from shieldkit import registry
-from shieldkit.errors import EXIT_OK, UnknownNameError
+from shieldkit.core.errors import EXIT_OK, UnknownNameError
+from shieldkit.plugins import registry
 
 INTERMIXED = True
 

@@ -6,8 +6,8 @@ import argparse
 import json
 from collections.abc import Sequence
 
-from shieldkit import registry
-from shieldkit.errors import EXIT_OK
+from shieldkit.core.errors import EXIT_OK
+from shieldkit.plugins import registry
 
 KINDS = {"attacks": "attack", "defenses": "defense", "models": "model", "datasets": "dataset"}
 #: ``list`` takes its options anywhere among its positionals (``list attacks --norm l2 'pgd*'``)

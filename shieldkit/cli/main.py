@@ -11,7 +11,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from shieldkit.errors import (
+from shieldkit.core.errors import (
     EXIT_FAILURE,
     EXIT_OK,
     EXIT_USAGE,
@@ -82,8 +82,8 @@ def _handler(command):
             # A command run under torchrun leaves the process group before the interpreter
             # exits: gloo's threads torn down at exit can abort the process (SIGABRT). A rank
             # that failed leaves at once (no barrier), so that torchrun stops the others.
-            if "shieldkit.distributed" in sys.modules:
-                sys.modules["shieldkit.distributed"].shutdown(wait=finished)
+            if "shieldkit.infra.distributed" in sys.modules:
+                sys.modules["shieldkit.infra.distributed"].shutdown(wait=finished)
 
     return handler
 

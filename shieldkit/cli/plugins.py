@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 
-from shieldkit import registry
 from shieldkit.cli.listing import table
-from shieldkit.errors import EXIT_OK
+from shieldkit.core.errors import EXIT_OK
+from shieldkit.plugins import registry
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -25,8 +25,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from shieldkit.errors import EXIT_OK, SETUP_ERRORS, usage_error
-from shieldkit.seeding import seeded
+from shieldkit.core.errors import EXIT_OK, SETUP_ERRORS, usage_error
+from shieldkit.core.seeding import seeded
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``shieldkit train``; returns the exit status."""
-    from shieldkit import distributed
+    from shieldkit.infra import distributed
 
     distributed.init_from_env()  # under torchrun: join the process group (nothing otherwise)
     try:
@@ -98,9 +98,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _defense(text: str):
-    from shieldkit.defense import TrainerDefense
+    from shieldkit.core.defense import TrainerDefense
     from shieldkit.evaluation.config import parse_spec_string
-    from shieldkit.registry import create_defense
+    from shieldkit.plugins.registry import create_defense
 
     spec = parse_spec_string(text, "--defense")
     params = dict(spec.params)
@@ -146,7 +146,7 @@ def _model(args: argparse.Namespace, data: Any) -> tuple[Any, dict[str, Any]]:
         load_model_file,
         looks_like_file,
     )
-    from shieldkit.registry import create_model, model_info
+    from shieldkit.plugins.registry import create_model, model_info
 
     spec = args.model
     weights = getattr(args, "weights", None)

@@ -44,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     data = load(args.data, split="train", root=args.data_root)
     if args.n_train is not None:
         if args.n_train < 1:
-            from shieldkit.errors import InvalidParameterError
+            from shieldkit.core.errors import InvalidParameterError
 
             raise InvalidParameterError(f"train-generator: --n-train must be >= 1, got {args.n_train}")
         data = data.subset(min(args.n_train, len(data)), seed=args.seed)

@@ -48,6 +48,6 @@ def load(
     Returns:
         The dataset as ``ImageData``.
     """
-    from shieldkit.registry import create_dataset
+    from shieldkit.plugins.registry import create_dataset
 
     return create_dataset(name, split=split, root=root, **kwargs)

@@ -15,9 +15,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from shieldkit.core.errors import ShieldkitError
+from shieldkit.core.validation import check_choice, check_int
 from shieldkit.data.imagedata import ImageData
-from shieldkit.errors import ShieldkitError
-from shieldkit.validation import check_choice, check_int
 
 __all__ = ["DIGITS_COUNT", "DIGITS_TRAIN_SIZE", "digits"]
 

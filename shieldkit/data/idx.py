@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from shieldkit.errors import DatasetNotFoundError
+from shieldkit.core.errors import DatasetNotFoundError
 
 logger = logging.getLogger(__name__)
 

@@ -23,8 +23,8 @@ from typing import Any
 
 import torch
 
+from shieldkit.core.validation import check_choice
 from shieldkit.data.imagedata import ImageData
-from shieldkit.validation import check_choice
 
 __all__ = ["TENSOR_SUFFIXES", "tensor_file"]
 

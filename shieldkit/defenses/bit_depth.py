@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from shieldkit.defense import TransformDefense
-from shieldkit.validation import check_int_between
+from shieldkit.core.defense import TransformDefense
+from shieldkit.core.validation import check_int_between
 
 
 class BitDepth(TransformDefense):

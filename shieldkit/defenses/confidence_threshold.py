@@ -6,8 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from shieldkit.defense import DetectorDefense
-from shieldkit.validation import check_number
+from shieldkit.core.defense import DetectorDefense
+from shieldkit.core.validation import check_number
 
 BATCH = 500  # images per forward pass when scoring
 

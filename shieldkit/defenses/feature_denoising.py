@@ -11,11 +11,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from shieldkit.attack import Attack
+from shieldkit.core.attack import Attack
+from shieldkit.core.errors import InvalidModelError, InvalidParameterError
+from shieldkit.core.validation import check_choice
 from shieldkit.defenses.adversarial_training import AdversarialTraining
 from shieldkit.defenses.median_smoothing import median_filter
-from shieldkit.errors import InvalidModelError, InvalidParameterError
-from shieldkit.validation import check_choice
 
 KINDS = ("non_local", "mean", "median")
 

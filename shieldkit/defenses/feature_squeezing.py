@@ -6,10 +6,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from shieldkit.defense import DetectorDefense
+from shieldkit.core.defense import DetectorDefense
+from shieldkit.core.errors import InvalidParameterError
 from shieldkit.defenses.bit_depth import BitDepth
 from shieldkit.defenses.median_smoothing import MedianSmoothing
-from shieldkit.errors import InvalidParameterError
 
 BATCH = 500  # images per forward pass when scoring
 

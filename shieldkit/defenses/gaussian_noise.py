@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from shieldkit.defense import TransformDefense
-from shieldkit.errors import InvalidParameterError
-from shieldkit.validation import check_number
+from shieldkit.core.defense import TransformDefense
+from shieldkit.core.errors import InvalidParameterError
+from shieldkit.core.validation import check_number
 
 
 class GaussianNoise(TransformDefense):

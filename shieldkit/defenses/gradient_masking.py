@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from shieldkit.defense import TransformDefense
+from shieldkit.core.defense import TransformDefense
+from shieldkit.core.validation import check_int_between
 from shieldkit.defenses.bit_depth import quantize
-from shieldkit.validation import check_int_between
 
 
 class GradientMasking(TransformDefense):

@@ -8,9 +8,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from shieldkit.defense import TransformDefense
-from shieldkit.errors import InvalidParameterError
-from shieldkit.validation import check_int_between
+from shieldkit.core.defense import TransformDefense
+from shieldkit.core.errors import InvalidParameterError
+from shieldkit.core.validation import check_int_between
 
 # ITU-T T.81 Annex K, tables K.1 (luminance) and K.2 (chrominance).
 LUMINANCE_TABLE = (

@@ -7,9 +7,9 @@ from typing import Any, ClassVar
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from shieldkit.attack import Attack
+from shieldkit.core.attack import Attack
+from shieldkit.core.validation import check_choice, check_number
 from shieldkit.defenses.training import AttackTrainer, train
-from shieldkit.validation import check_choice, check_number
 
 PAIRINGS = ("adversarial", "clean")
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from shieldkit.defense import DetectorDefense
-from shieldkit.errors import InvalidModelError, InvalidParameterError
-from shieldkit.guard import ModelStateGuard
-from shieldkit.validation import check_number, model_device
+from shieldkit.core.defense import DetectorDefense
+from shieldkit.core.errors import InvalidModelError, InvalidParameterError
+from shieldkit.core.guard import ModelStateGuard
+from shieldkit.core.validation import check_number, model_device
 
 BATCH = 500  # images per forward pass
 

@@ -8,8 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from shieldkit.core.validation import check_number
 from shieldkit.defenses.training import LoopTrainer, train
-from shieldkit.validation import check_number
 
 
 class NoiseTraining(LoopTrainer):

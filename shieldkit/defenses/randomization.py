@@ -6,9 +6,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from shieldkit.defense import TransformDefense
-from shieldkit.errors import InvalidInputError, InvalidParameterError
-from shieldkit.validation import check_int
+from shieldkit.core.defense import TransformDefense
+from shieldkit.core.errors import InvalidInputError, InvalidParameterError
+from shieldkit.core.validation import check_int
 
 #: with no sizes given, images shrink to a random size in ``[floor(0.8 * out), out)``.
 DEFAULT_SHRINK = 0.8

@@ -9,8 +9,8 @@ from collections.abc import Iterator
 import torch
 from torch import Tensor, nn
 
-from shieldkit.defense import ABSTAIN, Certificate, DefendedModel, TransformDefense
-from shieldkit.validation import check_int, check_logits, check_number, model_device
+from shieldkit.core.defense import ABSTAIN, Certificate, DefendedModel, TransformDefense
+from shieldkit.core.validation import check_int, check_logits, check_number, model_device
 
 #: noisy images per ``randn`` call of :meth:`RandomizedSmoothing.counts` (not ``batch_size``: see ``_noise_blocks``).
 NOISE_BLOCK = 64

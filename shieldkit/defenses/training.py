@@ -29,14 +29,14 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from shieldkit import distributed
-from shieldkit.attack import Attack
-from shieldkit.defense import TrainerDefense
-from shieldkit.errors import InvalidInputError, InvalidModelError, InvalidParameterError
-from shieldkit.guard import ModelStateGuard
-from shieldkit.progress import on_terminal, progress_logger
-from shieldkit.seeding import seeded
-from shieldkit.validation import check_bool, check_int, check_number
+from shieldkit.core.attack import Attack
+from shieldkit.core.defense import TrainerDefense
+from shieldkit.core.errors import InvalidInputError, InvalidModelError, InvalidParameterError
+from shieldkit.core.guard import ModelStateGuard
+from shieldkit.core.seeding import seeded
+from shieldkit.core.validation import check_bool, check_int, check_number
+from shieldkit.infra import distributed
+from shieldkit.infra.progress import on_terminal, progress_logger
 
 logger = logging.getLogger(__name__)
 #: Progress where no terminal shows a bar (CI, ``nohup``, a pipe): one INFO line per stage or group of units.
@@ -79,10 +79,10 @@ def as_training_data(owner: str, train_data: Any, bounds: tuple[float, float]) -
 def build_attack(owner: str, attack: str | Attack, eps: float | None, attack_params: dict | None) -> Attack:
     """The attack a trainer crafts its examples with, built (and so validated) at construction.
 
-    An unknown name raises :class:`~shieldkit.errors.UnknownNameError`, a bad
-    parameter :class:`~shieldkit.errors.InvalidParameterError`, before any compute.
+    An unknown name raises :class:`~shieldkit.core.errors.UnknownNameError`, a bad
+    parameter :class:`~shieldkit.core.errors.InvalidParameterError`, before any compute.
     """
-    from shieldkit.registry import create_attack  # implementations sit above the registry
+    from shieldkit.plugins.registry import create_attack  # implementations sit above the registry
 
     if attack_params is not None and not isinstance(attack_params, dict):
         raise InvalidParameterError(f"{owner}: attack_params must be a dict, got {type(attack_params).__name__}")

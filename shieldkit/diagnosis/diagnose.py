@@ -13,7 +13,7 @@ passes on at most ``max_samples`` images:
    randomness), and three steps along the sign of the margin-loss gradient (shattered
    gradients).
 
-The model runs under :class:`~shieldkit.guard.ModelStateGuard` (eval mode, frozen
+The model runs under :class:`~shieldkit.core.guard.ModelStateGuard` (eval mode, frozen
 parameters, everything restored after), on its own device and dtype; torch's, NumPy's
 and Python's global random states are restored afterwards.
 """
@@ -28,21 +28,21 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from shieldkit import losses
-from shieldkit.diagnosis import gradients as grad_checks
-from shieldkit.diagnosis import outputs as output_checks
-from shieldkit.diagnosis import randomness as random_checks
-from shieldkit.diagnosis.records import CHECKS, Diagnosis, Finding
-from shieldkit.errors import InvalidModelError
-from shieldkit.guard import CallCounter, ModelStateGuard
-from shieldkit.seeding import seed_every_library, seeded
-from shieldkit.validation import (
+from shieldkit.core import losses
+from shieldkit.core.errors import InvalidModelError
+from shieldkit.core.guard import CallCounter, ModelStateGuard
+from shieldkit.core.seeding import seed_every_library, seeded
+from shieldkit.core.validation import (
     check_bounds,
     check_images,
     check_int,
     check_labels,
     model_placement,
 )
+from shieldkit.diagnosis import gradients as grad_checks
+from shieldkit.diagnosis import outputs as output_checks
+from shieldkit.diagnosis import randomness as random_checks
+from shieldkit.diagnosis.records import CHECKS, Diagnosis, Finding
 
 logger = logging.getLogger(__name__)
 

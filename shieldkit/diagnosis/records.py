@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from shieldkit.errors import InvalidInputError
+from shieldkit.core.errors import InvalidInputError
 
 #: The checks, in the order a :class:`Diagnosis` lists its findings.
 CHECKS: tuple[str, ...] = (

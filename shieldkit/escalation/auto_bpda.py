@@ -40,8 +40,8 @@ import torch
 from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 
+from shieldkit.core.validation import check_choice, check_number
 from shieldkit.escalation.view import EscalationView
-from shieldkit.validation import check_choice, check_number
 
 PREPROCESSING = ("auto", "identity", "keep")
 STRAIGHT_THROUGH = frozenset({"round", "floor", "ceil", "trunc", "fix", "sign", "sgn"})

@@ -11,9 +11,9 @@ import math
 
 from torch import Tensor, nn
 
-from shieldkit.eot import eot_average
+from shieldkit.core.eot import eot_average
+from shieldkit.core.validation import check_int, check_number
 from shieldkit.escalation.view import EscalationView
-from shieldkit.validation import check_int, check_number
 
 #: The relative noise the averaged gradient is brought down to, and the most draws spent on it.
 TARGET_NOISE = 0.25

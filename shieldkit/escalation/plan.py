@@ -22,13 +22,13 @@ from typing import Any, Protocol
 
 from torch import Tensor, nn
 
-from shieldkit.errors import InvalidParameterError
+from shieldkit.core.errors import InvalidParameterError
+from shieldkit.core.validation import check_bounds, check_int, check_number
 from shieldkit.escalation.auto_bpda import AutoBPDAView
 from shieldkit.escalation.eot import MAX_DRAWS, EOTView, eot_draws
 from shieldkit.escalation.logits import LogProbabilityView, NormalizedLogitsView
 from shieldkit.escalation.smoothing import SmoothedView
 from shieldkit.escalation.surrogate import SurrogateView, distill_surrogate
-from shieldkit.validation import check_bounds, check_int, check_number
 
 #: Findings that say autograd's gradient is absent or useless.
 GRADIENT_CUT = ("missing_gradients", "zero_gradients", "nonfinite_gradients")

@@ -13,8 +13,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from shieldkit.core.validation import check_choice, check_int, check_number
 from shieldkit.escalation.view import EscalationView
-from shieldkit.validation import check_choice, check_int, check_number
 
 ESTIMATORS = ("zeroth_order", "autograd")
 #: Images forwarded at once when the noisy copies of a batch are evaluated.

@@ -14,10 +14,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from shieldkit.errors import InvalidInputError, InvalidParameterError
+from shieldkit.core.errors import InvalidInputError, InvalidParameterError
+from shieldkit.core.seeding import seeded
+from shieldkit.core.validation import check_bounds, check_images, check_int, check_number
 from shieldkit.escalation.view import EscalationView
-from shieldkit.seeding import seeded
-from shieldkit.validation import check_bounds, check_images, check_int, check_number
 
 logger = logging.getLogger(__name__)
 

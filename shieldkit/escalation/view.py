@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from shieldkit.errors import InvalidParameterError
+from shieldkit.core.errors import InvalidParameterError
 
 
 class EscalationView(nn.Module):

@@ -40,14 +40,14 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from shieldkit.defense import (
+from shieldkit.core.defense import (
     Defense,
     DetectorDefense,
     PostprocessDefense,
     TrainerDefense,
     TransformDefense,
 )
-from shieldkit.seeding import seeded
+from shieldkit.core.seeding import seeded
 
 
 @dataclass
@@ -197,8 +197,8 @@ def defense_attacks(defense: Defense, norm: str = "linf") -> list[Any]:
     ``Attack`` instances and unregistered names are kept: resolving the suite
     checks them and says what is wrong.
     """
-    from shieldkit.attack import Attack
-    from shieldkit.registry import list_attacks
+    from shieldkit.core.attack import Attack
+    from shieldkit.plugins.registry import list_attacks
 
     found = defense.adaptive_attack() or []
     found = found if isinstance(found, list) else [found]

@@ -8,10 +8,10 @@ from typing import Any
 
 from torch import nn
 
+from shieldkit.core.threat import check_norm
 from shieldkit.evaluation.config import EvalConfig, parse_eps
 from shieldkit.evaluation.presets import check_suite
 from shieldkit.evaluation.runner import Runner
-from shieldkit.threat import check_norm
 
 
 def evaluate(model: nn.Module, data: Any, attacks: list | tuple | None = None, defenses: list | tuple = ("none",),

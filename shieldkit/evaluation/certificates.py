@@ -5,12 +5,12 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from shieldkit.core.threat import largest_distance
 from shieldkit.data.imagedata import ImageData
 from shieldkit.evaluation.adaptive import DefensePlan
 from shieldkit.evaluation.config import EvalConfig
 from shieldkit.evaluation.records import CertificateRow
 from shieldkit.evaluation.units import pick
-from shieldkit.threat import largest_distance
 
 
 def disproved(plan: DefensePlan, certificate: CertificateRow, config: EvalConfig, data: ImageData, eps: float,

@@ -53,12 +53,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from shieldkit.component import jsonable
+from shieldkit.core.component import jsonable
+from shieldkit.core.errors import InvalidInputError, InvalidParameterError
+from shieldkit.core.threat import check_norm
+from shieldkit.core.validation import check_bounds
 from shieldkit.data.imagedata import ImageData
-from shieldkit.errors import InvalidInputError, InvalidParameterError
 from shieldkit.evaluation.presets import DEFAULT_SUITE, check_suite
-from shieldkit.threat import check_norm
-from shieldkit.validation import check_bounds
 
 DEFAULT_EPS = (0.1, 0.2, 0.3)
 DEFAULT_OUT = "shieldkit-runs/evaluate"

@@ -13,9 +13,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from shieldkit.core.seeding import seeded
 from shieldkit.evaluation.config import ComponentSpec, EvalConfig
 from shieldkit.evaluation.suite import Setup
-from shieldkit.seeding import seeded
 
 logger = logging.getLogger(__name__)
 
@@ -59,8 +59,8 @@ def demo_config() -> EvalConfig:
 
 def demo_attacks() -> list[ComponentSpec]:
     """Native attacks plus the first available torchattacks and ART attack."""
-    from shieldkit.component import component_params
-    from shieldkit.registry import get_registry, list_attacks
+    from shieldkit.core.component import component_params
+    from shieldkit.plugins.registry import get_registry, list_attacks
 
     specs = [ComponentSpec(name, dict(params)) for name, params in NATIVE_ATTACKS]
     registered = set(list_attacks())
@@ -85,7 +85,7 @@ def prepare(config: EvalConfig, quiet: bool = True) -> Setup:
     from shieldkit.data import load
     from shieldkit.evaluation.results import check_writable
     from shieldkit.evaluation.suite import resolve_attacks, resolve_suite
-    from shieldkit.registry import list_defenses
+    from shieldkit.plugins.registry import list_defenses
 
     resolve_attacks(config.attacks, config.norm, config.eps, config.bounds)  # before the model is trained
     check_writable(config.out)

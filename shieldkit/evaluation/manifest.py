@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from shieldkit.component import jsonable
+from shieldkit.core.component import jsonable
+from shieldkit.core.errors import InvalidInputError
 from shieldkit.data.imagedata import ImageData
-from shieldkit.errors import InvalidInputError
 from shieldkit.escalation import GRADIENT_FREE_REMEDIES
 from shieldkit.evaluation.adaptive import DefensePlan
 from shieldkit.evaluation.config import EvalConfig

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-from shieldkit import losses
+from shieldkit.core import losses
 from shieldkit.diagnosis.gradients import ZERO_GRADIENT_MAX_SHARE
 from shieldkit.evaluation.records import EffortRow, GradientRow, LargeEpsRow, RandomnessRow
 from shieldkit.evaluation.summaries import CheckOutcome, DefenseSummary

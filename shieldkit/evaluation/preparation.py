@@ -14,8 +14,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from shieldkit.core.defense import DetectorDefense, TrainerDefense
+from shieldkit.core.seeding import seeded
 from shieldkit.data.imagedata import ImageData
-from shieldkit.defense import DetectorDefense, TrainerDefense
 from shieldkit.diagnosis import Diagnosis
 from shieldkit.escalation import Remedy, plan_remedies
 from shieldkit.evaluation.adaptive import DefensePlan
@@ -25,8 +26,7 @@ from shieldkit.evaluation.suite import AttackEntry, DefenseEntry, fit_options, r
 from shieldkit.evaluation.targets import DEPLOYED, VIEW, remedy_role
 from shieldkit.evaluation.units import AttackOnTarget, model_digest, tensor_digest, unit_seed
 from shieldkit.models.files import load_state_dict_file, save_model
-from shieldkit.registry import get_registry
-from shieldkit.seeding import seeded
+from shieldkit.plugins.registry import get_registry
 
 logger = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from shieldkit.errors import InvalidParameterError
+from shieldkit.core.errors import InvalidParameterError
 
 SUITES: dict[str, tuple[tuple[str, dict[str, Any]], ...]] = {
     "quick": (("noise", {}), ("semantic", {}), ("fgsm", {}), ("pgd", {}), ("deepfool", {})),
@@ -46,7 +46,7 @@ def check_suite(name: Any) -> str:
 
 def suite_attacks(name: str, norm: str) -> list[tuple[str, dict[str, Any]]]:
     """The preset's ``(name, params)`` attacks that support ``norm`` (a preset never fails on the grid's norm)."""
-    from shieldkit.registry import get_registry
+    from shieldkit.plugins.registry import get_registry
 
     registry = get_registry()
     chosen = []

@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from shieldkit.errors import InvalidInputError
+from shieldkit.core.errors import InvalidInputError
 from shieldkit.evaluation import sections as report_sections
 from shieldkit.evaluation.manifest import Manifest, read_manifest
 from shieldkit.evaluation.records import MODES, Row, from_json, row_from_json, to_json

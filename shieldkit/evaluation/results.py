@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from shieldkit.errors import InvalidParameterError, ShieldkitError
+from shieldkit.core.errors import InvalidParameterError, ShieldkitError
 from shieldkit.evaluation.records import RESULTS_FORMAT, Row, row_from_json, to_json
 
 logger = logging.getLogger(__name__)
@@ -293,7 +293,7 @@ def environment_record(seed: int, device: torch.device) -> dict[str, Any]:
 
 
 def _plugins() -> list[dict[str, Any]]:
-    from shieldkit.registry import list_plugins
+    from shieldkit.plugins.registry import list_plugins
 
     return [
         {"name": p.name, "status": p.status, "distribution": p.distribution, "version": p.version}

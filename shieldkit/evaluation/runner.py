@@ -28,11 +28,12 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from shieldkit import distributed
+from shieldkit.core.defense import DetectorDefense, TrainerDefense
+from shieldkit.core.errors import InvalidInputError, InvalidModelError, InvalidParameterError
+from shieldkit.core.guard import ModelStateGuard
+from shieldkit.core.validation import check_logits, model_device
 from shieldkit.data.imagedata import ImageData
-from shieldkit.defense import DetectorDefense, TrainerDefense
 from shieldkit.diagnosis import diagnose
-from shieldkit.errors import InvalidInputError, InvalidModelError, InvalidParameterError
 from shieldkit.evaluation import masking
 from shieldkit.evaluation.adaptive import DefensePlan, plan_defense
 from shieldkit.evaluation.certificates import disproved
@@ -77,9 +78,8 @@ from shieldkit.evaluation.units import (
     tensor_digest,
     unit_seed,
 )
-from shieldkit.guard import ModelStateGuard
-from shieldkit.progress import Progress
-from shieldkit.validation import check_logits, model_device
+from shieldkit.infra import distributed
+from shieldkit.infra.progress import Progress
 
 logger = logging.getLogger(__name__)
 

@@ -25,8 +25,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from shieldkit import distributed
-from shieldkit.errors import InvalidParameterError
+from shieldkit.core.errors import InvalidParameterError
 from shieldkit.evaluation.config import digest
 from shieldkit.evaluation.examples import read_example_files, write_example_files
 from shieldkit.evaluation.manifest import Manifest
@@ -42,6 +41,7 @@ from shieldkit.evaluation.results import (
     write_config,
     write_json,
 )
+from shieldkit.infra import distributed
 
 logger = logging.getLogger(__name__)
 

@@ -12,13 +12,13 @@ from typing import Any
 
 from torch import nn
 
-from shieldkit.attack import Attack
-from shieldkit.component import component_params
-from shieldkit.defense import Defense
-from shieldkit.errors import InvalidParameterError
+from shieldkit.core.attack import Attack
+from shieldkit.core.component import component_params
+from shieldkit.core.defense import Defense
+from shieldkit.core.errors import InvalidParameterError
 from shieldkit.evaluation.config import ComponentSpec, EvalConfig, parse_spec
 from shieldkit.evaluation.presets import suite_attacks
-from shieldkit.registry import get_registry
+from shieldkit.plugins.registry import get_registry
 
 _COMMON = ("eps", "norm", "bounds", "seed")
 NO_DEFENSE = ("none", "no_defense", "undefended")

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from shieldkit.defense import ABSTAIN
+from shieldkit.core.defense import ABSTAIN
+from shieldkit.core.threat import largest_distance
 from shieldkit.evaluation import masking
 from shieldkit.evaluation.manifest import DefenseManifest, Manifest
 from shieldkit.evaluation.records import (
@@ -40,7 +41,6 @@ from shieldkit.evaluation.summaries import (
     SuiteAttack,
     TimeSummary,
 )
-from shieldkit.threat import largest_distance
 
 _STAGE_ORDER = {stage: i for i, stage in enumerate(STAGES)}
 

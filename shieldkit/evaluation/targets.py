@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from shieldkit.component import component_params
+from shieldkit.core.component import component_params
 from shieldkit.evaluation.adaptive import DefensePlan
 from shieldkit.evaluation.suite import AttackEntry
 from shieldkit.evaluation.units import AttackOnTarget, unit_seed

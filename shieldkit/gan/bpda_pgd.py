@@ -5,8 +5,8 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from shieldkit.attacks.pgd import PGD
-from shieldkit.defense import GRADIENTS, AttackView, DefendedModel
-from shieldkit.validation import check_choice
+from shieldkit.core.defense import GRADIENTS, AttackView, DefendedModel
+from shieldkit.core.validation import check_choice
 
 __all__ = ["BPDAPGD"]
 

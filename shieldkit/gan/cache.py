@@ -10,10 +10,10 @@ from pathlib import Path
 
 from torch import Tensor, nn
 
-from shieldkit.errors import InvalidInputError, InvalidParameterError
+from shieldkit.core.errors import InvalidInputError, InvalidParameterError
+from shieldkit.core.seeding import seeded
 from shieldkit.gan.generators import VAE, Generator
 from shieldkit.gan.io import load_generator, save_generator
-from shieldkit.seeding import seeded
 
 logger = logging.getLogger(__name__)
 

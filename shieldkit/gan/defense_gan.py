@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from shieldkit.defense import Defense, TransformDefense
+from shieldkit.core.defense import Defense, TransformDefense
 from shieldkit.gan.cache import check_generator_spec, resolve_generator, smoke_generator
 from shieldkit.gan.projection import (
     DECAY,

@@ -6,7 +6,7 @@ from typing import Any, ClassVar
 
 from torch import Tensor, nn
 
-from shieldkit.defense import DetectorDefense
+from shieldkit.core.defense import DetectorDefense
 from shieldkit.gan.defense_gan import SMOKE_PARAMS, ProjectionSettings
 
 __all__ = ["ReconstructionError"]

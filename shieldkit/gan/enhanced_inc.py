@@ -7,13 +7,13 @@ from typing import Any, ClassVar
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from shieldkit.core.guard import ModelStateGuard
+from shieldkit.core.validation import check_number
 from shieldkit.defenses.training import LoopTrainer, train
 from shieldkit.gan.cache import check_generator_spec, resolve_generator
 from shieldkit.gan.defense_gan import SMOKE_PARAMS
 from shieldkit.gan.overpowered import latent_attack, set_latent_attack_settings
 from shieldkit.gan.projection import project
-from shieldkit.guard import ModelStateGuard
-from shieldkit.validation import check_number
 
 __all__ = ["EnhancedINC"]
 

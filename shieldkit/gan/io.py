@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from shieldkit.errors import InvalidParameterError
+from shieldkit.core.errors import InvalidParameterError
 from shieldkit.gan.generators import Generator, build_generator
 
 __all__ = ["image_grid", "load_generator", "save_generator", "save_atomically", "write_png"]

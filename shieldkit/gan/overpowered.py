@@ -9,15 +9,15 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from shieldkit import losses
-from shieldkit.attack import Attack
-from shieldkit.component import Component
-from shieldkit.defense import AttackView, DefendedModel
+from shieldkit.core import losses
+from shieldkit.core.attack import Attack
+from shieldkit.core.component import Component
+from shieldkit.core.defense import AttackView, DefendedModel
+from shieldkit.core.guard import ModelStateGuard
+from shieldkit.core.validation import check_int, check_number
 from shieldkit.gan.cache import check_generator_spec, resolve_generator
 from shieldkit.gan.defense_gan import SMOKE_PARAMS, ProjectionSettings
 from shieldkit.gan.projection import project
-from shieldkit.guard import ModelStateGuard
-from shieldkit.validation import check_int, check_number
 
 __all__ = ["Overpowered", "latent_attack"]
 

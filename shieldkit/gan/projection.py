@@ -15,9 +15,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from shieldkit.errors import InvalidInputError, InvalidParameterError
-from shieldkit.guard import ModelStateGuard
-from shieldkit.validation import check_int, check_number
+from shieldkit.core.errors import InvalidInputError, InvalidParameterError
+from shieldkit.core.guard import ModelStateGuard
+from shieldkit.core.validation import check_int, check_number
 
 __all__ = ["Projection", "check_projection_params", "project"]
 

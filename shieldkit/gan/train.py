@@ -18,7 +18,9 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from shieldkit.errors import InvalidInputError, InvalidParameterError
+from shieldkit.core.errors import InvalidInputError, InvalidParameterError
+from shieldkit.core.seeding import seeded
+from shieldkit.core.validation import check_choice, check_int, check_number
 from shieldkit.gan.generators import ARCHITECTURES, Generator
 from shieldkit.gan.io import (
     GENERATOR_FORMAT,
@@ -28,8 +30,6 @@ from shieldkit.gan.io import (
     write_png,
 )
 from shieldkit.gan.objectives import DEFAULTS, OBJECTIVES
-from shieldkit.seeding import seeded
-from shieldkit.validation import check_choice, check_int, check_number
 
 logger = logging.getLogger(__name__)
 

@@ -12,9 +12,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from shieldkit.core.seeding import seeded
 from shieldkit.data.imagedata import ImageData
 from shieldkit.models import training
-from shieldkit.seeding import seeded
 
 logger = logging.getLogger(__name__)
 
@@ -174,7 +174,7 @@ def _model_builder(name: str, data: ImageData) -> _Builder:
             )
         return _Builder(name, factory, {k: v for k, v in sized.items() if k in accepted})
     try:
-        from shieldkit.registry import create_model
+        from shieldkit.plugins.registry import create_model
     except ImportError as error:
         raise ValueError(
             f"pretrained: unknown model {name!r}; built-in ones are {sorted(native)}"

@@ -34,7 +34,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from shieldkit.errors import InvalidParameterError
+from shieldkit.core.errors import InvalidParameterError
 
 logger = logging.getLogger(__name__)
 
@@ -221,7 +221,7 @@ def build_from_spec(content: Mapping[str, Any], what: str = "--model", *, trust_
     """Rebuild a model shieldkit saved (:func:`save_model`): its spec builds the network, then its weights."""
     spec = content.get("spec", {})
     if "name" in spec:
-        from shieldkit.registry import create_model
+        from shieldkit.plugins.registry import create_model
 
         model = create_model(spec["name"], **dict(spec.get("params", {})))
     elif "factory" in spec:

@@ -13,8 +13,8 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from shieldkit.core.seeding import seeded
 from shieldkit.data.imagedata import ImageData
-from shieldkit.seeding import seeded
 
 logger = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 from torch import nn
 
-from shieldkit.layers import Normalize
+from shieldkit.core.layers import Normalize
 
 __all__ = ["MNIST_MEAN", "MNIST_STD", "mlp", "mnist_cnn", "tiny_cnn"]
 

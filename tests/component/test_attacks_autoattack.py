@@ -21,7 +21,7 @@ import shieldkit as sk
 from shieldkit.attacks import APGD, FMN, APGDTargeted, Square
 from shieldkit.attacks.apgd import step_checkpoints
 from shieldkit.attacks.square import square_share
-from shieldkit.errors import InvalidParameterError
+from shieldkit.core.errors import InvalidParameterError
 from shieldkit.testing import check_attack
 
 torchattacks = need("torchattacks", "pip install 'shieldkit[torchattacks]'")  # the peer these tests compare with

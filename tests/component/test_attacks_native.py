@@ -16,9 +16,9 @@ import shieldkit as sk
 from shieldkit.attacks import FGSM, PGD, DeepFool, HueSaturation, Noise, Semantic
 from shieldkit.attacks.hue_saturation import grid_shifts, hsv_to_rgb, rgb_to_hsv
 from shieldkit.attacks.semantic import negative_image
-from shieldkit.errors import InvalidInputError, InvalidParameterError
+from shieldkit.core.errors import InvalidInputError, InvalidParameterError
+from shieldkit.core.threat import norm_of
 from shieldkit.testing import check_attack, tiny_model
-from shieldkit.threat import norm_of
 
 NATIVE = (FGSM, Noise, Semantic, HueSaturation, PGD, DeepFool)
 

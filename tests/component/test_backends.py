@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from support.tools import load_tool
 from torch import nn
 
 import shieldkit as sk
@@ -24,11 +25,10 @@ from shieldkit.backends import art as art_backend
 from shieldkit.backends import is_available
 from shieldkit.backends import torchattacks as ta_backend
 from shieldkit.backends._art_defenses import DEFENSES as ART_DEFENSES
-from shieldkit.catalogue import render_catalogue
-from shieldkit.component import component_params
-from shieldkit.errors import InvalidParameterError, MissingDependencyError
-from shieldkit.guard import compare_state, snapshot_state
-from shieldkit.registry import reset_registry
+from shieldkit.core.component import component_params
+from shieldkit.core.errors import InvalidParameterError, MissingDependencyError
+from shieldkit.core.guard import compare_state, snapshot_state
+from shieldkit.plugins.registry import reset_registry
 from shieldkit.testing import tiny_batch, tiny_model
 
 REPO = Path(__file__).resolve().parents[2]
@@ -449,13 +449,13 @@ def test_trainer_uses_the_cross_entropy_it_is_given(mnist_test):
 
 def test_catalogue_is_up_to_date():
     path = REPO / "docs" / "catalogue.md"
-    assert path.read_text() == render_catalogue(), (
-        "docs/catalogue.md is out of date: regenerate it with `python -m shieldkit.catalogue > docs/catalogue.md`"
+    assert path.read_text() == load_tool("catalogue").render_catalogue(), (
+        "docs/catalogue.md is out of date: regenerate it with `python tools/catalogue.py > docs/catalogue.md`"
     )
 
 
 def test_catalogue_lists_every_backend_component_with_its_capabilities():
-    text = render_catalogue()
+    text = load_tool("catalogue").render_catalogue()
     for cls in ta_backend.ATTACKS + art_backend.ATTACKS:
         assert f"`{cls.family}.{cls.backend}`" in text
     assert "| `pgd.torchattacks` | linf, l2 | yes | gradient | 0.0313725 | yes | `steps=10`, `step_size=None` (0.25 * eps)" in text

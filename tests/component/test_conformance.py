@@ -15,7 +15,7 @@ import torch
 import shieldkit as sk
 from shieldkit.attacks._gradients import loss_gradient, normalized_step
 from shieldkit.exemptions import EFFICACY_EXEMPTIONS, efficacy_exemption
-from shieldkit.registry import get_registry
+from shieldkit.plugins.registry import get_registry
 from shieldkit.testing import (
     ATTACK_CLAUSES,
     DEFENSE_CLAUSES,

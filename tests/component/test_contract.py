@@ -7,8 +7,8 @@ import torch
 from torch import nn
 
 import shieldkit as sk
-from shieldkit.errors import InvalidModelError
-from shieldkit.guard import compare_state, snapshot_state
+from shieldkit.core.errors import InvalidModelError
+from shieldkit.core.guard import compare_state, snapshot_state
 from shieldkit.testing import tiny_batch, tiny_model
 
 

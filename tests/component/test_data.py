@@ -214,7 +214,7 @@ def test_digits_load_without_scikit_learn(monkeypatch):
 
 
 def test_a_damaged_packaged_file_is_a_one_line_error_saying_to_reinstall(monkeypatch):
-    from shieldkit.errors import ShieldkitError
+    from shieldkit.core.errors import ShieldkitError
 
     digits_module = importlib.import_module("shieldkit.data.digits")
 

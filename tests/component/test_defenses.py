@@ -13,6 +13,13 @@ from support.defense_references import reference_pgd
 from torch import nn
 
 import shieldkit as sk
+from shieldkit.core.errors import (
+    InvalidInputError,
+    InvalidModelError,
+    InvalidParameterError,
+    UnknownNameError,
+)
+from shieldkit.core.guard import compare_state, snapshot_state
 from shieldkit.defenses import (
     DEFENSES,
     JPEG,
@@ -27,13 +34,6 @@ from shieldkit.defenses import (
 from shieldkit.defenses.jpeg import LUMINANCE_TABLE, dct_matrix, jpeg_roundtrip, quantization_table
 from shieldkit.defenses.median_smoothing import median_filter
 from shieldkit.defenses.randomization import resize_and_pad
-from shieldkit.errors import (
-    InvalidInputError,
-    InvalidModelError,
-    InvalidParameterError,
-    UnknownNameError,
-)
-from shieldkit.guard import compare_state, snapshot_state
 from shieldkit.models import accuracy
 from shieldkit.testing import check_defense, tiny_model
 

@@ -18,9 +18,9 @@ import torch.nn.functional as F
 from support import defended_zoo
 from torch import nn
 
+from shieldkit.core.errors import InvalidInputError, InvalidModelError, InvalidParameterError
+from shieldkit.core.guard import compare_state, snapshot_state
 from shieldkit.diagnosis import CHECKS, Diagnosis, Finding, diagnose
-from shieldkit.errors import InvalidInputError, InvalidModelError, InvalidParameterError
-from shieldkit.guard import compare_state, snapshot_state
 
 # Why each zoo model raises exactly these flags (the test's own reference).
 EXPECTED = {

@@ -17,7 +17,7 @@ from support.zoo_references import RANDOM_JUDGED, REFERENCES, correct, margin_lo
 from torch import nn
 
 import shieldkit
-from shieldkit.errors import InvalidParameterError
+from shieldkit.core.errors import InvalidParameterError
 from shieldkit.escalation import (
     AutoBPDAView,
     EOTView,

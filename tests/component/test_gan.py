@@ -19,7 +19,7 @@ import torch
 
 import shieldkit as sk
 from shieldkit import cli
-from shieldkit.errors import InvalidInputError, InvalidParameterError
+from shieldkit.core.errors import InvalidInputError, InvalidParameterError
 from shieldkit.gan import (
     VAE,
     DCGANGenerator,

@@ -21,7 +21,7 @@ import pytest
 import torch
 
 import shieldkit as sk
-from shieldkit.errors import InvalidInputError, InvalidModelError
+from shieldkit.core.errors import InvalidInputError, InvalidModelError
 
 REPO = Path(__file__).resolve().parents[2]
 ROW = re.compile(r"^\| `(?P<name>[\w.]+)` \| (?P<float16>[^|]*) \| (?P<bfloat16>[^|]*) \|")

@@ -8,8 +8,8 @@ import pytest
 import torch
 from torch import nn
 
+from shieldkit.core.layers import Normalize
 from shieldkit.data import ImageData, mnist
-from shieldkit.layers import Normalize
 from shieldkit.models import (
     MODELS,
     accuracy,

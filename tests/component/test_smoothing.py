@@ -16,7 +16,8 @@ import scipy.stats
 import torch
 from torch import nn
 
-from shieldkit.defense import ABSTAIN
+from shieldkit.core.defense import ABSTAIN
+from shieldkit.core.errors import InvalidParameterError
 from shieldkit.defenses.noise_training import NoiseTraining
 from shieldkit.defenses.randomized_smoothing import (
     RandomizedSmoothing,
@@ -24,7 +25,6 @@ from shieldkit.defenses.randomized_smoothing import (
     lower_confidence_bound,
     upper_confidence_bound,
 )
-from shieldkit.errors import InvalidParameterError
 
 SIGMA = 0.25
 N0, N, ALPHA = 50, 200, 0.001

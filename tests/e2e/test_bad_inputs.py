@@ -22,14 +22,14 @@ from torch import nn
 
 import shieldkit as sk
 from shieldkit import cli
-from shieldkit.data import load
-from shieldkit.errors import (
+from shieldkit.core.errors import (
     InvalidInputError,
     InvalidModelError,
     InvalidParameterError,
     ShieldkitError,
     UnknownNameError,
 )
+from shieldkit.data import load
 
 
 class ComputeHappened(AssertionError):

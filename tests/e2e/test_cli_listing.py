@@ -14,7 +14,7 @@ import pytest
 
 import shieldkit as sk
 from shieldkit.cli import main
-from shieldkit.registry import reset_registry
+from shieldkit.plugins.registry import reset_registry
 
 
 def _run(capsys, *argv):
@@ -114,9 +114,9 @@ def test_trace_prints_each_line_once_in_the_command():
     env = {**os.environ, "SHIELDKIT_TRACE_PLUGINS": "1"}
     result = subprocess.run([sys.executable, "-m", "shieldkit.cli", "list", "attacks", "fgsm*"], env=env,
                             capture_output=True, text=True, timeout=300, check=True)
-    # Each message with whatever prefix a handler gave it ("shieldkit.plugins: ", "DEBUG shieldkit.plugins: ").
-    messages = [line.split("shieldkit.plugins: ", 1)[1] for line in result.stderr.splitlines()
-                if "shieldkit.plugins: " in line]
+    # Each message with whatever prefix a handler gave it ("shieldkit.plugins.manager: ", "DEBUG shieldkit.plugins.manager: ").
+    messages = [line.split("shieldkit.plugins.manager: ", 1)[1] for line in result.stderr.splitlines()
+                if "shieldkit.plugins.manager: " in line]
     assert any(m.startswith("loaded plugin native") for m in messages), result.stderr
     assert any("register_attacks" in m for m in messages), result.stderr
     repeated = {message: n for message, n in Counter(messages).items() if n > 1}

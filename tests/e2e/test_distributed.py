@@ -19,7 +19,7 @@ import pytest
 import torch
 from torch import nn
 
-from shieldkit import distributed
+from shieldkit.infra import distributed
 
 REPO = Path(__file__).resolve().parents[2]
 #: Fields that measure time, not outcomes.

@@ -19,7 +19,7 @@ from support.run_folders import assert_rebuilds_from_disk
 
 import shieldkit as sk
 from shieldkit.cli import main
-from shieldkit.errors import InvalidParameterError
+from shieldkit.core.errors import InvalidParameterError
 from shieldkit.evaluation import Report, Runner, evaluate
 from shieldkit.evaluation.config import EvalConfig
 from shieldkit.evaluation.results import read_rows

@@ -13,8 +13,8 @@ from torch import nn
 
 import shieldkit as sk
 from shieldkit.cli import main
-from shieldkit.defense import TransformDefense
-from shieldkit.errors import InvalidParameterError
+from shieldkit.core.defense import TransformDefense
+from shieldkit.core.errors import InvalidParameterError
 from shieldkit.evaluation import Report, evaluate
 from shieldkit.evaluation import report as report_module
 from shieldkit.evaluation import sections as sections_module

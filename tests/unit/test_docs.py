@@ -7,7 +7,7 @@ import inspect
 import re
 from pathlib import Path
 
-from shieldkit import hookspecs
+from shieldkit.plugins import hookspecs
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import shieldkit as sk
-from shieldkit.threat import norm_of, project
+from shieldkit.core.threat import norm_of, project
 
 
 @settings(max_examples=60, deadline=None)

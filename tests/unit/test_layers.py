@@ -393,3 +393,35 @@ def test_a_private_module_is_imported_only_from_its_own_folder(tmp_path):
     assert private_imports(root) == [
         "a/outside.py:2: a.outside imports the private module a.b._impl (only modules of a.b.* may)",
     ]
+
+
+#: The layers, lowest first (docs/architecture.md, "Imports flow one way"): a module imports only modules of
+#: its own layer or of a lower one. ``infra`` sits beside ``core`` (torch only); the package root's own
+#: modules (``__init__``, the conformance kit and its exemptions) sit on top and are not checked.
+LAYERS = [
+    ("shieldkit.core", "shieldkit.infra", "shieldkit.version"),
+    ("shieldkit.plugins",),
+    ("shieldkit.attacks", "shieldkit.defenses", "shieldkit.gan", "shieldkit.backends", "shieldkit.models",
+     "shieldkit.data", "shieldkit.diagnosis", "shieldkit.escalation"),
+    ("shieldkit.evaluation",),
+    ("shieldkit.cli",),
+]
+
+
+def layer_of(module: str) -> int | None:
+    for level, prefixes in enumerate(LAYERS):
+        if any(module == prefix or module.startswith(prefix + ".") for prefix in prefixes):
+            return level
+    return None
+
+
+def test_imports_flow_one_way_through_the_layers():
+    _, edges = import_graph(PACKAGE)
+    upward = [f"{edge.where()}: {edge.source} (layer {layer_of(edge.source)}) imports {edge.target} "
+              f"(layer {layer_of(edge.target)})" for edge in edges
+              if layer_of(edge.source) is not None and layer_of(edge.target) is not None
+              and layer_of(edge.target) > layer_of(edge.source)]
+    assert not upward, "an import against the layers:\n" + "\n".join(upward)
+    core = [f"{edge.where()}: {edge.source} imports {edge.target}" for edge in edges
+            if edge.source.startswith("shieldkit.core") and not edge.target.startswith("shieldkit.core")]
+    assert not core, "shieldkit.core imports nothing else of shieldkit:\n" + "\n".join(core)

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 import shieldkit as sk
-from shieldkit.validation import check_number
+from shieldkit.core.validation import check_number
 
 
 class GaussianBlur(sk.TransformDefense):

@@ -4,7 +4,7 @@ import torch
 from torch import Tensor, nn
 
 import shieldkit as sk
-from shieldkit.validation import check_int, check_number
+from shieldkit.core.validation import check_int, check_number
 
 
 class SaltPepper(sk.Attack):

@@ -18,7 +18,7 @@ from collections.abc import Callable
 import torch.nn.functional as F
 from torch import Tensor
 
-from shieldkit.errors import InvalidInputError
+from shieldkit.core.errors import InvalidInputError
 
 LOSSES = ("ce", "margin", "dlr")
 

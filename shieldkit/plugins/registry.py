@@ -17,9 +17,9 @@ from typing import Any
 
 from torch import nn
 
-from shieldkit.attack import ACCESS_LEVELS, Attack
-from shieldkit.component import component_params, jsonable
-from shieldkit.defense import (
+from shieldkit.core.attack import ACCESS_LEVELS, Attack
+from shieldkit.core.component import component_params, jsonable
+from shieldkit.core.defense import (
     KINDS,
     Defense,
     DetectorDefense,
@@ -27,15 +27,15 @@ from shieldkit.defense import (
     TrainerDefense,
     TransformDefense,
 )
-from shieldkit.errors import (
+from shieldkit.core.errors import (
     InvalidModelError,
     InvalidParameterError,
     MissingDependencyError,
     PluginError,
     UnknownNameError,
 )
-from shieldkit.plugins import PluginInfo, PluginManager
-from shieldkit.threat import NORMS
+from shieldkit.core.threat import NORMS
+from shieldkit.plugins.manager import PluginInfo, PluginManager
 
 PREFERRED_SOURCES = ("native", "torchattacks", "art")
 FAMILY_PATTERN = re.compile(r"^[a-z][a-z0-9_]*$")

@@ -2,8 +2,8 @@
 
 :class:`ModelStateGuard` leaves a user's model exactly as it found it;
 :class:`CallCounter` counts the forward and backward passes an attack makes.
-Input validation lives in :mod:`shieldkit.validation`, norms and projections
-with the threat model in :mod:`shieldkit.threat`.
+Input validation lives in :mod:`shieldkit.core.validation`, norms and projections
+with the threat model in :mod:`shieldkit.core.threat`.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from shieldkit.errors import AttackContractError
+from shieldkit.core.errors import AttackContractError
 
 # ----------------------------------------------------------------- state guard
 

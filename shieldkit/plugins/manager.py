@@ -3,7 +3,7 @@
 Built-in plugins (native, torchattacks, art) and third-party ones are all found
 by entry point in the group ``shieldkit`` (the built-ins are declared in
 shieldkit's own ``pyproject.toml``) and register through the same hooks
-(:mod:`shieldkit.hookspecs`). The plugin manager names no module it loads, so
+(:mod:`shieldkit.plugins.hookspecs`). The plugin manager names no module it loads, so
 nothing it loads imports it back. Loading is lazy (on first registry use) and a
 broken plugin never takes the registry down: it is recorded as failed, with its
 distribution, version and error, and everything else keeps working.
@@ -29,12 +29,12 @@ from dataclasses import asdict, dataclass, field
 
 import pluggy
 
-from shieldkit import hookspecs
-from shieldkit.errors import MissingDependencyError, PluginError
-from shieldkit.hookspecs import PROJECT
+from shieldkit.core.errors import MissingDependencyError, PluginError
+from shieldkit.plugins import hookspecs
+from shieldkit.plugins.hookspecs import PROJECT
 
 # hookimpl lives in hookspecs (which imports nothing of shieldkit); still importable from here.
-from shieldkit.hookspecs import hookimpl as hookimpl
+from shieldkit.plugins.hookspecs import hookimpl as hookimpl
 
 logger = logging.getLogger(__name__)
 
@@ -190,7 +190,7 @@ class PluginManager:
         """Call ``hook`` on each plugin separately, so that an error is charged to the plugin that raised it.
 
         Args:
-            hook: the hook's name in :mod:`shieldkit.hookspecs`.
+            hook: the hook's name in :mod:`shieldkit.plugins.hookspecs`.
             make_register: builds the ``register`` callback for one plugin.
             only: call just this plugin's implementation.
         """
@@ -240,7 +240,7 @@ def _trace_to_stderr(enabled: bool) -> None:
     if enabled:
         if not handlers:
             handler = _TraceHandler()
-            handler.setFormatter(logging.Formatter("shieldkit.plugins: %(message)s"))
+            handler.setFormatter(logging.Formatter("shieldkit.plugins.manager: %(message)s"))
             logger.addHandler(handler)
         logger.setLevel(logging.DEBUG)
         logger.propagate = False

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from shieldkit.errors import InvalidInputError, InvalidParameterError
+from shieldkit.core.errors import InvalidInputError, InvalidParameterError
 
 
 class Normalize(nn.Module):

@@ -22,11 +22,11 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from shieldkit.component import Component
-from shieldkit.eot import eot_average
-from shieldkit.errors import InvalidInputError, InvalidParameterError
-from shieldkit.guard import ModelStateGuard
-from shieldkit.validation import (
+from shieldkit.core.component import Component
+from shieldkit.core.eot import eot_average
+from shieldkit.core.errors import InvalidInputError, InvalidParameterError
+from shieldkit.core.guard import ModelStateGuard
+from shieldkit.core.validation import (
     check_bounds,
     check_choice,
     check_images,

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from shieldkit.errors import InvalidParameterError
-from shieldkit.validation import check_bounds
+from shieldkit.core.errors import InvalidParameterError
+from shieldkit.core.validation import check_bounds
 
 NORMS = ("linf", "l2", "l1", "l0")
 

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from shieldkit.errors import InvalidInputError, InvalidModelError, InvalidParameterError
+from shieldkit.core.errors import InvalidInputError, InvalidModelError, InvalidParameterError
 
 BOUNDS_TOLERANCE = 1e-6
 #: Channel counts of grey, RGB and RGBA images: a batch whose last dimension is one of these while the

@@ -2,7 +2,7 @@
 
 In a log (CI, ``nohup``, a pipe) thousands of carriage-return updates would bury
 everything else, so where ``sys.stderr`` is not a terminal no bar is drawn and the
-``shieldkit.progress`` logger says what finished instead. The training loop and the
+``shieldkit.infra.progress`` logger says what finished instead. The training loop and the
 evaluation both use it; it imports nothing of shieldkit.
 """
 
@@ -16,7 +16,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-progress_logger = logging.getLogger("shieldkit.progress")
+progress_logger = logging.getLogger("shieldkit.infra.progress")
 
 
 def on_terminal(stream: Any = None) -> bool:
@@ -33,7 +33,7 @@ class Progress:
 
     On a terminal it is tqdm's bar, as before. Where ``sys.stderr`` is not a terminal (CI,
     ``nohup``, a pipe) thousands of carriage-return updates would fill the log, so no bar is
-    drawn and :meth:`group_done` logs one INFO line on the ``shieldkit.progress`` logger
+    drawn and :meth:`group_done` logs one INFO line on the ``shieldkit.infra.progress`` logger
     (the commands show that logger's lines on stderr: :func:`progress_log`).
     """
 
@@ -70,7 +70,7 @@ class Progress:
 
 @contextlib.contextmanager
 def progress_log(quiet: bool) -> Iterator[None]:
-    """Show the ``shieldkit.progress`` lines on stderr for the duration (unless ``quiet``, or on a
+    """Show the ``shieldkit.infra.progress`` lines on stderr for the duration (unless ``quiet``, or on a
     terminal, where the bars show progress), whatever the root logger's level."""
     if quiet or on_terminal():
         yield

@@ -4,7 +4,7 @@ It registers through the same hooks as any third-party plugin. Each subpackage
 keeps the one tuple that lists what it offers.
 """
 
-from shieldkit.hookspecs import hookimpl
+from shieldkit.plugins.hookspecs import hookimpl
 
 
 @hookimpl

@@ -17,17 +17,17 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from shieldkit.component import Component, ParamDefault
-from shieldkit.errors import (
+from shieldkit.core.component import Component, ParamDefault
+from shieldkit.core.errors import (
     AttackContractError,
     InvalidInputError,
     InvalidModelError,
     InvalidParameterError,
 )
-from shieldkit.guard import CallCounter, ModelStateGuard
-from shieldkit.seeding import seeded
-from shieldkit.threat import DEFAULT_EPS, ThreatModel, check_norm, norm_of
-from shieldkit.validation import (
+from shieldkit.core.guard import CallCounter, ModelStateGuard
+from shieldkit.core.seeding import seeded
+from shieldkit.core.threat import DEFAULT_EPS, ThreatModel, check_norm, norm_of
+from shieldkit.core.validation import (
     BOUNDS_TOLERANCE,
     check_images,
     check_int,

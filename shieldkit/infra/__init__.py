@@ -1,0 +1,1 @@
+"""Infrastructure the layers above share: process-group plumbing (``distributed``) and progress reporting."""
