@@ -25,7 +25,7 @@ from shieldkit.evaluation.config import EvalConfig
 from shieldkit.evaluation.records import RESULTS_FORMAT, from_json, to_json
 from shieldkit.evaluation.results import MANIFEST, write_json
 from shieldkit.evaluation.suite import AttackEntry, DefenseEntry
-from shieldkit.evaluation.summaries import SuiteAttack
+from shieldkit.evaluation.summaries import DefenseIdentity, SuiteAttack
 
 
 @dataclass
@@ -55,17 +55,9 @@ class CertifierManifest:
 
 
 @dataclass
-class DefenseManifest:
-    """One defence as the plan prepared it."""
+class DefenseManifest(DefenseIdentity):
+    """One defence as the plan prepared it: its identity, then what the rows need to be read."""
 
-    label: str
-    name: str
-    kind: str
-    view: str
-    adaptive_stage: bool
-    randomized: bool
-    #: EOT draws: the defence's own, or the most an escalation remedy averages
-    eot: int
     #: the adaptive mode attacks the deployed model itself (no view, no remedy): it reuses the naive measurements
     same_as_naive: bool
     remedies: list[RemedyManifest] = field(default_factory=list)

@@ -8,6 +8,7 @@ form is :func:`~shieldkit.evaluation.records.to_json`'s, versioned by ``RESULTS_
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -130,8 +131,9 @@ class CertifiedSummary:
 
 
 @dataclass
-class DefenseSummary:
-    """Everything the report says about one defence."""
+class DefenseIdentity:
+    """What a defence is in a run, fixed by the plan: written in plan.json (``DefenseManifest``) and repeated,
+    field for field, at the head of its summary (``DefenseSummary``)."""
 
     label: str
     name: str
@@ -139,7 +141,18 @@ class DefenseSummary:
     view: str
     adaptive_stage: bool
     randomized: bool
+    #: EOT draws: the defence's own, or the most an escalation remedy averages
     eot: int
+
+    def identity(self) -> dict[str, Any]:
+        """The identity's fields and values (to build a summary from a manifest)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(DefenseIdentity)}
+
+
+@dataclass
+class DefenseSummary(DefenseIdentity):
+    """Everything the report says about one defence: its identity (from the manifest), then its figures."""
+
     n: int
     clean_accuracy: float
     eps: dict[str, EpsSummary]

@@ -80,11 +80,8 @@ def _defense_summary(plan: DefenseManifest, rows: list[Row], manifest: Manifest,
     attack_rows = [r for r in rows if isinstance(r, AttackRow)]
     correct = {i for r in clean_rows for i in r.correct}
     clean_detected = {i for r in clean_rows for i in r.detected}
-    record = DefenseSummary(
-        label=plan.label, name=plan.name, kind=plan.kind, view=plan.view,
-        adaptive_stage=plan.adaptive_stage, randomized=plan.randomized, n=n, eot=plan.eot,
-        clean_accuracy=len(correct) / n, eps={}, errors={mode: [] for mode in MODES},
-    )
+    record = DefenseSummary(**plan.identity(), n=n, clean_accuracy=len(correct) / n, eps={},
+                            errors={mode: [] for mode in MODES})
     if plan.detector is not None:
         record.detector = DetectorSummary(plan.detector.fpr, len(clean_detected) / n, plan.detector.threshold)
     per_unit_cost: dict[tuple, list[float]] = defaultdict(list)
