@@ -287,8 +287,11 @@ def test_pgd_eot_beats_a_single_draw_on_a_randomised_model(mnist_model, mnist_ba
     """At equal steps, PGD with eot=8 brings the expected model (mean softmax of 32 draws) lower than eot=1.
 
     Measured (bench/results/attack_tests.md, these 64 images): expected-model accuracy 73.4% clean, 14.1%
-    after eot=1, 6.2% after eot=8 (7.8 points, paired SE 3.4: >= 1.1 points at 2 SE); its loss higher with
-    eot=8 on 100% of the images (>= 95.3% at 3 binomial SE, p taken as 1 - 1/n).
+    after eot=1, 6.2% after eot=8. Over the session model's seeds 0-4 (bench/results/seed_spread.md) eot=1
+    leaves 7.8-15.6% and eot=8 0-7.8 points less (eot=1 already breaks most images on some models, so the
+    gain is no figure to hold): eot=8 must leave no more than eot=1, one image of slack. The paired figure
+    that holds on every seed: the expected-model loss is higher with eot=8 on 100% of the images
+    (>= 95.3% at 3 binomial SE, p taken as 1 - 1/n).
     """
     noisy = _NoisyInput(mnist_model).eval()
     x, y = mnist_batch[0][:64], mnist_batch[1][:64]
@@ -301,7 +304,7 @@ def test_pgd_eot_beats_a_single_draw_on_a_randomised_model(mnist_model, mnist_ba
         loss[eot] = F.nll_loss(probabilities.clamp_min(1e-12).log(), y, reduction="none")
     gain = (correct[1].float().mean() - correct[8].float().mean()).item()
     higher = (loss[8] > loss[1]).float().mean().item()
-    assert gain >= 0.011, (gain, correct)
+    assert gain >= -1 / len(y), (gain, correct)
     assert higher >= 0.953, (higher, loss)
 
 

@@ -207,9 +207,11 @@ def test_outlier_detectors_flag_noise_but_not_new_clean_digits(name, mnist_model
     # (Feature squeezing is not an outlier detector: uniform noise barely moves under squeezing.)
     noise = torch.rand(100, 1, 28, 28, generator=torch.Generator().manual_seed(0))
     detector = sk.create_defense(name).fit(mnist_model, splits["fit"].x, fpr=0.05)
-    # bench/results/defenses.md, "Other figures the defence tests guard": noise flagged (n = 100) and false
-    # positives (n = 500), each with 3 SE (margin() below); confidence 90.0% / 4.2%, Mahalanobis 100.0% / 5.6%
-    flagged, false = {"confidence_threshold": (0.90, 0.042), "mahalanobis": (1.0, 0.056)}[name]
+    # Noise flagged (n = 100) and false positives (n = 500), each with 3 SE (margin() below). Confidence: how sure
+    # a model is on noise is the model's, not the detector's: over the session model's seeds 0-4
+    # (bench/results/seed_spread.md) noise flagged 32-100%, false positives 3.8-6.6%, so the worst seed's figures
+    # (32% / 6.6%) are held. Mahalanobis: bench/results/defenses.md, 100.0% / 5.6%.
+    flagged, false = {"confidence_threshold": (0.32, 0.066), "mahalanobis": (1.0, 0.056)}[name]
     assert detector.detect(mnist_model, noise).float().mean().item() >= flagged - margin(flagged, 100)
     assert detector.detect(mnist_model, splits["eval"].x).float().mean().item() <= false + margin(false, 500)
 
@@ -426,11 +428,11 @@ def test_adversarial_training_keeps_clean_accuracy_and_halves_fgsm_error(mnist_m
     undefended_error = 1 - accuracy(mnist_model, fgsm(mnist_model, x, y), y)
     robust_error = 1 - accuracy(robust, fgsm(robust, x, y), y)
     clean = accuracy(robust, mnist_test.subset(2000, seed=3))
-    # bench/results/defenses.md, "Other figures the defence tests guard": clean 97.7% (n = 2000), FGSM 0.25
-    # 83.8% trained vs 16.4% undefended (n = 500); 3 SE each
-    assert clean >= 0.977 - margin(0.977, 2000), f"clean accuracy {clean:.3f}"
-    assert 1 - robust_error >= 0.838 - margin(0.838, len(y)), f"FGSM accuracy {1 - robust_error:.3f}"
-    assert 1 - undefended_error <= 0.164 + margin(0.164, len(y)), f"undefended FGSM {1 - undefended_error:.3f}"
+    # Over the session model's seeds 0-4 (bench/results/seed_spread.md): clean 97.4-97.9% (n = 2000), FGSM 0.25
+    # 77.0-85.0% trained vs 10.2-25.2% undefended (n = 500); the worst seed's figure, 3 SE each
+    assert clean >= 0.974 - margin(0.974, 2000), f"clean accuracy {clean:.3f}"
+    assert 1 - robust_error >= 0.770 - margin(0.770, len(y)), f"FGSM accuracy {1 - robust_error:.3f}"
+    assert 1 - undefended_error <= 0.252 + margin(0.252, len(y)), f"undefended FGSM {1 - undefended_error:.3f}"
     assert robust_error < undefended_error / 2, f"FGSM error {robust_error:.3f} vs undefended {undefended_error:.3f}"
 
 
@@ -490,7 +492,9 @@ ADAPTIVE_FIGURES = {
     "median_smoothing": {"naive": 0.0, "adaptive": 0.0, "reference": 0.0},
     "gaussian_noise": {"naive": 0.0, "adaptive": 0.0, "reference": 0.0},
     "gradient_masking": {"naive": 0.96, "adaptive": 0.0, "reference": 0.0},
-    "randomized_smoothing": {"naive": 0.89, "adaptive": 0.0, "reference": 0.0},
+    # naive: the lowest over the session model's seeds 0-4 (62-88%, bench/results/seed_spread.md): how well the
+    # smoothed vote hides the gradient from a naive attack is the model's; the seed-0 bench measured 89%
+    "randomized_smoothing": {"naive": 0.62, "adaptive": 0.0, "reference": 0.0},
     "bit_depth {'bits': 1}": {"naive": 0.97, "adaptive": 0.74, "reference": 0.74},
 }
 UNDEFENDED_PGD = 0.0
@@ -552,7 +556,9 @@ def test_distillation_masks_softmax_gradients_but_not_logit_margins(mnist_model,
         mnist_model, mnist_train.subset(3000, seed=6), epochs=1, batch_size=16, seed=0)
     # The bench's setting (n = 100, the same images): bench/results/defenses.md "Distillation", quoted in
     # docs/defenses.md: FGSM 84.0% distilled vs 15.0% undefended, PGD-margin 3.0% vs 0.0%, logit std 370 vs 4.3
-    # (86-fold; the assertion keeps 60-fold: the spread is no binomial share); 3 SE on n = 100 each.
+    # (86-fold). Over the session model's seeds 0-4 (bench/results/seed_spread.md): FGSM 80-84% distilled vs
+    # 6-23% undefended, PGD-margin 1-4% vs 0-1%, logit std 78- to 89-fold (the assertion keeps 60-fold: the
+    # spread is no binomial share); the worst seed's figure, 3 SE on n = 100 each.
     x, y = splits["eval"].x[:100], splits["eval"].y[:100]
     n = len(y)
     with torch.no_grad():
@@ -560,9 +566,9 @@ def test_distillation_masks_softmax_gradients_but_not_logit_margins(mnist_model,
     fgsm = sk.create_attack("fgsm", eps=0.25)
     undefended_fgsm = accuracy(mnist_model, fgsm(mnist_model, x, y), y)
     distilled_fgsm = accuracy(distilled, fgsm(distilled, x, y), y)
-    assert undefended_fgsm <= 0.15 + margin(0.15, n) and distilled_fgsm >= 0.84 - margin(0.84, n), f"FGSM: {distilled_fgsm:.3f} vs {undefended_fgsm:.3f}"
+    assert undefended_fgsm <= 0.23 + margin(0.23, n) and distilled_fgsm >= 0.80 - margin(0.80, n), f"FGSM: {distilled_fgsm:.3f} vs {undefended_fgsm:.3f}"
     # Carlini and Wagner's margin loss works on the logits: no gradient vanishes, no protection.
     margin_pgd = sk.create_attack("pgd", eps=0.25, steps=10, loss="margin", seed=0)
     undefended_margin = accuracy(mnist_model, margin_pgd(mnist_model, x, y), y)
     distilled_margin = accuracy(distilled, margin_pgd(distilled, x, y), y)
-    assert undefended_margin <= 0.0 and distilled_margin <= 0.03 + margin(0.03, n), f"margin PGD: {distilled_margin:.3f} vs {undefended_margin:.3f}"
+    assert undefended_margin <= 0.01 + margin(0.01, n) and distilled_margin <= 0.04 + margin(0.04, n), f"margin PGD: {distilled_margin:.3f} vs {undefended_margin:.3f}"
