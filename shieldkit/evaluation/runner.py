@@ -286,7 +286,7 @@ class Runner:
 
     def _evaluate_defense(self, plan: DefensePlan, adaptive: list[AttackOnTarget], units: list[Unit]) -> None:
         """Run one defence's units (this rank's), then, on rank 0, its masking measurements."""
-        targets = DefenseTargets(plan, self.data.x[:REMEDY_SAMPLES].to(self.device), self.config.seed)
+        targets = DefenseTargets(plan, lambda: self.data.x[:REMEDY_SAMPLES].to(self.device), self.config.seed)
         groups: dict[tuple[float, tuple[int, int]], list[Unit]] = {}
         for unit in units:
             groups.setdefault((unit.eps, unit.chunk), []).append(unit)

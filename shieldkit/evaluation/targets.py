@@ -15,6 +15,8 @@ seeded, so a resume builds the same) and hands out the model for a role.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from torch import Tensor, nn
 
 from shieldkit.core.component import component_params
@@ -42,11 +44,12 @@ class DefenseTargets:
 
     Args:
         plan: the prepared defence.
-        remedy_images: the clean images a remedy's view may be fitted on (a surrogate is distilled on them).
+        remedy_images: gives the clean images a remedy's view may be fitted on (a surrogate is distilled on
+            them); called only when a remedy's view is first built.
         seed: the run's seed (a remedy's view is built under ``unit_seed(seed, "remedy", label, name)``).
     """
 
-    def __init__(self, plan: DefensePlan, remedy_images: Tensor, seed: int):
+    def __init__(self, plan: DefensePlan, remedy_images: Callable[[], Tensor], seed: int):
         self.plan = plan
         self.remedy_images = remedy_images
         self.seed = seed
@@ -68,7 +71,7 @@ class DefenseTargets:
         if name not in self.remedy_views:
             remedy = next(r for r, _ in self.plan.remedies if r.name == name)
             with self.plan.seeded(unit_seed(self.seed, "remedy", self.plan.label, name)):
-                self.remedy_views[name] = remedy.view(self.plan.attack_target, self.remedy_images)
+                self.remedy_views[name] = remedy.view(self.plan.attack_target, self.remedy_images())
         return self.remedy_views[name]
 
     def adaptive_check_target(self, adaptive: list[AttackOnTarget]) -> tuple[str, AttackEntry | None] | None:
