@@ -23,6 +23,7 @@ from shieldkit.core.errors import (
     InvalidInputError,
     InvalidModelError,
     InvalidParameterError,
+    NoGradientError,
 )
 from shieldkit.core.guard import CallCounter, ModelStateGuard
 from shieldkit.core.seeding import seeded
@@ -38,6 +39,10 @@ from shieldkit.core.validation import (
 )
 
 ACCESS_LEVELS = ("gradient", "score", "decision")
+
+
+#: What torch's autograd says when the model's output does not depend on the input through a graph.
+_NO_GRADIENT = ("does not require grad and does not have a grad_fn", "appears to not have been used in the graph")
 
 
 @dataclass
@@ -232,7 +237,12 @@ class Attack(Component):
             parameters = [(p, p._version) for p in model.parameters()]
             counter.enabled = True
             with seeded(self.seed, device):
-                output = self._run(model, x_in.clone(), given["y"], given.get("target"))
+                try:
+                    output = self._run(model, x_in.clone(), given["y"], given.get("target"))
+                except RuntimeError as error:
+                    if self.access == "gradient" and any(text in str(error) for text in _NO_GRADIENT):
+                        raise NoGradientError(name) from error
+                    raise
             counter.enabled = False
             # Checked before the predictions below, which a model left in train mode would get wrong.
             self._check_untouched(model, parameters, {"y": y, "target": target}, given)

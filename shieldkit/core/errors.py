@@ -23,6 +23,21 @@ class InvalidModelError(InvalidInputError):
     """The model cannot be attacked as given (wrong output shape, split across devices, ...)."""
 
 
+class NoGradientError(InvalidModelError, RuntimeError):
+    """A gradient attack met a model that gives no input gradient (a forward under ``torch.no_grad`` or
+    ``inference_mode``, a quantised or exported kernel without a backward, a NumPy round trip).
+
+    Subclasses ``RuntimeError`` too: what torch's autograd raised before shieldkit named the problem.
+    """
+
+    def __init__(self, attack: str):
+        super().__init__(
+            f"{attack}: the model gives no input gradient (its forward runs under torch.no_grad or inference_mode, "
+            "or through a kernel without a backward, such as a quantised layer): a gradient attack cannot run on "
+            "it; use a score-based attack (square, spsa) or shieldkit.evaluate, whose diagnosis sends such a model "
+            "to its remedies (BPDA, smoothing, a surrogate)")
+
+
 class InvalidParameterError(ShieldkitError, TypeError, ValueError):
     """A constructor or call parameter is unknown or out of range.
 

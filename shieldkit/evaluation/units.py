@@ -16,6 +16,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
 from shieldkit.evaluation.suite import AttackEntry
@@ -88,20 +89,53 @@ def chunk_ranges(n: int, size: int) -> list[tuple[int, int]]:
 
 
 def model_digest(model: nn.Module) -> str:
-    """A hash of a model's parameters and buffers (a changed model refuses to resume)."""
+    """A hash of a model's state dict (a changed model refuses to resume): every entry, whatever its type.
+
+    A quantised model's state dict holds quantised tensors, dtypes and tuples of packed parameters beside plain
+    tensors; each is hashed by its values (:func:`_update`).
+    """
     hasher = hashlib.sha256()
-    for name, tensor in model.state_dict().items():
+    for name, value in model.state_dict().items():
         hasher.update(name.encode())
-        hasher.update(str(tuple(tensor.shape)).encode())
-        hasher.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+        _update(hasher, value)
     return hasher.hexdigest()[:16]
+
+
+def _update(hasher: Any, value: Any) -> None:
+    """Feed one state-dict entry to ``hasher``: a tensor by shape, dtype and values (a quantised one by its
+    integer values, scale and zero point), a tuple or list entry by entry, anything else by its repr."""
+    if isinstance(value, Tensor):
+        tensor = value.detach().cpu()
+        hasher.update(str(tuple(tensor.shape)).encode())
+        if tensor.is_quantized:
+            if tensor.qscheme() in (torch.per_tensor_affine, torch.per_tensor_symmetric):
+                hasher.update(f"{tensor.q_scale()},{tensor.q_zero_point()}".encode())
+            else:
+                _update(hasher, tensor.q_per_channel_scales())
+                _update(hasher, tensor.q_per_channel_zero_points())
+            tensor = tensor.int_repr()
+        hasher.update(_raw_bytes(tensor))
+    elif isinstance(value, (tuple, list)):
+        hasher.update(f"{type(value).__name__}{len(value)}".encode())
+        for item in value:
+            _update(hasher, item)
+    else:
+        hasher.update(repr(value).encode())
 
 
 def tensor_digest(*tensors: Tensor) -> str:
     hasher = hashlib.sha256()
     for tensor in tensors:
-        hasher.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+        hasher.update(_raw_bytes(tensor.detach().cpu()))
     return hasher.hexdigest()[:16]
+
+
+def _raw_bytes(tensor: Tensor) -> bytes:
+    """A CPU tensor's values as bytes (bfloat16 too, which NumPy has no type for)."""
+    tensor = tensor.contiguous()
+    if tensor.dtype == torch.bfloat16:
+        tensor = tensor.view(torch.int16)
+    return tensor.numpy().tobytes()
 
 
 def pick(indices: list[int], mask: Tensor) -> list[int]:
