@@ -6,6 +6,8 @@ from collections.abc import Iterator, Sequence
 
 import torch
 
+from shieldkit.core.errors import InvalidInputError, InvalidParameterError
+
 __all__ = ["ImageData"]
 
 
@@ -212,3 +214,20 @@ def _checked_labels(y, count: int) -> torch.Tensor:
     if y.numel() and int(y.min()) < 0:
         raise ValueError(f"ImageData: labels must be >= 0, found {int(y.min())}")
     return y
+
+
+def as_image_data(data: object, argument: str, *, owner: str = "", split: str = "") -> ImageData:
+    """``data`` as ``ImageData``: an ``ImageData`` as it is, an ``(x, y)`` pair of tensors wrapped (named
+    ``custom``, of ``split``). Anything else is a one-line error naming ``argument`` (after ``owner:`` when given):
+    a wrong type is an ``InvalidParameterError`` (a ``TypeError`` too), a pair that is no image data an
+    ``InvalidInputError``."""
+    where = f"{owner}: {argument}" if owner else argument
+    if isinstance(data, ImageData):
+        return data
+    if isinstance(data, (tuple, list)) and len(data) == 2:
+        try:
+            return ImageData(data[0], data[1], name="custom", split=split)
+        except (TypeError, ValueError) as error:
+            raise InvalidInputError(f"{where}: {error}") from None
+    raise InvalidParameterError(f"{where} must be ImageData or an (x, y) pair of tensors, got {type(data).__name__}")
+

@@ -54,10 +54,9 @@ from pathlib import Path
 from typing import Any
 
 from shieldkit.core.component import jsonable
-from shieldkit.core.errors import InvalidInputError, InvalidParameterError
+from shieldkit.core.errors import InvalidParameterError
 from shieldkit.core.threat import check_norm
 from shieldkit.core.validation import check_bounds
-from shieldkit.data.imagedata import ImageData
 from shieldkit.evaluation.presets import DEFAULT_SUITE, check_suite
 
 DEFAULT_EPS = (0.1, 0.2, 0.3)
@@ -373,14 +372,3 @@ def _jsonable(value: Any) -> Any:
 def _type_name(value: Any) -> Any:
     return value.to_dict() if isinstance(value, ComponentSpec) else f"<{type(value).__name__}>"
 
-
-def as_image_data(data: Any, what: str) -> ImageData:
-    """``data`` as ``ImageData`` (an ``(x, y)`` pair of tensors is wrapped); anything else is a one-line error."""
-    if isinstance(data, ImageData):
-        return data
-    if isinstance(data, (tuple, list)) and len(data) == 2:
-        try:
-            return ImageData(data[0], data[1], name="custom")
-        except (TypeError, ValueError) as error:
-            raise InvalidInputError(f"{what}: {error}") from None
-    raise InvalidInputError(f"{what}: expected ImageData or an (x, y) pair of tensors, got {type(data).__name__}")

@@ -32,12 +32,12 @@ from shieldkit.core.defense import DetectorDefense, TrainerDefense
 from shieldkit.core.errors import InvalidInputError, InvalidModelError, InvalidParameterError
 from shieldkit.core.guard import ModelStateGuard
 from shieldkit.core.validation import check_logits, model_device
-from shieldkit.data.imagedata import ImageData
+from shieldkit.data.imagedata import ImageData, as_image_data
 from shieldkit.diagnosis import diagnose
 from shieldkit.evaluation import masking
 from shieldkit.evaluation.adaptive import DefensePlan, plan_defense
 from shieldkit.evaluation.certificates import disproved
-from shieldkit.evaluation.config import EvalConfig, as_image_data, check_eps, check_scalars, digest
+from shieldkit.evaluation.config import EvalConfig, check_eps, check_scalars, digest
 from shieldkit.evaluation.examples import save_clean_examples, save_examples
 from shieldkit.evaluation.manifest import Manifest, build_manifest, defense_manifest, write_manifest
 from shieldkit.evaluation.measurements import MaskingMeasurements

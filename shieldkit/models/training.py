@@ -14,7 +14,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from shieldkit.core.seeding import seeded
-from shieldkit.data.imagedata import ImageData
+from shieldkit.data.imagedata import ImageData, as_image_data
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ def fit_classifier(
         x ``[N, C, H, W]``, y ``[N]``; model output ``[B, K]`` with ``K > max(y)``.
     """
     _check_model(model, "fit_classifier")
-    data = _as_image_data(data, "fit_classifier")
+    data = as_image_data(data, "data", owner="fit_classifier", split="train")
     _check_int_at_least("fit_classifier", epochs=epochs, batch_size=batch_size)
     if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
         raise ValueError(f"fit_classifier: lr must be a positive finite number, got {lr!r}")
@@ -225,15 +225,6 @@ def _check_logits(logits, x: torch.Tensor, y: torch.Tensor, function: str) -> No
             f"{logits.shape[1]} outputs"
         )
 
-
-def _as_image_data(data, function: str) -> ImageData:
-    if isinstance(data, ImageData):
-        return data
-    if isinstance(data, (tuple, list)) and len(data) == 2:
-        return ImageData(data[0], data[1], name="custom", split="train")
-    raise TypeError(
-        f"{function}: data must be ImageData or an (x, y) pair of tensors, got {type(data).__name__}"
-    )
 
 
 def _describe(value) -> str:
