@@ -37,7 +37,10 @@ def seeded(seed: int | None, device: torch.device | str | None = None, *, every_
     numpy_state, python_state = (np.random.get_state(), random.getstate()) if every_library else (None, None)
     try:
         with torch.random.fork_rng(devices=gpus):
-            seed_every_library(seed) if every_library else torch.manual_seed(seed)
+            if every_library:
+                seed_every_library(seed)
+            else:
+                torch.manual_seed(seed)
             yield
     finally:
         if every_library:
