@@ -20,10 +20,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from shieldkit.core.errors import InvalidParameterError
 from shieldkit.core.validation import check_bounds, check_int, check_number
+from shieldkit.diagnosis.gradients import gradient_noise
 from shieldkit.escalation.auto_bpda import AutoBPDAView
 from shieldkit.escalation.eot import MAX_DRAWS, EOTView, eot_draws
 from shieldkit.escalation.logits import LogProbabilityView, NormalizedLogitsView
@@ -34,6 +37,9 @@ from shieldkit.escalation.surrogate import SurrogateView, distill_surrogate
 GRADIENT_CUT = ("missing_gradients", "zero_gradients", "nonfinite_gradients")
 #: Queries of the score-based fallback (AutoAttack's Square budget).
 QUERIES = 5000
+#: The most draws each query of the score-based fallback averages on a randomised model (each query costs as
+#: many forwards).
+SCORE_BASED_DRAWS = 8
 
 ViewBuilder = Callable[[nn.Module, Tensor], nn.Module]
 
@@ -166,11 +172,19 @@ def plan_remedies(
         return model
 
     randomized = "random_forward" in found
-    draws = eot_draws(getattr(diagnosis, "gradient_noise", None), cap=max_draws) if randomized else 1
+    noise = getattr(diagnosis, "gradient_noise", None)
+    draws = eot_draws(noise, cap=max_draws) if randomized else 1
 
-    def averaged(model: nn.Module) -> nn.Module:
+    def averaged(model: nn.Module, x: Tensor | None = None) -> nn.Module:
+        """The outputs fixed, and averaged over the draws the attacked view's gradient noise asks for: measured
+        on the BPDA view of ``x`` where the model's own gradient is cut (the diagnosis could not measure it)."""
         model = outputs(model)
-        return EOTView(model, draws) if draws > 1 else model
+        if not randomized:
+            return model
+        chosen = draws
+        if noise is None and x is not None:
+            chosen = eot_draws(measure_gradient_noise(AutoBPDAView(model), x), cap=max_draws)
+        return EOTView(model, chosen) if chosen > 1 else model
 
     random_note = f"; averaged over {draws} draws (random_forward)" if draws > 1 else ""
     remedies: list[Remedy] = []
@@ -186,9 +200,10 @@ def plan_remedies(
     seeded = ("input_seeded_randomness",) if "input_seeded_randomness" in found else ()
 
     if cut:
-        add("auto_bpda", cut, lambda m, x: AutoBPDAView(averaged(m)), random_note)
+        add("auto_bpda", cut, lambda m, x: AutoBPDAView(averaged(m, x)), random_note)
     if shattered:
-        add("auto_bpda_identity", shattered, lambda m, x: AutoBPDAView(averaged(m), preprocessing="identity"), random_note)
+        add("auto_bpda_identity", shattered, lambda m, x: AutoBPDAView(averaged(m, x), preprocessing="identity"),
+            random_note)
     if seeded:
         # autograd through the noisy copies needs a gradient: BPDA under it where one is cut
         add("jitter_smoothing", seeded,
@@ -210,8 +225,36 @@ def plan_remedies(
         remedies.append(Remedy("direct", "no finding: the model's own gradients",
                                AttackSettings(loss="ce", early_stop=True)))
     reason = "always last: a score-based attack needs no gradient (flags: " + (", ".join(sorted(found)) or "none") + ")"
-    remedies.append(Remedy("score_based", reason, AttackSettings(attack="square", loss="margin", queries=queries)))
+    score_draws = min(draws, SCORE_BASED_DRAWS)
+    if randomized:  # Square accepts a step only if the loss averaged over draws improves (not one lucky draw)
+        reason += f"; its loss averaged over {score_draws} draws"
+    remedies.append(Remedy("score_based", reason,
+                           AttackSettings(attack="square", loss="margin", queries=queries, draws=score_draws),
+                           (lambda m, x: EOTView(m, score_draws)) if score_draws > 1 else None))
     return tuple(remedies)
+
+
+def measure_gradient_noise(view: nn.Module, x: Tensor, repeats: int = 8, samples: int = 32) -> float | None:
+    """The relative noise of ``view``'s input gradient over ``repeats`` backward passes of the cross-entropy at its
+    own predictions on the first ``samples`` images (what :func:`eot_draws` reads; ``None``: no usable gradient)."""
+    x = x[:samples].detach()
+    gradients = []
+    try:
+        with torch.no_grad():
+            labels = view(x).argmax(dim=1)
+        for _ in range(repeats):
+            inputs = x.clone().requires_grad_(True)
+            with torch.enable_grad():
+                loss = F.cross_entropy(view(inputs).float(), labels, reduction="sum")
+                if not loss.requires_grad:
+                    return None
+                (gradient,) = torch.autograd.grad(loss, inputs, allow_unused=True)
+            if gradient is None:
+                return None
+            gradients.append(gradient)
+    except Exception:  # noqa: BLE001 - a view that cannot be differentiated has no usable gradient to measure
+        return None
+    return gradient_noise(torch.stack(gradients))
 
 
 def remedy_name_for_outputs(checks: tuple[str, ...]) -> str:

@@ -52,12 +52,28 @@ from shieldkit.core.seeding import seeded
 
 @dataclass
 class Judgement:
-    """How the deployed system handled adversarial images, per sample (CPU tensors)."""
+    """How the deployed system handled images, per sample (CPU tensors), over the plan's judging draws.
+
+    A deterministic model is judged on one forward (``draws == 1``). A randomised one on ``draws`` fresh
+    forwards, split in two halves: ``selected`` counts the draws of the first half the system survived (a correct
+    prediction, or a detection), ``judged`` those of the second. The summary picks each sample's worst point by
+    its first half and reports that point's second half, so the figure is not biased low by the pick.
+
+    Attributes:
+        predictions: the most frequent prediction over the draws.
+        misclassified: on most draws; detected: by the detector.
+        fooled: on every draw (for one draw: misclassified and not detected), what the cascade drops.
+        selected, judged: draws survived per half (``None`` for one draw).
+        draws: the forwards judged.
+    """
 
     predictions: Tensor
     misclassified: Tensor
     detected: Tensor
     fooled: Tensor
+    selected: Tensor | None = None
+    judged: Tensor | None = None
+    draws: int = 1
 
 
 @dataclass
@@ -75,6 +91,9 @@ class DefensePlan:
         extra_attacks: the defence's own adaptive attacks (``adaptive_attack()``).
         randomized: the deployed model's output depends on randomness.
         eot: random draws averaged by ``view``.
+        draws: forwards each judgement of the deployed system takes (1 for a deterministic model; for a
+            randomised one, chosen from the measured variance of its prediction, see
+            :func:`shieldkit.evaluation.judging.judging_draws`).
         remedies: the escalations the diagnosis chose (:func:`shieldkit.escalation.plan_remedies`),
             attacked in the adaptive stage through their own views of the attack target.
     """
@@ -90,6 +109,7 @@ class DefensePlan:
     randomized: bool = False
     eot: int = 1
     remedies: list[Any] = field(default_factory=list)
+    draws: int = 1
 
     @property
     def attack_target(self) -> nn.Module:
@@ -118,17 +138,22 @@ class DefensePlan:
 
     @torch.no_grad()
     def judge(self, x_adv: Tensor, y: Tensor, seed: int) -> Judgement:
-        """Predictions and detections of the deployed system on ``x_adv`` (one seeded draw)."""
+        """Predictions and detections of the deployed system on ``x_adv``, over :attr:`draws` seeded forwards."""
         with self.seeded(seed):
-            predictions = self.deployed(x_adv).argmax(dim=1).cpu()
+            predictions = torch.stack([self.deployed(x_adv).argmax(dim=1).cpu() for _ in range(self.draws)])
         y = y.cpu()
-        misclassified = predictions != y
         detector = self.detector
         if detector is not None:
             detected = detector.detect(self.classifier, x_adv).cpu()
         else:
-            detected = torch.zeros_like(misclassified)
-        return Judgement(predictions, misclassified, detected, misclassified & ~detected)
+            detected = torch.zeros(y.shape, dtype=torch.bool)
+        if self.draws == 1:
+            misclassified = predictions[0] != y
+            return Judgement(predictions[0], misclassified, detected, misclassified & ~detected)
+        survived = (predictions == y) | detected  # [draws, B]
+        half = self.draws // 2
+        return Judgement(predictions.mode(dim=0).values, (predictions != y).float().mean(0) > 0.5, detected,
+                         ~survived.any(0), survived[:half].sum(0), survived[half:].sum(0), self.draws)
 
 
 def plan_defense(label: str, defense: Defense | None, model: nn.Module, *, eot: int = 8,

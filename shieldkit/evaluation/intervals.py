@@ -5,6 +5,13 @@ interval is Clopper and Pearson's exact binomial interval (:func:`clopper_pearso
 never narrower than the truth on any ``n`` (it covers at least 95% for every true
 accuracy). On 200 samples a measured 50% spans about 43-57%.
 
+A randomised model's expected accuracy is a mean of per-sample probabilities in ``[0, 1]``
+(:mod:`~shieldkit.evaluation.judging`). Such a variable is less spread than a 0/1 outcome of the same
+mean (its variance is at most ``p (1 - p)``), so the binomial interval at the summed probabilities, its
+ends rounded outward to whole counts, bounds it conservatively (:func:`expected_accuracy_interval`);
+tests/unit/test_intervals.py checks its coverage on a simulated randomised model whose true accuracy is
+known.
+
 Computed from the binomial distribution itself (NumPy, log-factorials), so the
 evaluation needs no SciPy; tests/unit/test_intervals.py checks it against
 ``scipy.stats.binomtest(...).proportion_ci(method="exact")``.
@@ -16,12 +23,17 @@ Reference:
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from shieldkit.core.validation import check_int, check_number
 
 #: the confidence of every interval the evaluation reports
 CONFIDENCE = 0.95
+#: the methods, as the summary names them
+EXACT = "Clopper-Pearson (exact binomial)"
+EXACT_EXPECTED = "Clopper-Pearson at the summed per-sample probabilities, rounded outward (conservative)"
 
 _BISECTION_STEPS = 60  # halves [0, 1] to about 1e-18: below float64's resolution of a share
 
@@ -41,6 +53,21 @@ def clopper_pearson(successes: int, n: int, confidence: float = CONFIDENCE) -> t
     low = 0.0 if successes == 0 else _solve(lambda p: 1.0 - binomial_cdf(successes - 1, n, p) - tail, increasing=True)
     high = 1.0 if successes == n else _solve(lambda p: binomial_cdf(successes, n, p) - tail, increasing=False)
     return low, high
+
+
+def expected_accuracy_interval(total: float, n: int, confidence: float = CONFIDENCE) -> tuple[float, float]:
+    """The ``confidence`` interval of a mean of ``n`` per-sample probabilities summing to ``total``: the exact
+    binomial interval's low end at ``floor(total)`` successes and its high end at ``ceil(total)``."""
+    check_int("expected_accuracy_interval", "n", n, minimum=1)
+    check_number("expected_accuracy_interval", "total", total, 0.0, float(n))
+    low, _ = clopper_pearson(math.floor(total + 1e-9), n, confidence)
+    _, high = clopper_pearson(min(n, math.ceil(total - 1e-9)), n, confidence)
+    return low, high
+
+
+def disjoint(first: tuple[float, float], second: tuple[float, float]) -> bool:
+    """Whether two intervals do not overlap: a difference beyond the intervals."""
+    return first[1] < second[0] or second[1] < first[0]
 
 
 def binomial_cdf(k: int, n: int, p: float) -> float:

@@ -92,8 +92,9 @@ def choose_remedies(plan: DefensePlan, found: Diagnosis, config: EvalConfig,
     chosen = []
     in_suite = {entry.cls.family for entry in black_box}
     for remedy in plan_remedies(found, bounds=config.bounds, seed=unit_seed(config.seed, "surrogate")):
-        if remedy.name == "direct" or (remedy.name == "score_based" and remedy.settings.attack in in_suite):
-            continue  # the model's own gradients, or a score-based attack the suite already runs
+        if remedy.name == "direct" or (remedy.name == "score_based" and remedy.settings.attack in in_suite
+                                       and remedy.build is None):
+            continue  # the model's own gradients, or a score-based attack the suite already runs (one draw a query)
         family = remedy.settings.attack if remedy.name == "score_based" else attack
         chosen.append((remedy, f"{family} via {remedy.name}"))
     return chosen
@@ -111,9 +112,9 @@ def adaptive_attacks(plan: DefensePlan, config: EvalConfig, white_box: list[Atta
         attacks += [AttackOnTarget(entry, VIEW) for entry in white_box]
     attack, params = REMEDY_ATTACK[config.suite]
     for remedy, label in plan.remedies:
-        if remedy.build is None:  # the score-based fallback attacks the deployed model itself
+        if remedy.name == "score_based":  # the deployed model itself, or its average over draws
             spec = (remedy.settings.attack, {"queries": remedy.settings.queries} if remedy.settings.queries else {})
-            role = DEPLOYED
+            role = DEPLOYED if remedy.build is None else remedy_role(remedy.name)
         else:
             # APGD's losses are ce and dlr; DLR is the margin made scale-free, what a remedy asking
             # for a margin loss (outputs of untrusted scale) needs

@@ -24,8 +24,9 @@ from typing import Any, ClassVar, Union
 from shieldkit.diagnosis import Diagnosis
 
 #: Version of the JSON forms of rows and summaries (1: before the typed records, no version field;
-#: 2: typed records; 3: adds the diagnosis row and the "attack that broke it" counts).
-RESULTS_FORMAT = 3
+#: 2: typed records; 3: adds the diagnosis row and the "attack that broke it" counts; 4: judging draws of
+#: randomised models and confidence intervals).
+RESULTS_FORMAT = 4
 MODES = ("naive", "adaptive")
 STAGES = ("naive", "blackbox", "adaptive")
 
@@ -119,25 +120,42 @@ class _PerMode(_Measurement):
 
 
 @dataclass
-class CleanRow(_Row):
-    """The deployed system on the clean samples of one chunk."""
+class _Judged:
+    """What a judgement over several draws adds to a row (a randomised model; see
+    :class:`~shieldkit.evaluation.adaptive.Judgement`): the draws, and per judged sample the draws of each half
+    it survived. ``None`` for one draw."""
 
-    type: ClassVar[str] = "clean"
-    chunk: tuple[int, int]
-    pred: list[int]
-    correct: list[int]
-    detected: list[int]
+    draws: int = 1
+    selected: list[int] | None = None
+    judged: list[int] | None = None
 
 
 @dataclass
-class AttackRow(_Row):
+class CleanRow(_Judged, _Row):
+    """The deployed system on the clean samples of one chunk.
+
+    ``correct``: the samples it classified correctly (for a randomised model: on at least one draw, the
+    attacks' candidates); ``selected``/``judged`` are aligned with the chunk's samples.
+    """
+
+    type: ClassVar[str] = "clean"
+    chunk: tuple[int, int] = (0, 0)
+    pred: list[int] = field(default_factory=list)
+    correct: list[int] = field(default_factory=list)
+    detected: list[int] = field(default_factory=list)
+    omit_when_none: ClassVar[tuple[str, ...]] = ("selected", "judged")
+
+
+@dataclass
+class AttackRow(_Judged, _Row):
     """One attack at one epsilon against one defence on the candidates of one chunk.
 
     Attributes:
         stage: ``naive``, ``blackbox`` or ``adaptive``.
         attack: its label in the suite; ``name``: the registered name.
         attacked: the sample indices attacked (the cascade's candidates).
-        fooled, misclassified, detected: the indices judged so on the deployed system.
+        fooled, misclassified, detected: the indices judged so on the deployed system (fooled: on every
+            judging draw; misclassified: on most); ``selected``/``judged`` are aligned with ``attacked``.
         examples: the file in ``examples/`` holding the first samples' images, if any.
         error: a one-line description of a crash (its samples count as robust, and are flagged).
         disproved: for a certified defence, the fooled samples whose certificate this attack's
@@ -146,14 +164,14 @@ class AttackRow(_Row):
     """
 
     type: ClassVar[str] = "attack"
-    eps: float
-    stage: str
-    attack: str
-    name: str
-    access: str
-    chunk: tuple[int, int]
-    seed: int
-    attacked: list[int]
+    eps: float = 0.0
+    stage: str = ""
+    attack: str = ""
+    name: str = ""
+    access: str = ""
+    chunk: tuple[int, int] = (0, 0)
+    seed: int = 0
+    attacked: list[int] = field(default_factory=list)
     fooled: list[int] = field(default_factory=list)
     misclassified: list[int] = field(default_factory=list)
     detected: list[int] = field(default_factory=list)
@@ -165,7 +183,7 @@ class AttackRow(_Row):
     error: str | None = None
     examples: str | None = None
     disproved: list[int] | None = None
-    omit_when_none: ClassVar[tuple[str, ...]] = ("examples", "disproved")
+    omit_when_none: ClassVar[tuple[str, ...]] = ("examples", "disproved", "selected", "judged")
 
 
 @dataclass
@@ -249,12 +267,19 @@ class DiagnosisRow(_Row):
         diagnosis: the findings, one per check.
         remedies: the escalations run in the adaptive stage (empty when none was needed
             or the run is naive only).
+        judging_draws: forwards that judge each point of the deployed system (1: deterministic; see
+            :mod:`~shieldkit.evaluation.judging`).
+        prediction_variance: for a randomised model, the largest per-sample variance of a correct prediction
+            that set ``judging_draws``.
     """
 
     type: ClassVar[str] = "diagnosis"
     target: str
     diagnosis: Diagnosis
     remedies: list[RemedyNote] = field(default_factory=list)
+    judging_draws: int = 1
+    prediction_variance: float | None = None
+    omit_when_none: ClassVar[tuple[str, ...]] = ("prediction_variance",)
 
 
 Row = (CleanRow | AttackRow | CertificateRow | RandomnessRow | GradientRow | LargeEpsRow | EffortRow

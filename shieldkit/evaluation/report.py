@@ -26,6 +26,7 @@ from shieldkit.evaluation.sections import (
     ReportContext,
     Section,
     percent,
+    with_interval,
 )
 from shieldkit.evaluation.summaries import RunSummary
 from shieldkit.evaluation.summary import summarize
@@ -90,6 +91,15 @@ class Report:
             raise KeyError(f"eps={eps} is not in this report; it has {', '.join(record.eps)}")
         return record.eps[key].accuracy(mode)
 
+    def robust_interval(self, defense: str = "none", eps: float | None = None,
+                        mode: str = "adaptive") -> tuple[float, float]:
+        """The 95% confidence interval ``(low, high)`` of :meth:`robust_accuracy` (same arguments)."""
+        record = self.run.defense(defense)
+        key = f"{max(self.run.eps) if eps is None else eps:g}"
+        if key not in record.eps:
+            raise KeyError(f"eps={eps} is not in this report; it has {', '.join(record.eps)}")
+        return tuple(record.eps[key].interval[mode])
+
     def flags(self, defense: str, mode: str | None = None) -> list[dict[str, Any]]:
         """Failed gradient-masking checks of ``defense`` (``mode``: naive, adaptive or both), as JSON records."""
         record = self.run.defense(defense)
@@ -114,19 +124,27 @@ def format_table(summary: RunSummary) -> str:
     header = ["defence", "clean"] + [f"eps={k} naive/adaptive" for k in summary.eps_keys]
     lines = []
     for record in summary.defenses:
-        cells = [record.label, percent(record.clean_accuracy)]
+        cells = [record.label, with_interval(record.clean_accuracy, record.clean_interval)]
         marks = {mode: FLAG if record.flags(mode) else "" for mode in MODES}
         for key in summary.eps_keys:
             entry = record.eps[key]
-            cells.append(f"{percent(entry.naive)}{marks['naive']} / {percent(entry.adaptive)}{marks['adaptive']}")
+            cells.append(" / ".join(with_interval(entry.accuracy(mode), entry.interval.get(mode)) + marks[mode]
+                                    for mode in MODES))
         lines.append(cells)
     widths = [max(len(str(row[i])) for row in [header] + lines) for i in range(len(header))]
     render = lambda row: "  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip()  # noqa: E731
     out = [f"Robust accuracy (%) on {summary.n} {summary.data} samples, {summary.norm} "
-           "(worst case per sample over the suite)", render(header), render(["-" * w for w in widths])]
+           "(worst case per sample over the suite; [95% confidence interval])", render(header),
+           render(["-" * w for w in widths])]
     out += [render(row) for row in lines]
     notes = []
     for record in summary.defenses:
+        if record.judging_draws > 1:
+            notes.append(f"  {record.label}: randomised, judged on {record.judging_draws} draws per image: expected "
+                         "accuracies (majority vote: clean "
+                         f"{percent(record.clean_majority)}, adaptive "
+                         + ", ".join(f"eps={k}: {percent((record.eps[k].majority or {}).get('adaptive'))}"
+                                     for k in summary.eps_keys) + ")")
         for mode in MODES:
             for flag in record.flags(mode):
                 notes.append(f"  {FLAG} {record.label} ({mode}) {flag.check}: {flag.reason}")

@@ -39,6 +39,7 @@ from shieldkit.evaluation.adaptive import DefensePlan, plan_defense
 from shieldkit.evaluation.certificates import disproved
 from shieldkit.evaluation.config import EvalConfig, check_eps, check_scalars, digest
 from shieldkit.evaluation.examples import save_clean_examples, save_examples
+from shieldkit.evaluation.judging import draw_counts, judging_draws
 from shieldkit.evaluation.manifest import Manifest, build_manifest, defense_manifest, write_manifest
 from shieldkit.evaluation.measurements import MaskingMeasurements
 from shieldkit.evaluation.preparation import (
@@ -265,6 +266,11 @@ class Runner:
                 found = diagnose(plan.attack_target, x, y, bounds=self.config.bounds, seed=seed)
             row = DiagnosisRow(key=key, defense=plan.label, target="deployed" if plan.view is None else "adaptive view",
                                diagnosis=found)
+            if plan.randomized or "random_forward" in found.flags:
+                with ModelStateGuard(plan.deployed):
+                    row.judging_draws, row.prediction_variance = judging_draws(
+                        plan, x, y, unit_seed(self.config.seed, "judging", plan.label))
+        plan.draws = row.judging_draws
         # the same on a resume: chosen from the row alone
         plan.remedies = choose_remedies(plan, row.diagnosis, self.config, self.black)
         row.remedies = [RemedyNote(remedy.name, remedy.reason, label) for remedy, label in plan.remedies]
@@ -273,6 +279,9 @@ class Runner:
         if row.diagnosis.flags:
             logger.info("%s: diagnosis found %s; remedies: %s", plan.label, ", ".join(row.diagnosis.flags),
                         ", ".join(note.name for note in row.remedies) or "none")
+        if plan.draws > 1:
+            logger.info("%s: randomised; each point judged on %d draws (largest prediction variance %.3f)",
+                        plan.label, plan.draws, row.prediction_variance or 0.0)
         return row
 
     # ------------------------------------------------------ one defence
@@ -312,9 +321,11 @@ class Runner:
         x, y = self.data.x[start:end].to(self.device), self.data.y[start:end]
         judged = plan.judge(x, y, unit_seed(self.config.seed, "clean", plan.label, start))
         indices = list(range(start, end))
+        # a randomised model's candidates: every sample it gets right on some draw
+        correct = ~judged.misclassified if judged.selected is None else judged.selected + judged.judged > 0
         return self.store.append(CleanRow(
             key=key, defense=plan.label, chunk=(start, end), pred=judged.predictions.tolist(),
-            correct=pick(indices, ~judged.misclassified), detected=pick(indices, judged.detected),
+            correct=pick(indices, correct), detected=pick(indices, judged.detected), **draw_counts(judged),
         ))
 
     def _certificate(self, plan: DefensePlan, start: int, end: int) -> CertificateRow | None:
@@ -376,6 +387,8 @@ class Runner:
                 judged = plan.judge(result.x_adv, y, seed + 1)
                 row.fooled, row.misclassified = pick(candidates, judged.fooled), pick(candidates, judged.misclassified)
                 row.detected, row.pred = pick(candidates, judged.detected), judged.predictions.tolist()
+                for name, value in draw_counts(judged).items():
+                    setattr(row, name, value)
                 row.seconds, row.forwards = result.seconds, result.forwards
                 row.backwards, row.queries = result.backwards, result.queries
                 certificate = self._certificate(plan, start, end)

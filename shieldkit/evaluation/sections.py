@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from shieldkit.evaluation.intervals import disjoint
 from shieldkit.evaluation.records import MODES
 from shieldkit.evaluation.summaries import DefenseSummary, RunSummary
 
@@ -25,6 +26,37 @@ TITLE = "shieldkit robustness report"
 
 def percent(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.1f}"
+
+
+def with_interval(value: float, interval: tuple[float, float] | None) -> str:
+    """A share in percent with its 95% interval: ``62.5 [52.3-71.9]``."""
+    if not interval:
+        return percent(value)
+    return f"{percent(value)} [{percent(interval[0])}-{percent(interval[1])}]"
+
+
+def comparisons(summary: RunSummary) -> list[str]:
+    """Which differences the report shows are beyond the 95% intervals: naive vs adaptive per defence and
+    epsilon, and each defence vs no defence (when the run has ``none``)."""
+    lines = []
+    reference = next((d for d in summary.defenses if d.label == "none"), None)
+    for record in summary.defenses:
+        for key in summary.eps_keys:
+            entry = record.eps[key]
+            naive, adaptive = entry.interval.get("naive"), entry.interval.get("adaptive")
+            if naive and adaptive and entry.naive != entry.adaptive:
+                beyond = disjoint(naive, adaptive)
+                lines.append(f"**{record.label}** at ε={key}: adaptive {percent(entry.adaptive)} vs naive "
+                             f"{percent(entry.naive)}: {'beyond' if beyond else 'within'} the intervals"
+                             + ("" if beyond else " (the difference may be sampling noise)"))
+            if reference is not None and record is not reference:
+                other = reference.eps[key]
+                if entry.interval.get("adaptive") and other.interval.get("adaptive"):
+                    beyond = disjoint(entry.interval["adaptive"], other.interval["adaptive"])
+                    lines.append(f"**{record.label}** vs **none** at ε={key}: {percent(entry.adaptive)} vs "
+                                 f"{percent(other.adaptive)} (adaptive): {'beyond' if beyond else 'within'} the "
+                                 "intervals")
+    return lines
 
 
 def flag_reasons(record: DefenseSummary, mode: str) -> list[str]:
@@ -113,16 +145,49 @@ class SummaryTable(Section):
         rows = []
         for record in summary.defenses:
             cells = [Cell(record.label, css="name"), Cell(record.kind, css="text"), Cell(record.view, css="text"),
-                     Cell(percent(record.clean_accuracy))]
+                     Cell(with_interval(record.clean_accuracy, record.clean_interval))]
             for key in summary.eps_keys:
-                cells += [Cell(percent(record.eps[key].accuracy(mode)), flag_reasons(record, mode)) for mode in MODES]
+                entry = record.eps[key]
+                cells += [Cell(with_interval(entry.accuracy(mode), entry.interval.get(mode)), flag_reasons(record, mode))
+                          for mode in MODES]
             rows.append(cells)
         intro = (f"{summary.n} samples of `{summary.data}`, norm {summary.norm}, seed {summary.seed}. Robust accuracy "
                  "(%) is the worst case per sample over the whole suite; *naive* attacks the deployed model as is, "
-                 "*adaptive* adds BPDA/EOT/defence-specific attacks. "
+                 "*adaptive* adds BPDA/EOT/defence-specific attacks. In brackets: the 95% confidence interval "
+                 "(see *Confidence*). "
                  f"**{FLAG}** marks a number the gradient-masking checklist casts doubt on (the reasons are listed "
                  "below, and show on hover in the HTML report).")
         return [Heading(TITLE, 1), Paragraph(intro), Table(header, rows, id="summary")]
+
+
+class Confidence(Section):
+    """How sure each number is: the interval method, a randomised model's judging draws and majority-vote figures,
+    and which differences are beyond the intervals."""
+
+    def blocks(self, context: ReportContext) -> list[Block]:
+        summary = context.summary
+        items = []
+        for record in summary.defenses:
+            if record.judging_draws > 1:
+                majority = ", ".join(f"ε={key}: {percent((record.eps[key].majority or {}).get('adaptive'))}"
+                                     for key in summary.eps_keys)
+                items.append(f"**{record.label}** is randomised: each clean and adversarial image was judged on "
+                             f"{record.judging_draws} forwards (set from the measured variance of its prediction). "
+                             "Its accuracies are *expected* accuracies: the mean over samples of the probability of "
+                             "a correct answer at the sample's worst point (picked on half the draws, measured on "
+                             f"the other half). Majority vote instead: clean {percent(record.clean_majority)}, "
+                             f"adaptive {majority}. A single query of the model may do better or worse than "
+                             "this average.")
+        methods = sorted({record.interval_method for record in summary.defenses if record.interval_method})
+        text = ("Every accuracy carries a 95% confidence interval over the sampled images: "
+                + "; ".join(methods) + ". Two numbers whose intervals overlap may differ by sampling noise alone.")
+        blocks: list[Block] = [Heading("Confidence"), Paragraph(text)]
+        if items:
+            blocks.append(Bullets(items))
+        found = comparisons(summary)
+        if found:
+            blocks += [Paragraph("Differences against the intervals:"), Bullets(found)]
+        return blocks
 
 
 class Flags(Section):
@@ -295,5 +360,5 @@ class BrokenBy(Section):
                 Table(["defence", "eps", "attack", "samples it broke first"], rows, id="broken-by")]
 
 
-SECTIONS: list[Section] = [SummaryTable(), Flags(), Diagnosis(), BrokenBy(), Detectors(), Certified(), Costs(),
+SECTIONS: list[Section] = [SummaryTable(), Confidence(), Flags(), Diagnosis(), BrokenBy(), Detectors(), Certified(), Costs(),
                            Plots(), ExampleGrid(), AttackTables()]

@@ -51,7 +51,10 @@ class BlackBoxExtra:
 
 @dataclass
 class EpsSummary:
-    """One defence at one epsilon: worst-case robust accuracy per mode, per-attack totals, examples.
+    """One defence at one epsilon: worst-case robust accuracy per mode with its interval, per-attack totals, examples.
+
+    For a randomised model (``judging_draws > 1`` on the defence) ``naive``/``adaptive`` are expected accuracies:
+    the mean over samples of the probability of a correct answer at the sample's worst point.
 
     ``detection_rate``, ``classifier_only`` and ``correct_or_detected`` are set for detectors only.
     """
@@ -65,10 +68,15 @@ class EpsSummary:
     #: per attack label, the samples it broke first (stages in order, the suite's order within each):
     #: the report's "attack that broke it" table; every sample counted once
     broken_by: dict[str, int] = field(default_factory=dict)
+    #: per mode, the 95% confidence interval of its robust accuracy (the defence's ``interval_method``)
+    interval: dict[str, tuple[float, float]] = field(default_factory=dict)
+    #: a randomised model's majority-vote robust accuracy per mode (``naive``/``adaptive`` are expected accuracies)
+    majority: dict[str, float] | None = None
     detection_rate: float | None = None
     classifier_only: float | None = None
     correct_or_detected: float | None = None
-    omit_when_none: ClassVar[tuple[str, ...]] = ("detection_rate", "classifier_only", "correct_or_detected")
+    omit_when_none: ClassVar[tuple[str, ...]] = ("majority", "detection_rate", "classifier_only",
+                                                 "correct_or_detected")
 
     def accuracy(self, mode: str) -> float:
         return self.naive if mode == "naive" else self.adaptive
@@ -157,6 +165,14 @@ class DefenseSummary(DefenseIdentity):
     clean_accuracy: float
     eps: dict[str, EpsSummary]
     errors: dict[str, list[str]]
+    #: 95% confidence interval of the clean accuracy
+    clean_interval: tuple[float, float] = (0.0, 1.0)
+    #: forwards judging each point (1: deterministic; more: a randomised model, its accuracies are expected ones)
+    judging_draws: int = 1
+    #: how the intervals were computed (:mod:`~shieldkit.evaluation.intervals`)
+    interval_method: str = ""
+    #: a randomised model's majority-vote clean accuracy
+    clean_majority: float | None = None
     detector: DetectorSummary | None = None
     certified: CertifiedSummary | None = None
     seconds: float = 0.0
@@ -169,7 +185,7 @@ class DefenseSummary(DefenseIdentity):
         """The failed checks of one mode: what casts doubt on that mode's numbers."""
         return [check for check in self.checks if check.mode == mode and check.failed]
 
-    omit_when_none: ClassVar[tuple[str, ...]] = ("detector", "certified", "diagnosis")
+    omit_when_none: ClassVar[tuple[str, ...]] = ("detector", "certified", "diagnosis", "clean_majority")
 
     def json_extra(self) -> dict[str, Any]:
         return {"flags": {mode: to_json(self.flags(mode)) for mode in MODES}}

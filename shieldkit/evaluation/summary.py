@@ -13,6 +13,7 @@ from collections import defaultdict
 from shieldkit.core.defense import ABSTAIN
 from shieldkit.core.threat import largest_distance
 from shieldkit.evaluation import masking
+from shieldkit.evaluation.intervals import EXACT, EXACT_EXPECTED, clopper_pearson, expected_accuracy_interval
 from shieldkit.evaluation.manifest import DefenseManifest, Manifest
 from shieldkit.evaluation.records import (
     MODES,
@@ -81,7 +82,13 @@ def _defense_summary(plan: DefenseManifest, rows: list[Row], manifest: Manifest,
     correct = {i for r in clean_rows for i in r.correct}
     clean_detected = {i for r in clean_rows for i in r.detected}
     record = DefenseSummary(**plan.identity(), n=n, clean_accuracy=len(correct) / n, eps={},
-                            errors={mode: [] for mode in MODES})
+                            errors={mode: [] for mode in MODES}, clean_interval=clopper_pearson(len(correct), n),
+                            interval_method=EXACT)
+    points = DrawnPoints.of(clean_rows)
+    if points is not None:  # a randomised model: expected accuracies over the judging draws
+        record.judging_draws, record.interval_method = points.draws, EXACT_EXPECTED
+        record.clean_accuracy, record.clean_majority = points.clean(n)
+        record.clean_interval = expected_accuracy_interval(record.clean_accuracy * n, n)
     if plan.detector is not None:
         record.detector = DetectorSummary(plan.detector.fpr, len(clean_detected) / n, plan.detector.threshold)
     per_unit_cost: dict[tuple, list[float]] = defaultdict(list)
@@ -137,6 +144,14 @@ def _defense_summary(plan: DefenseManifest, rows: list[Row], manifest: Manifest,
             examples={str(k): v for k, v in sorted(first_fooled.items())},
             broken_by=_count_by_attack(broken_by, attacks),
         )
+        for mode, stages in (("naive", ("naive", "blackbox")), ("adaptive", STAGES)):
+            if points is None:
+                summary.interval[mode] = clopper_pearson(round(summary.accuracy(mode) * n), n)
+                continue
+            expected, majority = points.robust(n, [r for r in eps_rows if r.stage in stages])
+            setattr(summary, mode, expected)
+            summary.interval[mode] = expected_accuracy_interval(expected * n, n)
+            summary.majority = {**(summary.majority or {}), mode: majority}
         if plan.detector is not None:
             summary.detection_rate = len(detected_adv) / len(misclassified) if misclassified else None
             summary.classifier_only = len(correct - misclassified) / n
@@ -152,6 +167,55 @@ def _defense_summary(plan: DefenseManifest, rows: list[Row], manifest: Manifest,
         for mode in MODES:
             record.checks.extend(masking.check_flags(record, mode, _measurements(rows, mode, plan.same_as_naive)))
     return record
+
+
+class DrawnPoints:
+    """The points a randomised model was judged at, per sample, with the draws it survived (the expected-accuracy
+    reduction; see :class:`~shieldkit.evaluation.adaptive.Judgement`).
+
+    A sample's robust probability is the second-half share of its worst point, the worst being picked by the
+    first-half share among its clean image and every adversarial image of the mode's attacks. The majority-vote
+    figure counts a sample robust when the model is right on most draws at every one of those points.
+    """
+
+    def __init__(self, clean: dict[int, tuple[float, float, float]], draws: int):
+        self.clean_points, self.draws = clean, draws
+
+    @classmethod
+    def of(cls, clean_rows: list[CleanRow]) -> DrawnPoints | None:
+        """From the clean rows; ``None`` when the model was judged on one draw."""
+        clean = {}
+        for row in clean_rows:
+            if row.selected is None:
+                return None
+            for offset, (selected, judged) in enumerate(zip(row.selected, row.judged)):
+                clean[row.chunk[0] + offset] = _shares(selected, judged, row.draws)
+        return cls(clean, max(r.draws for r in clean_rows)) if clean else None
+
+    def clean(self, n: int) -> tuple[float, float]:
+        """Expected and majority-vote clean accuracy."""
+        shares = [point[2] for point in self.clean_points.values()]
+        return sum(shares) / n, sum(share > 0.5 for share in shares) / n
+
+    def robust(self, n: int, rows: list[AttackRow]) -> tuple[float, float]:
+        """Expected and majority-vote robust accuracy over the adversarial points of ``rows``."""
+        worst = dict(self.clean_points)
+        majority = {i: point[2] > 0.5 for i, point in worst.items()}
+        for row in rows:
+            if row.selected is None:  # crashed: its samples count as robust (and the run is flagged)
+                continue
+            for index, selected, judged in zip(row.attacked, row.selected, row.judged):
+                point = _shares(selected, judged, row.draws)
+                if point[0] < worst[index][0]:
+                    worst[index] = point
+                majority[index] = majority[index] and point[2] > 0.5
+        return sum(point[1] for point in worst.values()) / n, sum(majority.values()) / n
+
+
+def _shares(selected: int, judged: int, draws: int) -> tuple[float, float, float]:
+    """A point's share of survived draws: in the first half, the second, and all."""
+    half = draws // 2
+    return selected / half, judged / (draws - half), (selected + judged) / draws
 
 
 def _broken_label(row: AttackRow | AttackStats) -> str:
