@@ -89,10 +89,11 @@ def main(argv=None) -> int:
         remedies = ", ".join(note.name for note in record.diagnosis.remedies) or "none"
         checks = ", ".join(sorted({f"{c.check} ({c.mode})" for c in record.checks if c.passed is False})) or "none"
         forward = model if differentiate is None else differentiate(base)
-        judge = FRESH_DRAWS if name in RANDOM_JUDGED else 1
         steps = 100 if name.startswith("pgd_trained") else 30
         for eps in EPSILONS:
-            reference = reference_attack(forward, model, x, y, eps, draws, judge, steps=steps).mean().item()
+            fresh = FRESH_DRAWS if name in RANDOM_JUDGED else None
+            reference = reference_attack(forward, model, x, y, eps, draws, 4 if fresh else 1, steps=steps,
+                                         fresh_draws=fresh).mean().item()
             summary = record.eps[f"{eps:g}"]
             broke = max(summary.broken_by.items(), key=lambda item: item[1], default=("-", 0))
             majority = "-" if summary.majority is None else f"{100 * summary.majority['adaptive']:.1f}"

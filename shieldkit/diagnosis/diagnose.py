@@ -13,6 +13,10 @@ passes on at most ``max_samples`` images:
    randomness), and three steps along the sign of the margin-loss gradient (shattered
    gradients).
 
+The model's structure is read too, without a forward (:mod:`shieldkit.diagnosis.deployment`):
+quantised modules, float16/bfloat16 tensors and forwards decorated to run without autograd,
+which a differentiable float32 twin of the model undoes.
+
 The model runs under :class:`~shieldkit.core.guard.ModelStateGuard` (eval mode, frozen
 parameters, everything restored after), on its own device and dtype; torch's, NumPy's
 and Python's global random states are restored afterwards.
@@ -39,6 +43,7 @@ from shieldkit.core.validation import (
     check_labels,
     model_placement,
 )
+from shieldkit.diagnosis import deployment
 from shieldkit.diagnosis import gradients as grad_checks
 from shieldkit.diagnosis import outputs as output_checks
 from shieldkit.diagnosis import randomness as random_checks
@@ -153,6 +158,7 @@ class _Probe:
             "saturated_logits": output_checks.saturated_logits(outputs[0], finite),
             "random_forward": random_checks.random_forward(outputs, finite),
             "missing_gradients": grad_checks.missing_gradients(missing, self.samples),
+            "deployed_precision": deployment.deployed_precision(self.model),
         }
         noise = None
         if gradients is None:

@@ -18,6 +18,7 @@ CHECKS: tuple[str, ...] = (
     "zero_gradients",
     "nonfinite_gradients",
     "shattered_gradients",
+    "deployed_precision",
 )
 
 
@@ -128,10 +129,15 @@ class Diagnosis:
 
     @classmethod
     def from_json(cls, data: dict) -> Diagnosis:
-        """The inverse of :meth:`to_json`."""
+        """The inverse of :meth:`to_json`; a check missing from ``data`` (recorded before it existed) is not measured."""
         noise = data.get("gradient_noise")
+        given = {f["check"]: Finding.from_json(f) for f in data["findings"]}
+        # A check added after the diagnosis was recorded did not run then: not measured, not found.
+        findings = tuple(given[check] if check in given else Finding(
+            check, False, 0.0, math.nan, math.nan, "not measured: recorded before this check existed")
+            for check in CHECKS)
         return cls(
-            findings=tuple(Finding.from_json(f) for f in data["findings"]),
+            findings=findings,
             gradient_noise=None if noise is None else float(noise),
             samples=int(data["samples"]),
             forwards=int(data["forwards"]),

@@ -15,6 +15,7 @@ any backend then runs through the view unchanged.
 | ``smoothing``     | ``smoothing.py``| shattered, input-seeded, missing or zero gradients    |
 | ``log_probabilities`` / ``normalized_logits`` | ``logits.py`` | probability outputs, saturated logits |
 | ``surrogate``     | ``surrogate.py``| anything the above cannot differentiate               |
+| ``twin``          | ``twin.py``     | a quantised, float16/bfloat16 or inference_mode model (``deployed_precision``) |
 | ``score_based``   | ``plan.py``     | the fallback: a score-based attack on the model itself |
 """
 
@@ -24,6 +25,7 @@ from shieldkit.escalation.logits import LogProbabilityView, NormalizedLogitsView
 from shieldkit.escalation.plan import GRADIENT_FREE_REMEDIES, AttackSettings, Remedy, plan_remedies
 from shieldkit.escalation.smoothing import SmoothedView
 from shieldkit.escalation.surrogate import SurrogateView, distill_surrogate
+from shieldkit.escalation.twin import TwinView, differentiable_twin
 from shieldkit.escalation.view import EscalationView
 
 __all__ = [
@@ -37,6 +39,8 @@ __all__ = [
     "Remedy",
     "SmoothedView",
     "SurrogateView",
+    "TwinView",
+    "differentiable_twin",
     "distill_surrogate",
     "eot_draws",
     "find_gradient_cuts",

@@ -32,6 +32,7 @@ from shieldkit.escalation.eot import MAX_DRAWS, EOTView, eot_draws
 from shieldkit.escalation.logits import LogProbabilityView, NormalizedLogitsView
 from shieldkit.escalation.smoothing import SmoothedView
 from shieldkit.escalation.surrogate import SurrogateView, distill_surrogate
+from shieldkit.escalation.twin import TwinView
 
 #: Findings that say autograd's gradient is absent or useless.
 GRADIENT_CUT = ("missing_gradients", "zero_gradients", "nonfinite_gradients")
@@ -85,7 +86,7 @@ class Remedy:
     """One escalation: a named attack view and the settings to attack it with.
 
     Attributes:
-        name: ``eot``, ``auto_bpda``, ``auto_bpda_identity``, ``smoothing``, ``jitter_smoothing``,
+        name: ``twin``, ``eot``, ``auto_bpda``, ``auto_bpda_identity``, ``smoothing``, ``jitter_smoothing``,
             ``log_probabilities``, ``normalized_logits``, ``surrogate``, ``direct`` or ``score_based``.
         reason: the findings that chose it.
         settings: the attack it implies.
@@ -166,7 +167,13 @@ def plan_remedies(
         wraps.append(NormalizedLogitsView)
     loss = "margin" if output_checks else "ce"
 
+    # a deployment (int8, half precision, autograd switched off) is differentiated through the float model it came
+    # from under every gradient remedy; its values stay the deployed model's
+    deployed = "deployed_precision" in found
+
     def outputs(model: nn.Module) -> nn.Module:
+        if deployed:
+            model = TwinView(model)
         for wrap in wraps:
             model = wrap(model)
         return model
@@ -199,6 +206,8 @@ def plan_remedies(
     shattered = ("shattered_gradients",) if "shattered_gradients" in found else ()
     seeded = ("input_seeded_randomness",) if "input_seeded_randomness" in found else ()
 
+    if "deployed_precision" in found:  # int8, half precision or autograd switched off: the float model it came from
+        add("twin", ("deployed_precision",), lambda m, x: averaged(m, x), random_note)
     if cut:
         add("auto_bpda", cut, lambda m, x: AutoBPDAView(averaged(m, x)), random_note)
     if shattered:

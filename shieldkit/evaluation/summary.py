@@ -13,7 +13,12 @@ from collections import defaultdict
 from shieldkit.core.defense import ABSTAIN
 from shieldkit.core.threat import largest_distance
 from shieldkit.evaluation import masking
-from shieldkit.evaluation.intervals import EXACT, EXACT_EXPECTED, clopper_pearson, expected_accuracy_interval
+from shieldkit.evaluation.intervals import (
+    EXACT,
+    EXACT_EXPECTED,
+    clopper_pearson,
+    expected_accuracy_interval,
+)
 from shieldkit.evaluation.manifest import DefenseManifest, Manifest
 from shieldkit.evaluation.records import (
     MODES,

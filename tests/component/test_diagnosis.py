@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import re
 
 import numpy as np
 import pytest
@@ -51,6 +52,18 @@ EXPECTED = {
     "shattered_gradients": ("shattered_gradients",),
     # log of negative logits is NaN, and so is every gradient through it.
     "nan_logits": ("nonfinite_outputs", "nonfinite_gradients"),
+    # Fresh noise every forward, then rounding: random, and the gradient through round is exactly zero.
+    "noisy_rounding": ("random_forward", "zero_gradients"),
+    # Mixed with a random other image every forward; differentiable.
+    "mixup_inference": ("random_forward",),
+    # Quantised kernels have no autograd (no input gradient); the int8 Linear modules have a float twin.
+    "int8_dynamic": ("missing_gradients", "deployed_precision"),
+    # bfloat16 parameters: autograd flows through the casts, but the model computes in reduced precision.
+    "bfloat16_deployment": ("deployed_precision",),
+    # An inference tensor has no graph; the decorated forward has a twin without the decorator.
+    "inference_mode_forward": ("missing_gradients", "deployed_precision"),
+    # The backward returns random signs: a step along it changes the loss nothing like predicted.
+    "lying_backward": ("shattered_gradients",),
 }
 
 
@@ -178,6 +191,24 @@ def test_json_round_trip(diagnoses):
     finding = diagnoses["quantize"].finding("zero_gradients")
     assert Finding.from_json(json.loads(json.dumps(finding.to_json()))) == finding
     assert math.isnan(Diagnosis.from_json(diagnoses["binarize"].to_json()).finding("zero_gradients").measured)
+
+
+def test_the_docs_table_lists_exactly_the_checks():
+    from pathlib import Path
+
+    page = (Path(__file__).resolve().parents[2] / "docs" / "diagnosis.md").read_text()
+    rows = re.findall(r"^\| `([a-z_]+)` \|", page, flags=re.MULTILINE)
+    assert tuple(rows) == CHECKS
+
+
+def test_a_diagnosis_recorded_before_a_check_existed_reads_it_as_not_measured(diagnoses):
+    data = diagnoses["int8_dynamic"].to_json()
+    data["findings"] = [f for f in data["findings"] if f["check"] != "deployed_precision"]
+    back = Diagnosis.from_json(data)
+    assert tuple(f.check for f in back.findings) == CHECKS
+    finding = back.finding("deployed_precision")
+    assert not finding.found and math.isnan(finding.measured) and finding.detail.startswith("not measured")
+    assert back.flags == ("missing_gradients",)
 
 
 class _Counting(nn.Module):

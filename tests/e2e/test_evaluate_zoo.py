@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 import torch
 from support import defended_zoo
-from support.zoo_references import RANDOM_JUDGED, REFERENCES, correct, reference_attack
+from support.zoo_references import FRESH_DRAWS, RANDOM_JUDGED, REFERENCES, correct, reference_attack
 
 from shieldkit.data import ImageData
 from shieldkit.evaluation import evaluate
@@ -80,12 +80,18 @@ def test_the_default_evaluation_reaches_the_hand_written_adaptive_attack(base, i
         assert "## Diagnosis" in markdown and all(remedy in markdown for remedy in remedies)
     differentiate, draws = REFERENCES[name]
     forward = model if differentiate is None else differentiate(base)
-    judge_draws = 4 if name in RANDOM_JUDGED else 1
+    randomised = name in RANDOM_JUDGED
+    assert (record.judging_draws > 1) == randomised, record.judging_draws
     for eps in EPSILONS:
-        reference = reference_attack(forward, model, x, y, eps, draws, judge_draws).mean().item()
+        if randomised:  # the expected accuracy at the reference's points, over fresh draws
+            reference = reference_attack(forward, model, x, y, eps, draws, 4, fresh_draws=FRESH_DRAWS).mean().item()
+        else:
+            reference = reference_attack(forward, model, x, y, eps, draws, 1).mean().item()
         reported = report.robust_accuracy(eps=eps)
         broke = {attack: count for attack, count in record.eps[f"{eps:g}"].broken_by.items() if count}
         assert reported <= reference + MARGIN, (name, eps, reported, reference, broke)
+        if randomised:  # an expected accuracy, not a worst case over single draws: not far below either (issue 23)
+            assert reported >= reference - MARGIN, (name, eps, reported, reference, broke)
 
 
 @pytest.mark.slow

@@ -9,16 +9,22 @@ The docstrings say what each hides and which diagnosis checks it should raise
 Madry-style PGD-trained CNN: a genuinely robust model that should raise nothing.
 
 Randomised defences draw from torch's global RNG (so seeding torch reproduces a draw)
-and randomise with functional calls (``F.dropout(..., training=True)``), so they stay
-random in eval mode, which is the mode attacks and the diagnosis run the model in.
+and randomise with functional calls (``F.dropout(..., training=True)``, ``torch.randint``),
+so they stay random in eval mode, which is the mode attacks and the diagnosis run the model in.
+
+Three models are the base as deployed rather than defended (:class:`Int8Dynamic`,
+:class:`BFloat16Deployment`, :class:`InferenceModeForward`): they keep the float ``base``
+as a submodule, and the attack that knows them differentiates it.
 
 This is a helper module for the tests (``from support import defended_zoo``), not a test file.
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import logging
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -227,6 +233,143 @@ class NaNLogits(Defended):
         return torch.log(self.base(x))
 
 
+class NoisyRounding(Defended):
+    """Randomness and a gradient cut together: uniform noise of ``noise`` (1/6, half a
+    quantisation step) on the input, then rounding to ``levels`` grey levels (as :class:`Quantize`).
+
+    Every forward draws new noise (randomised rounding of the grey pixels), and
+    ``torch.round``'s derivative is exactly zero, so the input gradient is zero
+    whatever the draw. Expected flags: ``random_forward``, ``zero_gradients``.
+    """
+
+    def __init__(self, base: nn.Module, levels: int = 4, noise: float = 1 / 6):
+        super().__init__(base)
+        self.levels = levels
+        self.noise = noise
+
+    def forward(self, x: Tensor) -> Tensor:
+        steps = self.levels - 1
+        noisy = (x + torch.empty_like(x).uniform_(-self.noise, self.noise)).clamp(0, 1)
+        return self.base(torch.round(noisy * steps) / steps)
+
+
+def _blob_pool(size: int = 64, seed: int = 0, peak: float = 0.6) -> Tensor:
+    """``size`` synthetic grey images ``[size, 1, 28, 28]``: 2 to 4 small Gaussian blobs each (widths 1
+    to 2 pixels), brightest pixel ``peak``, drawn from a fixed generator (the same pool on every call)."""
+    generator = torch.Generator().manual_seed(seed)
+    grid = torch.arange(28, dtype=torch.float32)
+    images = torch.zeros(size, 28, 28)
+    for i in range(size):
+        for _ in range(int(torch.randint(2, 5, (), generator=generator))):
+            cy, cx = (4 + 20 * torch.rand(2, generator=generator)).tolist()
+            sigma = 1 + float(torch.rand((), generator=generator))
+            images[i] += torch.exp(-((grid[:, None] - cy) ** 2 + (grid[None, :] - cx) ** 2) / (2 * sigma**2))
+    return (peak * images / images.amax((1, 2), keepdim=True)).unsqueeze(1)
+
+
+class MixupInference(Defended):
+    """Mixup Inference (Pang et al. 2020, broken by Tramer et al. 2020 with EOT): each forward
+    mixes the input ``lam`` (0.6) : 0.4 with ``mixups`` (4) images drawn at random from a fixed
+    pool held by the module, and returns the mean of the base's logits on the mixtures.
+
+    The pool (a buffer) is 64 synthetic blob images from a fixed generator (the constructor
+    gets only the base); which of them each sample gets comes from torch's global RNG.
+    The forward is differentiable, only random. Expected flags: ``random_forward``.
+    """
+
+    def __init__(self, base: nn.Module, lam: float = 0.6, mixups: int = 4):
+        super().__init__(base)
+        self.lam = lam
+        self.mixups = mixups
+        self.register_buffer("pool", _blob_pool())
+
+    def forward(self, x: Tensor) -> Tensor:
+        picks = torch.randint(0, self.pool.shape[0], (self.mixups, x.shape[0]), device=self.pool.device)
+        partners = self.pool[picks].to(x.dtype)  # [mixups, B, 1, 28, 28]
+        mixed = self.lam * x.unsqueeze(0) + (1 - self.lam) * partners
+        return self.base(mixed.flatten(0, 1)).unflatten(0, (self.mixups, x.shape[0])).mean(0)
+
+
+class Int8Dynamic(Defended):
+    """Deployed in int8: a copy of the base with its ``nn.Linear`` layers dynamically quantised
+    (``torch.ao.quantization.quantize_dynamic``, qint8 weights), held as ``quantized``.
+
+    The quantised kernels have no autograd: the output requires grad but backward reaches
+    no input (``torch.autograd.grad`` finds the input unused, with a "no autograd kernel"
+    warning). ``base`` stays the float model, a float twin of the quantised copy is one
+    conversion away. Expected flags: ``missing_gradients``, ``deployed_precision``.
+    Quantised kernels run on the CPU only.
+    """
+
+    def __init__(self, base: nn.Module):
+        super().__init__(base)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch.ao.quantization's deprecation notices
+            self.quantized = torch.ao.quantization.quantize_dynamic(
+                copy.deepcopy(base), {nn.Linear}, dtype=torch.qint8).eval()
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.quantized(x)
+
+
+class BFloat16Deployment(Defended):
+    """Deployed in bfloat16: a copy of the base cast to ``torch.bfloat16`` (held as ``deployed``)
+    reads the input cast to bfloat16 and returns float32 logits.
+
+    Autograd flows through the casts, so the gradient is the bf16 network's (8-bit
+    mantissas: coarse but useful); the input is rounded to bf16 (steps up to 2**-9 near
+    1). ``base`` stays the float model. Expected flags: ``deployed_precision`` (bfloat16
+    parameters), no gradient flag.
+    """
+
+    def __init__(self, base: nn.Module):
+        super().__init__(base)
+        self.deployed = copy.deepcopy(base).to(torch.bfloat16)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.deployed(x.to(torch.bfloat16)).float()
+
+
+class InferenceModeForward(Defended):
+    """A deployment wrapper whose ``forward`` runs under ``@torch.inference_mode()`` (for speed).
+
+    The output is an inference tensor with no autograd graph: it does not require grad
+    however the input does. Expected flags: ``missing_gradients``, ``deployed_precision``
+    (the decorated forward).
+    """
+
+    @torch.inference_mode()
+    def forward(self, x: Tensor) -> Tensor:
+        return self.base(x)
+
+
+class _LyingRound(torch.autograd.Function):
+    """Forward: rounding to 256 grey levels (a uint8 round trip). Backward: the incoming gradient
+    times a fresh random sign per pixel (torch's global RNG), instead of the true zero."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor) -> Tensor:
+        return torch.round(x * 255) / 255
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:
+        return grad * (torch.randint(0, 2, grad.shape, device=grad.device) * 2 - 1).to(grad.dtype)
+
+
+class LyingBackward(Defended):
+    """A custom ``torch.autograd.Function`` (as defence authors write them) whose backward lies:
+    the forward rounds the input to 256 grey levels (an identity for the eye), the backward
+    returns the gradient with a fresh random sign on every pixel.
+
+    The forward is deterministic and the gradient finite and non-zero, but it carries no
+    information: a step along it changes the loss nothing like it predicts.
+    Expected flags: ``shattered_gradients``.
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.base(_LyingRound.apply(x))
+
+
 ZOO: dict[str, Callable[[nn.Module], nn.Module]] = {
     "undefended": Undefended,
     "quantize": Quantize,
@@ -241,6 +384,12 @@ ZOO: dict[str, Callable[[nn.Module], nn.Module]] = {
     "input_seeded_noise": InputSeededNoise,
     "shattered_gradients": ShatteredGradients,
     "nan_logits": NaNLogits,
+    "noisy_rounding": NoisyRounding,
+    "mixup_inference": MixupInference,
+    "int8_dynamic": Int8Dynamic,
+    "bfloat16_deployment": BFloat16Deployment,
+    "inference_mode_forward": InferenceModeForward,
+    "lying_backward": LyingBackward,
 }
 
 

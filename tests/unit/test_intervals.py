@@ -9,7 +9,12 @@ import numpy as np
 import pytest
 from scipy.stats import binomtest
 
-from shieldkit.evaluation.intervals import binomial_cdf, clopper_pearson, disjoint, expected_accuracy_interval
+from shieldkit.evaluation.intervals import (
+    binomial_cdf,
+    clopper_pearson,
+    disjoint,
+    expected_accuracy_interval,
+)
 
 
 @pytest.mark.parametrize("successes, n", [(0, 1), (1, 1), (0, 10), (3, 10), (10, 10), (50, 100), (1, 100),
