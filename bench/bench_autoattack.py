@@ -215,6 +215,14 @@ def main(argv=None) -> int:
             art = (k, art_robust, art_seconds, art_load)
             print(f"ART AutoAttack on {k}: {art_robust:.1%} in {art_seconds:.0f} s", flush=True)
 
+    from shieldkit.evaluation.intervals import clopper_pearson, disjoint
+
+    n = len(x)
+    sk_interval = tuple(sk_result.interval["adaptive"])
+    ta_interval = clopper_pearson(round(ta_robust * n), n)
+    span = lambda interval: f"[{100 * interval[0]:.1f}-{100 * interval[1]:.1f}]"  # noqa: E731
+    verdict = ("differ beyond their 95% intervals" if disjoint(sk_interval, ta_interval)
+               else "do not differ beyond their 95% intervals (the difference may be sampling noise)")
     lines = [
         "# shieldkit's default evaluation vs AutoAttack (MNIST, PGD-trained CNN, L-inf eps = 0.3)",
         "",
@@ -223,20 +231,25 @@ def main(argv=None) -> int:
         f"{torch.get_num_threads()} threads; model `mnist_cnn(width={args.width})`, PGD-trained "
         f"({args.epochs} epochs after a clean one, {args.train_images} training images), clean {clean:.1%}, PGD-40 {pgd40:.1%} on the {len(x)} images.",
         "",
-        "| evaluation | images | robust accuracy | vs torchattacks AA (points) | wall time (s) | time / torchattacks AA | load before/after |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | --- |",
-        f"| shieldkit `evaluate` (defaults) | {len(x)} | {sk_result.adaptive:.1%} | "
+        "| evaluation | images | robust accuracy | 95% interval | vs torchattacks AA (points) | wall time (s) "
+        "| time / torchattacks AA | load before/after |",
+        "| --- | ---: | ---: | --- | ---: | ---: | ---: | --- |",
+        f"| shieldkit `evaluate` (defaults) | {len(x)} | {sk_result.adaptive:.1%} | {span(sk_interval)} | "
         f"{100 * (sk_result.adaptive - ta_robust):+.1f} | {sk_seconds:.0f} | {sk_seconds / ta_seconds:.2f} | "
         f"{sk_load[0]:.1f} / {sk_load[1]:.1f} |",
-        f"| torchattacks AutoAttack (standard, 100 iterations) | {len(x)} | {ta_robust:.1%} | +0.0 | {ta_seconds:.0f} | 1.00 | "
+        f"| torchattacks AutoAttack (standard, 100 iterations) | {len(x)} | {ta_robust:.1%} | {span(ta_interval)} | "
+        f"+0.0 | {ta_seconds:.0f} | 1.00 | "
         f"{ta_load[0]:.1f} / {ta_load[1]:.1f} |",
     ]
     if art is not None:
         k, art_robust, art_seconds, art_load = art
-        lines.append(f"| ART AutoAttack (defaults) | {k} | {art_robust:.1%} | (other images) | {art_seconds:.0f} | "
+        art_interval = span(clopper_pearson(round(art_robust * k), k))
+        lines.append(f"| ART AutoAttack (defaults) | {k} | {art_robust:.1%} | {art_interval} | (other images) | "
+                     f"{art_seconds:.0f} | "
                      f"{art_seconds * len(x) / k / ta_seconds:.2f} (per image) | {art_load[0]:.1f} / {art_load[1]:.1f} |")
     if art_missing:
-        lines.append(f"| ART AutoAttack | - | - | - | - | - | {art_missing} |")
+        lines.append(f"| ART AutoAttack | - | - | - | - | - | - | {art_missing} |")
+    lines += ["", f"shieldkit and torchattacks' AutoAttack {verdict} (Clopper-Pearson, the same {n} images)."]
     lines += ["", "Samples each attack of shieldkit's suite broke first (the cascade's order; each sample counted once):",
               "", "| stage | attack | attacked | broke | forwards | backwards | seconds |",
               "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
