@@ -75,6 +75,13 @@ class Judgement:
     judged: Tensor | None = None
     draws: int = 1
 
+    @property
+    def survival(self) -> Tensor:
+        """Per sample, the share of draws the system survived (its expected accuracy there)."""
+        if self.selected is None:
+            return (~self.fooled).float()
+        return (self.selected + self.judged).float() / self.draws
+
 
 @dataclass
 class DefensePlan:
