@@ -38,8 +38,8 @@ from shieldkit.escalation.twin import TwinView
 GRADIENT_CUT = ("missing_gradients", "zero_gradients", "nonfinite_gradients")
 #: Queries of the score-based fallback (AutoAttack's Square budget).
 QUERIES = 5000
-#: The most draws each query of the score-based fallback averages on a randomised model (each query costs as
-#: many forwards).
+#: The draws each query of the score-based fallback averages on a randomised model (each query costs as many
+#: forwards).
 SCORE_BASED_DRAWS = 8
 
 ViewBuilder = Callable[[nn.Module, Tensor], nn.Module]
@@ -234,7 +234,8 @@ def plan_remedies(
         remedies.append(Remedy("direct", "no finding: the model's own gradients",
                                AttackSettings(loss="ce", early_stop=True)))
     reason = "always last: a score-based attack needs no gradient (flags: " + (", ".join(sorted(found)) or "none") + ")"
-    score_draws = min(draws, SCORE_BASED_DRAWS)
+    # the loss's noise, not the gradient's, decides Square's steps: every randomised model gets the average
+    score_draws = SCORE_BASED_DRAWS if randomized else 1
     if randomized:  # Square accepts a step only if the loss averaged over draws improves (not one lucky draw)
         reason += f"; its loss averaged over {score_draws} draws"
     remedies.append(Remedy("score_based", reason,
