@@ -4,9 +4,9 @@ Each model of ``tests/support/defended_zoo.py`` hides its defence inside ``forwa
 through ``shieldkit.evaluate(model, data, eps=[0.1, 0.3])`` with every default (the
 ``standard`` suite, the diagnosis, the remedies it chooses, the checklist) and must
 report, at both budgets, a robust accuracy at most 5 points above the hand-written
-adaptive attack of ``tests/support/zoo_references.py`` (for a randomised model: its expected
-accuracy within 5 points either way of the reference's, over 16 fresh draws) (BPDA / EOT / margin loss, written
-knowing the defence), name in its results the remedies that got it there, and raise
+adaptive attack of ``tests/support/zoo_references.py`` (BPDA / EOT / margin loss, written
+knowing the defence; for a randomised model its expected accuracy, within 5 points either way
+of the reference's over 16 fresh draws), name in its results the remedies that got it there, and raise
 no flag on the PGD-trained model.
 
 The base classifier is the MLP of test_escalation.py (cheap: the standard suite's
