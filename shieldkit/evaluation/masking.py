@@ -37,6 +37,7 @@ from torch import Tensor, nn
 
 from shieldkit.core import losses
 from shieldkit.diagnosis.gradients import ZERO_GRADIENT_MAX_SHARE
+from shieldkit.evaluation.intervals import expected_accuracy_interval
 from shieldkit.evaluation.records import EffortRow, GradientRow, LargeEpsRow, RandomnessRow
 from shieldkit.evaluation.summaries import CheckOutcome, DefenseSummary
 
@@ -150,7 +151,8 @@ def _large_eps(defense: DefenseSummary, mode: str, measured: Measurements) -> Ch
     if accuracy > LARGE_EPS_MAX_ACCURACY:
         return CheckOutcome("large_eps", False, accuracy,
                             f"{row.attack} at eps={row.eps:g} (the whole pixel range) leaves {100 * accuracy:.0f}% "
-                            "accuracy instead of ~0%: its gradients are masked")
+                            "accuracy instead of ~0%: its gradients are masked"
+                            + _against_threshold(accuracy * row.samples, row.samples, LARGE_EPS_MAX_ACCURACY))
     return CheckOutcome("large_eps", True, accuracy, f"{row.attack} at eps={row.eps:g} leaves {100 * accuracy:.0f}%")
 
 
@@ -165,9 +167,19 @@ def _black_box(defense: DefenseSummary, mode: str, measured: Measurements) -> Ch
     if worst is None:
         return CheckOutcome("black_box", True, None, "black-box attacks found nothing the white-box ones missed")
     eps, share, extra = worst
+    base = max(1, defense.eps[eps].clean_correct)
     return CheckOutcome("black_box", False, share,
                         f"black-box/noise attacks fooled {extra} samples ({100 * share:.0f}%) at eps={float(eps):g} "
-                        "that every white-box attack missed: gradients are misleading")
+                        "that every white-box attack missed: gradients are misleading"
+                        + _against_threshold(extra, base, BLACK_BOX_MAX_SHARE))
+
+
+def _against_threshold(count: float, n: int, threshold: float) -> str:
+    """Whether a measured share ``count / n`` is above a check's threshold beyond its 95% interval."""
+    low, high = expected_accuracy_interval(min(float(n), max(0.0, count)), n)
+    verdict = "beyond" if low > threshold else "not beyond (it may be sampling noise)"
+    return (f" (95% interval {100 * low:.0f}-{100 * high:.0f}% on {n} samples: {verdict} the "
+            f"{100 * threshold:.0f}% threshold)")
 
 
 def _randomness(defense: DefenseSummary, mode: str, measured: Measurements) -> CheckOutcome:

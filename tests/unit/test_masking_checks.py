@@ -99,6 +99,10 @@ def test_large_eps_flags_accuracy_left_at_a_budget_covering_the_whole_range():
     masked = _replace(_healthy_rows(), LargeEpsRow, accuracy=0.6)
     outcome = _outcome(masked, check="large_eps")
     assert outcome.passed is False and "60% accuracy" in outcome.reason
+    # 6 of 10 samples: the exact interval is 26-88%, above the 10% threshold
+    assert "95% interval 26-88% on 10 samples: beyond the 10% threshold" in outcome.reason
+    near = _outcome(_replace(_healthy_rows(), LargeEpsRow, accuracy=0.2), check="large_eps")
+    assert near.passed is False and "not beyond (it may be sampling noise) the 10% threshold" in near.reason
     edge = _replace(_healthy_rows(), LargeEpsRow, accuracy=masking.LARGE_EPS_MAX_ACCURACY)
     assert _outcome(edge, check="large_eps").passed is True
     crashed = _replace(_healthy_rows(), LargeEpsRow, accuracy=None, error="RuntimeError: boom")
@@ -111,6 +115,7 @@ def test_black_box_flags_samples_only_the_score_based_attack_fooled():
             r.stage == "blackbox" and r.eps == 0.3 else r for r in rows]
     outcome = _outcome(rows, check="black_box")
     assert outcome.passed is False and "fooled 2 samples" in outcome.reason and outcome.value == pytest.approx(0.2)
+    assert "95% interval 3-56% on 10 samples: beyond the 2% threshold" in outcome.reason  # 2 of 10: 2.5-55.6%
     one = [_attack(0.3, "blackbox", "square", [8], attacked=[8, 9]) if isinstance(r, AttackRow) and
            r.stage == "blackbox" and r.eps == 0.3 else r for r in _healthy_rows()]
     assert _outcome(one, check="black_box").passed is True  # one sample is below BLACK_BOX_MIN_SAMPLES
