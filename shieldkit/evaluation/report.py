@@ -28,7 +28,7 @@ from shieldkit.evaluation.sections import (
     percent,
     with_interval,
 )
-from shieldkit.evaluation.summaries import RunSummary
+from shieldkit.evaluation.summaries import EpsSummary, RunSummary
 from shieldkit.evaluation.summary import summarize
 
 logger = logging.getLogger(__name__)
@@ -85,20 +85,20 @@ class Report:
             mode: ``"adaptive"`` (worst case over the whole suite) or ``"naive"``
                 (attacks on the deployed model only).
         """
-        record = self.run.defense(defense)
-        key = f"{max(self.run.eps) if eps is None else eps:g}"
-        if key not in record.eps:
-            raise KeyError(f"eps={eps} is not in this report; it has {', '.join(record.eps)}")
-        return record.eps[key].accuracy(mode)
+        return self._eps_entry(defense, eps).accuracy(mode)
 
     def robust_interval(self, defense: str = "none", eps: float | None = None,
                         mode: str = "adaptive") -> tuple[float, float]:
         """The 95% confidence interval ``(low, high)`` of :meth:`robust_accuracy` (same arguments)."""
+        return tuple(self._eps_entry(defense, eps).interval[mode])
+
+    def _eps_entry(self, defense: str, eps: float | None) -> EpsSummary:
+        """``defense``'s summary at ``eps`` (the largest when ``None``)."""
         record = self.run.defense(defense)
         key = f"{max(self.run.eps) if eps is None else eps:g}"
         if key not in record.eps:
             raise KeyError(f"eps={eps} is not in this report; it has {', '.join(record.eps)}")
-        return tuple(record.eps[key].interval[mode])
+        return record.eps[key]
 
     def flags(self, defense: str, mode: str | None = None) -> list[dict[str, Any]]:
         """Failed gradient-masking checks of ``defense`` (``mode``: naive, adaptive or both), as JSON records."""

@@ -8,33 +8,17 @@ import warnings
 
 import pytest
 import torch
-from torch import nn
+from support.deployments import InferenceMode, dynamic_int8
 
 import shieldkit as sk
 from shieldkit.evaluation.units import model_digest
 from shieldkit.testing import tiny_batch, tiny_model
 
 
-def quantized(model: nn.Module) -> nn.Module:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # torch.ao.quantization's deprecation notice
-        return torch.ao.quantization.quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8).eval()
-
-
-class InferenceMode(nn.Module):
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = model
-
-    @torch.inference_mode()
-    def forward(self, x):
-        return self.model(x)
-
-
 @pytest.fixture(scope="module")
 def models():
     base = tiny_model(seed=0).eval()
-    return {"base": base, "int8": quantized(tiny_model(seed=0).eval()), "inference_mode": InferenceMode(base)}
+    return {"base": base, "int8": dynamic_int8(tiny_model(seed=0).eval()), "inference_mode": InferenceMode(base)}
 
 
 @pytest.mark.parametrize("kind", ["int8", "inference_mode"])
@@ -63,8 +47,8 @@ def test_the_digest_reads_quantized_and_bfloat16_state_dicts(models):
     int8 = models["int8"]
     entry_types = {type(value).__name__ for value in int8.state_dict().values()}
     assert {"dtype", "tuple"} <= entry_types  # what made the digest crash
-    assert model_digest(int8) == model_digest(quantized(tiny_model(seed=0).eval()))
-    assert model_digest(int8) != model_digest(quantized(tiny_model(seed=1).eval()))
+    assert model_digest(int8) == model_digest(dynamic_int8(tiny_model(seed=0).eval()))
+    assert model_digest(int8) != model_digest(dynamic_int8(tiny_model(seed=1).eval()))
     assert model_digest(int8) != model_digest(models["base"])
     half = tiny_model(seed=0).to(torch.bfloat16)
     assert model_digest(half) != model_digest(tiny_model(seed=0))

@@ -18,6 +18,7 @@ import pytest
 import torch
 import torch.ao.quantization as tq
 import torch.nn.functional as F
+from support.deployments import InferenceMode, dynamic_int8
 from torch import nn
 
 import shieldkit as sk
@@ -49,16 +50,6 @@ class QuantCNN(nn.Module):
         return self.dequant(self.fc(self.flatten(x)))
 
 
-class InferenceMode(nn.Module):
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = model
-
-    @torch.inference_mode()
-    def forward(self, x):
-        return self.model(x)
-
-
 def static_int8(model: QuantCNN, calibration: torch.Tensor) -> nn.Module:
     model = copy.deepcopy(model).eval()
     model.qconfig = tq.get_default_qconfig("x86")
@@ -69,12 +60,6 @@ def static_int8(model: QuantCNN, calibration: torch.Tensor) -> nn.Module:
         with torch.no_grad():
             prepared(calibration)
         return tq.convert(prepared).eval()
-
-
-def dynamic_int8(model: nn.Module) -> nn.Module:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return tq.quantize_dynamic(copy.deepcopy(model), {nn.Linear}, dtype=torch.qint8).eval()
 
 
 @pytest.fixture(scope="module")

@@ -15,6 +15,7 @@ import warnings
 import pytest
 import torch
 import torch.nn.functional as F
+from support.deployments import InferenceMode, dynamic_int8
 from torch import nn
 
 import shieldkit
@@ -26,18 +27,6 @@ EPS = 0.2
 MARGIN = 0.05
 
 
-class InferenceMode(nn.Module):
-    """A deployment wrapper written for speed: the whole forward under ``torch.inference_mode``."""
-
-    def __init__(self, model):
-        super().__init__()
-        self.model = model
-
-    @torch.inference_mode()
-    def forward(self, x):
-        return self.model(x)
-
-
 class Bfloat16(nn.Module):
     """The model cast to bfloat16; it takes and returns float32."""
 
@@ -47,12 +36,6 @@ class Bfloat16(nn.Module):
 
     def forward(self, x):
         return self.model(x.to(torch.bfloat16)).float()
-
-
-def dynamic_int8(model):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # torch.ao.quantization's deprecation notice
-        return torch.ao.quantization.quantize_dynamic(copy.deepcopy(model), {nn.Linear}, dtype=torch.qint8)
 
 
 def static_int8(model, calibration):
