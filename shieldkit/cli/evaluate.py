@@ -50,10 +50,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--trust-pickle", action="store_true",
                         help="allow a --model file pickled whole with torch.save(model): unpickling runs any code "
                              "the file holds, so only for files you trust")
-    parser.add_argument("--normalize", metavar="MEAN:STD",
+    parser.add_argument("--normalize", metavar="MEAN:STD|NAME",
                         help="put Normalize(mean, std) in front of your model, per channel, e.g. "
-                             "0.49,0.48,0.45:0.25,0.24,0.26 (attacks stay in pixel space)")
-    parser.add_argument("--data", help="a dataset name (digits, mnist, fashion-mnist, ...), an image folder "
+                             "0.49,0.48,0.45:0.25,0.24,0.26, or a dataset's conventional one: cifar10, cifar100, "
+                             "imagenet (attacks stay in pixel space)")
+    parser.add_argument("--data", help="a dataset name (digits, mnist, fashion-mnist, cifar10, cifar100, imagenet, "
+                                       "...), an image folder "
                                        "(one sub-folder per class) or a .npz/.pt file of x and y")
     parser.add_argument("--split", help="the data split to evaluate on (default: test)")
     parser.add_argument("--attacks", nargs="+", metavar="ATTACK",
@@ -63,11 +65,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "AutoAttack's strength) or thorough")
     parser.add_argument("--defenses", nargs="+", metavar="DEFENSE",
                         help="defence names ('none' = undefended), parameters as jpeg:quality=50")
-    parser.add_argument("--eps", nargs="+", metavar="EPS", help="budgets, e.g. 0.1,0.2,0.3")
+    parser.add_argument("--eps", nargs="+", metavar="EPS",
+                        help="budgets, numbers or fractions, comma- or space-separated: 0.1,0.2,0.3 or --eps 8/255 "
+                             "or --eps 2/255 4/255 8/255 (default: the data's grid, e.g. 2/255, 4/255, 8/255 in "
+                             "L-inf for 32x32 colour images, 0.1, 0.2, 0.3 for MNIST-like ones; docs/evaluate.md)")
     parser.add_argument("--norm", help="the grid's norm: linf (default), l2, l1, l0")
     parser.add_argument("--n", "--samples", dest="n", type=int,
                         help="evaluate a seeded random subset of this many samples (--samples under torchrun)")
-    parser.add_argument("--batch-size", type=int, help="samples per unit of work (default 100)")
+    parser.add_argument("--batch-size", type=_batch_size, metavar="N|auto",
+                        help="samples per unit of work (default 100); auto: the largest chunk the GPU holds, "
+                             "found by doubling (100 on a CPU)")
+    parser.add_argument("--device", type=_device, metavar="DEVICE",
+                        help="auto (default: cuda when there is one), cpu, cuda or cuda:N")
+    parser.add_argument("--precision", choices=("fp32", "bf16", "fp16"),
+                        help="the attacks' arithmetic: fp32 (default), or bf16/fp16 under autocast; "
+                             "predictions are judged in fp32")
     parser.add_argument("--seed", type=int, help="the run's seed (default 0)")
     parser.add_argument("--eot", type=int, help="random draws averaged against randomised defences (default 8)")
     parser.add_argument("--out", metavar="DIR", help="output folder (default shieldkit-runs/evaluate; the demo: "
@@ -91,6 +103,8 @@ def run(args: argparse.Namespace) -> int:
             setup = prepare(args)
         if distributed.active():
             setup.model = setup.model.to(distributed.device())
+        else:
+            setup.model = place_model(setup.model, getattr(args, "device", None))
         runner = Runner(setup.config, setup.model, setup.data, train_data=setup.train_data, quiet=args.quiet,
                         resume=args.resume, suite=setup.suite)
     except SETUP_ERRORS as error:
@@ -110,6 +124,53 @@ def run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _batch_size(text: str) -> int | str:
+    """``--batch-size``: a positive integer or ``auto``."""
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1 or auto, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1 or auto, got {text!r}")
+    return value
+
+
+def _device(text: str) -> str:
+    """``--device``: auto, cpu, cuda or cuda:N, checked against this machine before anything is loaded."""
+    import torch
+
+    text = text.strip().lower()
+    if text == "auto":
+        return text
+    try:
+        device = torch.device(text)
+    except RuntimeError:
+        raise argparse.ArgumentTypeError(f"expected auto, cpu, cuda or cuda:N, got {text!r}") from None
+    if device.type not in ("cpu", "cuda"):
+        raise argparse.ArgumentTypeError(f"expected auto, cpu, cuda or cuda:N, got {text!r}")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise argparse.ArgumentTypeError(f"{text}: this machine has no CUDA device (use cpu or auto)")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise argparse.ArgumentTypeError(f"{text}: this machine has {torch.cuda.device_count()} CUDA devices")
+    return text
+
+
+def place_model(model, device: str | None):
+    """``model`` on ``--device`` (auto: the first CUDA device when there is one), channels-last on a GPU where
+    the model has convolutions (cuDNN's faster layout for them)."""
+    import torch
+
+    if device in (None, "auto"):
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = model.to(device)
+    if torch.device(device).type == "cuda" and any(p.dim() == 4 for p in model.parameters()):
+        model = model.to(memory_format=torch.channels_last)
+    return model
+
+
 def run_failure(command: str, error: BaseException) -> int:
     """Print a failure during the run as one line; returns exit status 1."""
     print(f"shieldkit {command}: error: {error}", file=sys.stderr)
@@ -122,7 +183,7 @@ def is_demo(args: argparse.Namespace) -> bool:
 
 def prepare(args: argparse.Namespace) -> Setup:
     """Configuration, the resolved suite, data and model, checking the cheap things before the expensive ones."""
-    from shieldkit.evaluation.config import EvalConfig, check_eps, config_from_mapping, load_toml
+    from shieldkit.evaluation.config import check_eps
     from shieldkit.evaluation.results import check_writable
     from shieldkit.evaluation.suite import Setup, resolve_suite
 
@@ -132,11 +193,11 @@ def prepare(args: argparse.Namespace) -> Setup:
         config = demo.demo_config()
         _apply_flags(config, args, demo=True)
         return demo.prepare(config, quiet=args.quiet)
-    config = config_from_mapping(load_toml(args.config)) if args.config else EvalConfig()
-    _apply_flags(config, args, demo=False)
+    config = build_config(args)
     # Names, parameters, norms and budgets first: no data or model is needed to check them.
     suite = resolve_suite(config.attacks, config.defenses, config)
-    check_eps(config.eps, config.norm, config.bounds)
+    if config.eps is not None:  # None: the grid follows the data, resolved and checked by the Runner
+        check_eps(config.eps, config.norm, config.bounds)
     check_writable(config.out)
     data_spec = dict(config.data) or {"name": "digits"}
     model_spec = dict(config.model) or {"name": "mnist_cnn"}
@@ -148,6 +209,16 @@ def prepare(args: argparse.Namespace) -> Setup:
     data, train_data = load_data(data_spec, need_train=any(d.kind in ("trainer", "detector") for d in suite.defenses))
     model = load_model(model_spec, data_spec, quiet=args.quiet)
     return Setup(config, model, data, train_data, suite)
+
+
+def build_config(args: argparse.Namespace):
+    """The :class:`~shieldkit.evaluation.config.EvalConfig` of a (non-demo) run: ``--config``'s TOML, then the
+    flags over it. ``eps`` stays ``None`` when neither gives one: the grid then follows the data."""
+    from shieldkit.evaluation.config import EvalConfig, config_from_mapping, load_toml
+
+    config = config_from_mapping(load_toml(args.config)) if args.config else EvalConfig()
+    _apply_flags(config, args, demo=False)
+    return config
 
 
 def _apply_flags(config, args: argparse.Namespace, demo: bool) -> None:
@@ -174,7 +245,8 @@ def _apply_flags(config, args: argparse.Namespace, demo: bool) -> None:
         config.eps = parse_eps(args.eps)
     if args.norm:
         config.norm = check_norm(args.norm, owner="--norm")
-    for flag, key in (("n", "n"), ("batch_size", "batch_size"), ("seed", "seed"), ("eot", "eot"), ("out", "out")):
+    for flag, key in (("n", "n"), ("batch_size", "batch_size"), ("seed", "seed"), ("eot", "eot"), ("out", "out"),
+                      ("precision", "precision")):
         value = getattr(args, flag, None)
         if value is not None:
             setattr(config, key, value)

@@ -6,6 +6,7 @@ import argparse
 import json
 
 from shieldkit.core.errors import EXIT_OK, UnknownNameError
+from shieldkit.core.threat import format_eps
 from shieldkit.plugins import registry
 
 INTERMIXED = True
@@ -21,11 +22,12 @@ PIXEL_PARAMS = ("eps", "step_size", "eps_step")
 
 
 def _shown(param: str, value: object) -> str:
-    """A default as a reader compares it: pixel budgets as ``8/255 (0.0314)``, the rest as repr."""
-    if param in PIXEL_PARAMS and isinstance(value, float) and 0 < value < 1:
-        levels = value * 255
-        if abs(levels - round(levels)) < 1e-9:
-            return f"{round(levels)}/255 ({value:.4f})"
+    """A default as a reader compares it: pixel budgets as ``8/255 (0.0314)`` (:func:`format_eps`), the rest as
+    repr."""
+    if param in PIXEL_PARAMS and isinstance(value, float):
+        shown = format_eps(value)
+        if "/" in shown:
+            return f"{shown} ({value:.4f})"
     return repr(value)
 
 

@@ -27,7 +27,7 @@ from shieldkit.core.errors import (
 )
 from shieldkit.core.guard import CallCounter, ModelStateGuard
 from shieldkit.core.seeding import seeded
-from shieldkit.core.threat import DEFAULT_EPS, ThreatModel, check_norm, norm_of
+from shieldkit.core.threat import DEFAULT_EPS, ThreatModel, check_norm, format_eps, norm_of
 from shieldkit.core.validation import (
     BOUNDS_TOLERANCE,
     check_images,
@@ -157,7 +157,7 @@ class Attack(Component):
             params["norm"] = replace(params["norm"], effective=norm, rule=f"the first of {', '.join(cls.norms)}")
         if "eps" in params and params["eps"].default is None:
             if cls.bounded:
-                others = "; ".join(f"{other}: {DEFAULT_EPS[other]:g}" for other in cls.norms[1:])
+                others = "; ".join(f"{other}: {format_eps(DEFAULT_EPS[other])}" for other in cls.norms[1:])
                 rule = "DEFAULT_EPS[norm]" + (f"; {others}" if others else "")
                 params["eps"] = replace(params["eps"], effective=DEFAULT_EPS[norm], rule=rule)
             else:

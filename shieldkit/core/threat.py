@@ -118,6 +118,27 @@ def largest_distance(eps: float, norm: str, other: str, size: int, span: float =
 #: (the usual CIFAR-style values; pass ``eps=0.3`` for MNIST L-inf).
 DEFAULT_EPS = {"linf": 8 / 255, "l2": 0.5, "l1": 10.0, "l0": 10.0}
 
+#: how close ``eps * 255`` must come to a whole number for :func:`format_eps` to write it as ``k/255``
+_LEVEL_TOLERANCE = 1e-6
+
+
+def format_eps(value: float) -> str:
+    """A budget as a researcher writes it: ``8/255``, ``0.3``, ``0.5``: the one formatter of every ε shown.
+
+    A short decimal (three significant digits or fewer: ``0.1``, ``0.2``, ``0.25``, ``1``) prints as
+    itself, although ``0.2`` is also ``51/255``; otherwise a value below 1 within 1e-6 of ``k/255`` for a
+    whole ``k >= 1`` prints as ``k/255``; anything else as ``f"{value:g}"``. For display only: what a
+    run records (``results.jsonl``, ``summary.json``) stays numeric.
+    """
+    value = float(value)
+    if not math.isfinite(value) or float(f"{value:.3g}") == value:
+        return f"{value:g}"
+    levels = value * 255
+    k = round(levels)
+    if 0 < value < 1 and k >= 1 and abs(levels - k) <= _LEVEL_TOLERANCE:
+        return f"{k}/255"
+    return f"{value:g}"
+
 
 @dataclass(frozen=True)
 class ThreatModel:

@@ -116,7 +116,11 @@ def model_placement(model: nn.Module, fallback: torch.dtype = torch.float32) -> 
 def check_logits(logits: object, batch: int, who: str = "model") -> Tensor:
     """Check a model's output: finite logits ``[B, K]`` with ``K >= 2``."""
     if not isinstance(logits, Tensor):
-        raise InvalidModelError(f"{who} must return a tensor of logits [B, K], got {type(logits).__name__}")
+        from shieldkit.core.outputs import output_kind
+
+        fix = ("; wrap it in shieldkit.core.outputs.LogitsOutput(model), which takes the logits from it"
+               if output_kind(logits) is not None else "")
+        raise InvalidModelError(f"{who} must return a tensor of logits [B, K], got {type(logits).__name__}{fix}")
     if logits.dim() != 2 or logits.shape[0] != batch or logits.shape[1] < 2:
         raise InvalidModelError(
             f"{who} must return logits of shape [B, K] with B={batch} and K >= 2 classes, "

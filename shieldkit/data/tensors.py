@@ -59,7 +59,7 @@ def tensor_file(split: str = "test", root: str | os.PathLike | None = None, *, p
     if missing:
         raise ValueError(f"data: {str(file)!r} has no {' or '.join(map(repr, missing))} (it holds "
                          f"{', '.join(sorted(arrays)) or 'nothing'}); give x and y, or x_{split} and y_{split}")
-    x = _images(arrays[x_key], layout, f"{file.name}:{x_key}")
+    x = images_from_array(arrays[x_key], layout, f"{file.name}:{x_key}")
     y = torch.as_tensor(arrays[y_key])
     if y.dtype.is_floating_point or y.dtype == torch.bool or y.dim() != 1:
         raise ValueError(f"data: {file.name}:{y_key} must be integer labels [N], got {y.dtype} {tuple(y.shape)}")
@@ -92,7 +92,8 @@ def _read(file: Path) -> dict[str, Any]:
     return dict(content)
 
 
-def _images(array: Any, layout: str | None, what: str) -> torch.Tensor:
+def images_from_array(array: Any, layout: str | None, what: str) -> torch.Tensor:
+    """``array`` (NumPy or tensor; layouts and dtypes of the module docstring) as float32 ``[N, C, H, W]``."""
     x = torch.as_tensor(array)
     if x.dim() == 3:
         x = x.unsqueeze(1)

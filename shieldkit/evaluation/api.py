@@ -15,12 +15,12 @@ from shieldkit.evaluation.runner import Runner
 
 
 def evaluate(model: nn.Module, data: Any, attacks: list | tuple | None = None, defenses: list | tuple = ("none",),
-             eps: list[float] | tuple[float, ...] | float = (0.1, 0.2, 0.3), *, norm: str = "linf",
-             n: int | None = None, batch_size: int = 100, out_dir: str | os.PathLike = "shieldkit-runs/evaluate",
+             eps: float | str | list[float | str] | tuple[float | str, ...] | None = None, *, norm: str = "linf",
+             n: int | None = None, batch_size: int | str = 100, out_dir: str | os.PathLike = "shieldkit-runs/evaluate",
              seed: int = 0, quiet: bool = False, resume: bool = False, train_data: Any = None,
              cascade: bool = True, adaptive: bool = True, eot: int = 8, checks: bool = True,
              examples: int = 6, fpr: float = 0.05, bounds: tuple[float, float] = (0.0, 1.0),
-             suite: str = "standard"):
+             suite: str = "standard", precision: str = "fp32"):
     """Evaluate a model's robustness against an attack suite, with and without defences.
 
     Every attack runs naively on each deployed defence and adaptively on the
@@ -32,18 +32,24 @@ def evaluate(model: nn.Module, data: Any, attacks: list | tuple | None = None, d
     ``out_dir`` as it finishes; ``resume=True`` continues an interrupted run.
 
     Args:
-        model: classifier from images in ``bounds`` to logits (normalisation inside).
-        data: ``ImageData`` or an ``(x, y)`` pair: the evaluation set.
+        model: classifier from images in ``bounds`` to logits (normalisation inside); a model returning a tuple,
+            a dict or an object with ``.logits`` is read through :class:`~shieldkit.core.outputs.LogitsOutput`.
+        data: the evaluation set: ``ImageData``, an ``(x, y)`` pair of tensors or NumPy arrays, a map-style
+            ``Dataset`` of ``(image, label)`` pairs or dicts (Hugging Face's ``{"pixel_values", "label"}``), or a
+            ``DataLoader``; a dataset is read one chunk at a time (:mod:`~shieldkit.data.streamed`).
         attacks: names (``"pgd"``, ``"pgd.art"``), ``(name, params)`` pairs,
             ``{"name": ..., **params}`` dicts or ``Attack`` instances; default: the
             preset ``suite``.
         defenses: the same forms for defences; ``"none"`` is the undefended model.
             Trainers and detectors are fitted on ``train_data`` first (a dict entry's
             ``"fit"`` holds fit options).
-        eps: the budgets of the grid.
+        eps: the budgets of the grid: numbers or fractions as papers write them (``"8/255"``, ``[2/255, 8/255]``);
+            ``None``: the data's default grid (MNIST-like L-inf 0.1/0.2/0.3; 32x32 colour 2/255, 4/255, 8/255;
+            ImageNet-size 2/255, 4/255; :func:`~shieldkit.evaluation.config.default_eps`), logged at the start.
         norm: the grid's norm; every attack must support it.
         n: evaluate a seeded random subset of this many samples (``None``: all).
-        batch_size: samples per unit of work (also the resume and sharding granularity).
+        batch_size: samples per unit of work (also the resume and sharding granularity); ``"auto"``: the
+            largest chunk the model's GPU holds (:func:`~shieldkit.infra.memory.auto_batch_size`).
         out_dir: where results.jsonl, summary.json, report.md/html and records go.
         seed: seeds every unit (per sample range, not per process).
         quiet: no progress bars.
@@ -58,13 +64,16 @@ def evaluate(model: nn.Module, data: Any, attacks: list | tuple | None = None, d
         bounds: the pixel range.
         suite: the preset run when ``attacks`` is not given: ``"quick"``, ``"standard"``
             (AutoAttack's strength, the default) or ``"thorough"`` (:mod:`~shieldkit.evaluation.presets`).
+        precision: the attacks' arithmetic, ``"fp32"``, ``"bf16"`` or ``"fp16"`` (under autocast on the model's
+            device; images, the budget and the judging stay in fp32). The device is the model's.
 
     Returns:
         A :class:`~shieldkit.evaluation.report.Report`.
     """
     config = EvalConfig(eps=parse_eps(eps), norm=norm, n=n, batch_size=batch_size, seed=seed, cascade=cascade,
                         adaptive=adaptive, eot=eot, checks=checks, examples=examples, fpr=fpr,
-                        bounds=tuple(bounds), out=str(Path(out_dir)), suite=check_suite(suite))
+                        bounds=tuple(bounds), out=str(Path(out_dir)), suite=check_suite(suite),
+                        precision=precision)
     config.norm = check_norm(norm, owner="evaluate")
     runner = Runner(config, model, data, train_data=train_data, quiet=quiet, resume=resume,
                     attacks=list(attacks or []),

@@ -7,7 +7,7 @@ refuses to continue a run whose identity differs.
 TOML layout (every key optional; the defaults are the demo's)::
 
     out = "shieldkit-runs/mnist"
-    eps = [0.1, 0.2, 0.3]
+    eps = [0.1, 0.2, 0.3]     # or fractions: ["2/255", "8/255"], "8/255"; left out: the data's default grid
     norm = "linf"
     n = 500
     batch_size = 100
@@ -49,17 +49,27 @@ import hashlib
 import json
 import math
 import os
+import re
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 from shieldkit.core.component import jsonable
 from shieldkit.core.errors import InvalidParameterError
-from shieldkit.core.threat import check_norm
+from shieldkit.core.threat import check_norm, format_eps
 from shieldkit.core.validation import check_bounds
 from shieldkit.evaluation.presets import DEFAULT_SUITE, check_suite
 
+#: The MNIST-like L-inf grid (:data:`DEFAULT_GRIDS`), the grid of every run before grids followed the data.
 DEFAULT_EPS = (0.1, 0.2, 0.3)
+#: The default grid per kind of image (:func:`image_kind`) and norm, used when no eps is given (:func:`default_eps`).
+DEFAULT_GRIDS: dict[str, dict[str, tuple[float, ...]]] = {
+    "mnist": {"linf": DEFAULT_EPS, "l2": DEFAULT_EPS, "l1": (5.0, 10.0), "l0": (5.0, 10.0, 20.0)},
+    "cifar": {"linf": (2 / 255, 4 / 255, 8 / 255), "l2": (0.25, 0.5), "l1": (6.0, 12.0), "l0": (10.0, 20.0, 40.0)},
+    "imagenet": {"linf": (2 / 255, 4 / 255), "l2": (0.5, 1.0, 2.0), "l1": (30.0, 60.0), "l0": (50.0, 100.0, 200.0)},
+}
 DEFAULT_OUT = "shieldkit-runs/evaluate"
 #: Keys of a component table that are not constructor parameters.
 _SPEC_KEYS = ("name", "label", "fit")
@@ -85,6 +95,12 @@ class ComponentSpec:
         return {"name": self.name, "params": _jsonable(self.params), "label": self.label, "fit": _jsonable(self.fit)}
 
 
+#: the attacks' arithmetic precisions (``--precision``): the torch dtype each computes in under autocast
+PRECISIONS = {"fp32": None, "bf16": "bfloat16", "fp16": "float16"}
+#: ``batch_size = "auto"``: the largest chunk the device holds (``--batch-size auto``)
+AUTO_BATCH_SIZE = "auto"
+
+
 @dataclass
 class EvalConfig:
     """Everything an evaluation run needs, as plain data (what ``config.json`` records).
@@ -97,10 +113,14 @@ class EvalConfig:
     attacks: list[ComponentSpec] = field(default_factory=list)
     suite: str = DEFAULT_SUITE
     defenses: list[ComponentSpec] = field(default_factory=lambda: [ComponentSpec("none")])
-    eps: list[float] = field(default_factory=lambda: list(DEFAULT_EPS))
+    #: the grid's budgets; ``None``: follow the data (:func:`default_eps`, resolved when the data is known)
+    eps: list[float] | None = None
     norm: str = "linf"
     n: int | None = None
-    batch_size: int = 100
+    #: samples per chunk; ``"auto"``: the largest that fits the GPU (:func:`~shieldkit.infra.memory.auto_batch_size`)
+    batch_size: int | str = 100
+    #: the attacks' arithmetic: ``"fp32"``, or ``"bf16"``/``"fp16"`` under autocast (judging stays in fp32)
+    precision: str = "fp32"
     seed: int = 0
     cascade: bool = True
     adaptive: bool = True
@@ -194,23 +214,109 @@ def split_list(values: list[str] | str | None) -> list[str]:
     return items
 
 
-def parse_eps(values: Any) -> list[float]:
-    """Epsilons as floats, sorted and unique; one-line errors for anything else."""
-    if isinstance(values, (int, float, str)):
+def parse_eps(values: Any) -> list[float] | None:
+    """Epsilons as researchers write them -> floats, sorted and unique; one-line errors for anything else.
+
+    ``values`` is a number (``0.3``, ``8 / 255``), a string of one or more numbers or fractions
+    separated by commas or spaces (``"8/255"``, ``"2/255,8/255"``, ``"0.5"``) or a list of either
+    (``--eps 2/255 8/255`` gives ``["2/255", "8/255"]``; TOML ``eps = ["8/255", 0.5]``). A fraction
+    ``a/b`` is exact (``float(Fraction(a) / Fraction(b))``: ``"8/255"`` is the float ``8 / 255``).
+    ``None`` (no eps given) stays ``None``: the grid then follows the data (:func:`default_eps`).
+
+    Raises:
+        InvalidParameterError: a token that is not a number or a fraction, a division by zero, an
+            epsilon that is not finite and > 0, or no epsilon at all; one line naming ``eps`` and the token.
+    """
+    if values is None:
+        return None
+    if isinstance(values, (str, bytes, int, float, Fraction, Mapping)) or not isinstance(values, Iterable):
         values = [values]
-    if isinstance(values, list) and all(isinstance(v, str) for v in values):
-        values = split_list(values)
-    try:
-        eps = [float(v) for v in values]
-    except (TypeError, ValueError):
-        raise InvalidParameterError(f"eps: expected numbers, got {values!r}") from None
-    if not eps:
+    tokens: list[Any] = []
+    for value in values:
+        tokens += re.sub(r"\s*/\s*", "/", value).replace(",", " ").split() if isinstance(value, str) else [value]
+    if not tokens:
         raise InvalidParameterError("eps: give at least one epsilon")
-    return sorted(set(eps))
+    return sorted({_eps_value(token) for token in tokens})
+
+
+def _eps_value(token: Any) -> float:
+    """One epsilon: a number, or a string holding a number or a fraction ``a/b``."""
+    if isinstance(token, str):
+        numerator, slash, denominator = token.partition("/")
+        try:
+            if "/" in denominator:  # 8/255/2
+                raise ValueError(token)
+            # a fraction exactly; a decimal as float() reads it ("nan", "inf" too: refused below)
+            number = float(Fraction(numerator) / Fraction(denominator)) if slash else float(token)
+        except ZeroDivisionError:
+            raise InvalidParameterError(f"eps: division by zero in {token!r}") from None
+        except ValueError:
+            raise InvalidParameterError(f"eps: {token!r} is not a number or a fraction such as 8/255") from None
+    elif isinstance(token, bool) or token is None:
+        raise InvalidParameterError(f"eps: expected numbers or fractions such as 8/255, got {token!r}")
+    else:
+        try:
+            number = float(token)
+        except (TypeError, ValueError):
+            raise InvalidParameterError(f"eps: expected numbers or fractions such as 8/255, got {token!r}") from None
+    if not math.isfinite(number) or number <= 0:
+        raise InvalidParameterError(f"eps: every epsilon must be finite and > 0, got {token!r}")
+    return number
+
+
+def image_kind(image_shape: tuple[int, int, int]) -> str:
+    """Which default grid an image shape ``(C, H, W)`` gets: ``"mnist"`` (one channel, or no side above 28),
+    ``"cifar"`` (colour, no side above 64) or ``"imagenet"`` (colour, larger)."""
+    try:
+        channels, height, width = (int(side) for side in image_shape)
+    except (TypeError, ValueError):
+        raise InvalidParameterError(f"image_shape: expected (C, H, W), got {image_shape!r}") from None
+    if min(channels, height, width) < 1:
+        raise InvalidParameterError(f"image_shape: expected (C, H, W) of positive sizes, got {image_shape!r}")
+    side = max(height, width)
+    if channels == 1 or side <= 28:
+        return "mnist"
+    return "cifar" if side <= 64 else "imagenet"
+
+
+def default_eps(norm: str, image_shape: tuple[int, int, int]) -> list[float]:
+    """The grid a run gets when no eps is given: the budgets the literature reports for such images.
+
+    ========================================  ======================  ===================  ==========  ============
+    images (``image_shape`` = C, H, W)        linf                    l2                   l1          l0
+    ========================================  ======================  ===================  ==========  ============
+    MNIST-like: 1 channel, or sides <= 28     0.1, 0.2, 0.3           0.1, 0.2, 0.3        5, 10       5, 10, 20
+    CIFAR-like: colour, sides <= 64           2/255, 4/255, 8/255     0.25, 0.5            6, 12       10, 20, 40
+    ImageNet-like: colour, a side > 64        2/255, 4/255            0.5, 1, 2            30, 60      50, 100, 200
+    ========================================  ======================  ===================  ==========  ============
+
+    Sources: MNIST L-inf 0.3 is Madry et al. (2018); the MNIST-like L-inf and L2 grids are the grid every run
+    had before the default followed the data (the L2 one kept so that earlier runs resume unchanged).
+    RobustBench (Croce et al. 2021) benchmarks CIFAR-10 at L-inf 8/255 and L2 0.5, and ImageNet at L-inf
+    4/255; the grids end there or one step past it (ImageNet L2 2.0 is a common larger budget).
+    L1: 10 on MNIST as in Tramèr & Boneh (2019), 12 on CIFAR-10 as in Croce & Hein's l1-APGD (2021); the
+    ImageNet L1 pair is our choice (five times CIFAR's). L0 counts changed coordinates: our choice, around
+    :data:`~shieldkit.core.threat.DEFAULT_EPS`'s 10. A budget the whole pixel range of ``[0, 1]`` cannot
+    reach at this size (L2, L1, L0 on a tiny image) is left out; if none is left, the largest reachable one.
+
+    Args:
+        norm: the grid's norm (``linf``, ``l2``, ``l1``, ``l0``; aliases as :func:`check_norm`).
+        image_shape: one image's ``(C, H, W)`` (``ImageData.shape``).
+
+    Returns:
+        The budgets, sorted (floats; :func:`~shieldkit.core.threat.format_eps` shows them as ``8/255``).
+    """
+    norm = check_norm(norm, owner="eps")
+    grid = DEFAULT_GRIDS[image_kind(image_shape)][norm]
+    size = math.prod(int(side) for side in image_shape)
+    limit = {"linf": 1.0, "l2": math.sqrt(size), "l1": float(size), "l0": float(size)}[norm]
+    return sorted(value for value in grid if value <= limit) or [limit]
 
 
 def check_eps(eps: list[float], norm: str, bounds: tuple[float, float], image_size: int | None = None) -> None:
     """Each eps finite, positive and no larger than the whole pixel range allows in ``norm``."""
+    if eps is None:
+        raise InvalidParameterError("eps: no grid to check yet; resolve it first with default_eps(norm, image_shape)")
     low, high = bounds
     span = high - low
     largest = {"linf": span}
@@ -222,7 +328,7 @@ def check_eps(eps: list[float], norm: str, bounds: tuple[float, float], image_si
         limit = largest.get(norm)
         if limit is not None and value > limit + 1e-12:
             raise InvalidParameterError(
-                f"eps={value!r} is out of range for norm {norm} with bounds {tuple(bounds)}: the largest "
+                f"eps={format_eps(value)} is out of range for norm {norm} with bounds {tuple(bounds)}: the largest "
                 f"meaningful budget is {limit:.4g}"
             )
 
@@ -250,7 +356,7 @@ def load_toml(path: str | os.PathLike) -> dict[str, Any]:
 
 _TOP_KEYS = {
     "attacks", "suite", "defenses", "eps", "norm", "n", "batch_size", "seed", "cascade", "adaptive", "eot",
-    "checks", "examples", "fpr", "bounds", "out", "model", "data",
+    "checks", "examples", "fpr", "bounds", "out", "model", "data", "precision",
 }
 
 
@@ -302,7 +408,10 @@ def check_scalars(config: EvalConfig) -> None:
             raise InvalidParameterError(f"{name} must be an integer >= {minimum}, got {value!r}")
 
     integer("n", config.n, 1, allow_none=True)
-    integer("batch_size", config.batch_size, 1)
+    if config.batch_size != AUTO_BATCH_SIZE:
+        integer("batch_size", config.batch_size, 1)
+    if config.precision not in PRECISIONS:
+        raise InvalidParameterError(f"precision must be one of {', '.join(PRECISIONS)}, got {config.precision!r}")
     integer("seed", config.seed, 0)
     integer("eot", config.eot, 1)
     integer("examples", config.examples, 0)
@@ -332,13 +441,21 @@ def data_spec(value: str) -> dict[str, Any]:
 
 
 def parse_normalize(value: Any, what: str = "--normalize") -> dict[str, list[float]]:
-    """``"m1,m2,m3:s1,s2,s3"`` (or a ``{mean, std}`` table) -> ``{"mean": [...], "std": [...]}``, checked."""
+    """``"m1,m2,m3:s1,s2,s3"``, a dataset's name (``"cifar10"``, a key of
+    :data:`~shieldkit.data.normalization.NORMALIZATIONS`) or a ``{mean, std}`` table
+    -> ``{"mean": [...], "std": [...]}``, checked."""
     if isinstance(value, str):
         mean_text, sep, std_text = value.partition(":")
         if not sep:
-            raise InvalidParameterError(f"{what}: expected MEAN:STD, e.g. 0.49,0.48,0.45:0.25,0.24,0.26, "
-                                        f"got {value!r}")
-        value = {"mean": split_list(mean_text), "std": split_list(std_text)}
+            from shieldkit.data.normalization import NORMALIZATIONS, named_normalization
+
+            named = named_normalization(value)
+            if named is None:
+                raise InvalidParameterError(f"{what}: expected MEAN:STD, e.g. 0.49,0.48,0.45:0.25,0.24,0.26, or a "
+                                            f"dataset's name ({', '.join(NORMALIZATIONS)}), got {value!r}")
+            value = named
+        else:
+            value = {"mean": split_list(mean_text), "std": split_list(std_text)}
     if not isinstance(value, dict) or set(value) != {"mean", "std"}:
         raise InvalidParameterError(f"{what}: expected a table with mean and std, got {value!r}")
     parsed = {}

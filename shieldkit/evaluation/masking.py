@@ -36,9 +36,16 @@ import torch
 from torch import Tensor, nn
 
 from shieldkit.core import losses
+from shieldkit.core.threat import format_eps
 from shieldkit.diagnosis.gradients import ZERO_GRADIENT_MAX_SHARE
 from shieldkit.evaluation.intervals import expected_accuracy_interval
-from shieldkit.evaluation.records import EffortRow, GradientRow, LargeEpsRow, RandomnessRow
+from shieldkit.evaluation.records import (
+    EffortRow,
+    GradientRow,
+    LargeEpsRow,
+    RandomnessRow,
+    eps_label,
+)
 from shieldkit.evaluation.summaries import CheckOutcome, DefenseSummary
 
 #: Thresholds of the checks (documented in docs/evaluate.md). The zero-gradient share is the diagnosis's
@@ -131,13 +138,14 @@ def check_flags(defense: DefenseSummary, mode: str, measured: Measurements) -> l
 
 
 def _monotone(defense: DefenseSummary, mode: str, measured: Measurements) -> CheckOutcome:
-    series = sorted((float(eps), record.accuracy(mode)) for eps, record in defense.eps.items())
+    series = sorted((float(eps), record.accuracy(mode), eps) for eps, record in defense.eps.items())
     tolerance = max(MONOTONE_TOLERANCE, 1.5 / max(1, defense.n))
-    for (eps_low, low), (eps_high, high) in zip(series, series[1:]):
+    for (_, low, key_low), (_, high, key_high) in zip(series, series[1:]):
         if high > low + tolerance:
             return CheckOutcome("monotone", False, high - low,
-                                f"accuracy rises with eps ({100 * low:.1f}% at {eps_low:g} -> {100 * high:.1f}% at "
-                                f"{eps_high:g}): the attacks are not finding what exists")
+                                f"accuracy rises with eps ({100 * low:.1f}% at {eps_label(key_low)} -> "
+                                f"{100 * high:.1f}% at {eps_label(key_high)}): the attacks are not finding what "
+                                "exists")
     return CheckOutcome("monotone", True, None, "accuracy does not rise with eps")
 
 
@@ -146,14 +154,14 @@ def _large_eps(defense: DefenseSummary, mode: str, measured: Measurements) -> Ch
     if row is None:
         return CheckOutcome("large_eps", None, None, "not run (no white-box attack in the suite)")
     if row.error:
-        return CheckOutcome("large_eps", False, None, f"{row.attack} at eps={row.eps:g} crashed: {row.error}")
+        return CheckOutcome("large_eps", False, None, f"{row.attack} at eps={format_eps(row.eps)} crashed: {row.error}")
     accuracy = row.accuracy
     if accuracy > LARGE_EPS_MAX_ACCURACY:
         return CheckOutcome("large_eps", False, accuracy,
-                            f"{row.attack} at eps={row.eps:g} (the whole pixel range) leaves {100 * accuracy:.0f}% "
+                            f"{row.attack} at eps={format_eps(row.eps)} (the whole pixel range) leaves {100 * accuracy:.0f}% "
                             "accuracy instead of ~0%: its gradients are masked"
                             + _against_threshold(accuracy * row.samples, row.samples, LARGE_EPS_MAX_ACCURACY))
-    return CheckOutcome("large_eps", True, accuracy, f"{row.attack} at eps={row.eps:g} leaves {100 * accuracy:.0f}%")
+    return CheckOutcome("large_eps", True, accuracy, f"{row.attack} at eps={format_eps(row.eps)} leaves {100 * accuracy:.0f}%")
 
 
 def _black_box(defense: DefenseSummary, mode: str, measured: Measurements) -> CheckOutcome:
@@ -169,7 +177,7 @@ def _black_box(defense: DefenseSummary, mode: str, measured: Measurements) -> Ch
     eps, share, extra = worst
     base = max(1, defense.eps[eps].clean_correct)
     return CheckOutcome("black_box", False, share,
-                        f"black-box/noise attacks fooled {extra} samples ({100 * share:.0f}%) at eps={float(eps):g} "
+                        f"black-box/noise attacks fooled {extra} samples ({100 * share:.0f}%) at eps={eps_label(eps)} "
                         "that every white-box attack missed: gradients are misleading"
                         + _against_threshold(extra, base, BLACK_BOX_MAX_SHARE))
 
@@ -232,7 +240,7 @@ def _more_effort(defense: DefenseSummary, mode: str, measured: Measurements) -> 
     if drop > MORE_EFFORT_MAX_DROP and len(worst.fooled) >= MORE_EFFORT_MIN_SAMPLES:
         return CheckOutcome("more_effort", False, drop,
                             f"{worst.attack} with {worst.steps} steps and {worst.restarts} restarts broke "
-                            f"{len(worst.fooled)} of {len(worst.attacked)} still-robust samples at eps={worst.eps:g} "
+                            f"{len(worst.fooled)} of {len(worst.attacked)} still-robust samples at eps={format_eps(worst.eps)} "
                             f"(about -{100 * drop:.1f} points): the suite has not converged; run --suite thorough")
     return CheckOutcome("more_effort", True, drop,
                         f"twice the steps and one more restart broke {sum(len(r.fooled) for r in rows)} of "
@@ -247,7 +255,7 @@ def _certificate(defense: DefenseSummary, mode: str, measured: Measurements) -> 
         broken = point.disproved.get(mode, [])
         if broken:
             return CheckOutcome("certificate", False, len(broken),
-                                f"attacks at eps={eps} broke {len(broken)} samples inside their certified "
+                                f"attacks at eps={eps_label(eps)} broke {len(broken)} samples inside their certified "
                                 f"{certified.norm} radius (e.g. sample {broken[0]}; the defence confidently gives "
                                 "another class there): the certificate or the attack's budget is wrong")
     tolerance = max(CERTIFIED_TOLERANCE, 3 / max(1, defense.n))
@@ -256,7 +264,7 @@ def _certificate(defense: DefenseSummary, mode: str, measured: Measurements) -> 
         if point.certified is not None and point.certified > empirical + tolerance:
             return CheckOutcome("certificate", False, point.certified - empirical,
                                 f"certified accuracy {100 * point.certified:.1f}% (radius {point.radius:.3g}) is above "
-                                f"the attacks' robust accuracy {100 * empirical:.1f}% at eps={eps}: a lower bound "
+                                f"the attacks' robust accuracy {100 * empirical:.1f}% at eps={eps_label(eps)}: a lower bound "
                                 "above an upper bound, so one of them is wrong")
     return CheckOutcome("certificate", True, None,
                         "no attack broke a certificate; certified accuracy is at most the attacks' at every eps")

@@ -9,6 +9,7 @@ from typing import Any
 import torch
 
 from shieldkit.evaluation.examples import load_clean_examples, load_examples
+from shieldkit.evaluation.records import eps_label
 from shieldkit.evaluation.summaries import RunSummary
 
 
@@ -43,6 +44,7 @@ def robust_vs_eps(summary: RunSummary, path: Path) -> Path:
             axis.plot(eps, [100 * v for v in values], ":", color="grey", label="undefended")
         axis.set_title(record.label, fontsize=10)
         axis.set_xlabel(f"eps ({summary.norm})")
+        axis.set_xticks(eps, ["0"] + [eps_label(k) for k in keys], fontsize=7)
         axis.set_ylim(-3, 103)
         axis.grid(alpha=0.3)
         axis.legend(fontsize=7)
@@ -78,7 +80,8 @@ def naive_vs_adaptive(summary: RunSummary, path: Path) -> Path:
     axis.set_xticks(range(len(defenses)), [d.label for d in defenses], rotation=20, ha="right", fontsize=8)
     axis.set_ylabel("accuracy (%)")
     axis.set_ylim(0, 110)
-    axis.set_title(f"eps = {key} ({summary.norm}); ! = flagged by the gradient-masking checklist", fontsize=9)
+    axis.set_title(f"eps = {eps_label(key)} ({summary.norm}); ! = flagged by the gradient-masking checklist",
+                   fontsize=9)
     axis.legend(fontsize=8, ncols=3, loc="upper right")
     axis.grid(axis="y", alpha=0.3)
     figure.tight_layout()

@@ -16,11 +16,13 @@ existed, without a version field).
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Union
 
+from shieldkit.core.threat import format_eps
 from shieldkit.diagnosis import Diagnosis
 
 #: Version of the JSON forms of rows and summaries (1: before the typed records, no version field;
@@ -32,8 +34,21 @@ STAGES = ("naive", "blackbox", "adaptive")
 
 
 def eps_key(eps: float) -> str:
-    """How an epsilon names its entry in summaries and tables (``0.1``, ``0.3``)."""
+    """How an epsilon names its entry in summaries (``0.1``, ``0.3``, ``0.0313725``); :func:`eps_label` shows it."""
     return f"{eps:g}"
+
+
+def eps_label(key: str) -> str:
+    """An :func:`eps_key` as a reader writes the epsilon (:func:`~shieldkit.core.threat.format_eps`): ``8/255``
+    for the key of ``8 / 255`` (``0.0313725``, six digits, too few to be recognised by value), ``0.3`` for ``0.3``."""
+    try:
+        value = float(key)
+    except (TypeError, ValueError):
+        return str(key)
+    level = round(value * 255) if math.isfinite(value) else 0
+    if 0 < level < 255 and eps_key(level / 255) == key:
+        value = level / 255
+    return format_eps(value)
 
 
 # ------------------------------------------------------------------ JSON forms

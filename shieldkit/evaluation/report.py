@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from shieldkit.core.errors import InvalidInputError
+from shieldkit.core.threat import format_eps
 from shieldkit.evaluation import sections as report_sections
 from shieldkit.evaluation.manifest import Manifest, read_manifest
-from shieldkit.evaluation.records import MODES, Row, from_json, row_from_json, to_json
+from shieldkit.evaluation.records import MODES, Row, eps_label, from_json, row_from_json, to_json
 from shieldkit.evaluation.render import render_html, render_markdown
 from shieldkit.evaluation.results import RESULTS, read_rows, write_json
 from shieldkit.evaluation.sections import (
@@ -97,7 +98,8 @@ class Report:
         record = self.run.defense(defense)
         key = f"{max(self.run.eps) if eps is None else eps:g}"
         if key not in record.eps:
-            raise KeyError(f"eps={eps} is not in this report; it has {', '.join(record.eps)}")
+            raise KeyError(f"eps={format_eps(eps)} is not in this report; it has "
+                           f"{', '.join(eps_label(k) for k in record.eps)}")
         return record.eps[key]
 
     def flags(self, defense: str, mode: str | None = None) -> list[dict[str, Any]]:
@@ -121,7 +123,7 @@ class Report:
 
 def format_table(summary: RunSummary) -> str:
     """The summary table printed at the end of a run (plain text)."""
-    header = ["defence", "clean"] + [f"eps={k} naive/adaptive" for k in summary.eps_keys]
+    header = ["defence", "clean"] + [f"eps={eps_label(k)} naive/adaptive" for k in summary.eps_keys]
     lines = []
     for record in summary.defenses:
         cells = [record.label, with_interval(record.clean_accuracy, record.clean_interval)]
@@ -143,7 +145,7 @@ def format_table(summary: RunSummary) -> str:
             notes.append(f"  {record.label}: randomised, judged on {record.judging_draws} draws per image: expected "
                          "accuracies (majority vote: clean "
                          f"{percent(record.clean_majority)}, adaptive "
-                         + ", ".join(f"eps={k}: {percent((record.eps[k].majority or {}).get('adaptive'))}"
+                         + ", ".join(f"eps={eps_label(k)}: {percent((record.eps[k].majority or {}).get('adaptive'))}"
                                      for k in summary.eps_keys) + ")")
         for mode in MODES:
             for flag in record.flags(mode):
@@ -151,7 +153,7 @@ def format_table(summary: RunSummary) -> str:
         if record.detector is not None:
             rates = [record.eps[k].detection_rate for k in summary.eps_keys]
             notes.append(f"  {record.label}: detection rate at FPR {record.detector.fpr_fitted:g}: "
-                         + ", ".join(f"eps={k}: {percent(r)}%" for k, r in zip(summary.eps_keys, rates))
+                         + ", ".join(f"eps={eps_label(k)}: {percent(r)}%" for k, r in zip(summary.eps_keys, rates))
                          + " (adaptive column = correct or detected)")
     if notes:
         out += ["", "Flags (gradient-masking checklist) and notes:"] + notes

@@ -21,8 +21,10 @@ the worst case over all three, per sample (AutoAttack-style).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -31,13 +33,24 @@ from torch import Tensor, nn
 from shieldkit.core.defense import DetectorDefense, TrainerDefense
 from shieldkit.core.errors import InvalidInputError, InvalidModelError, InvalidParameterError
 from shieldkit.core.guard import ModelStateGuard
+from shieldkit.core.outputs import LogitsOutput, describe, logits_of, output_kind, refusal
+from shieldkit.core.threat import format_eps
 from shieldkit.core.validation import check_logits, model_device
-from shieldkit.data.imagedata import ImageData, as_image_data
+from shieldkit.data.imagedata import ImageData
+from shieldkit.data.streamed import StreamedData, as_eval_data
 from shieldkit.diagnosis import diagnose
 from shieldkit.evaluation import masking
 from shieldkit.evaluation.adaptive import DefensePlan, plan_defense
 from shieldkit.evaluation.certificates import disproved
-from shieldkit.evaluation.config import EvalConfig, check_eps, check_scalars, digest
+from shieldkit.evaluation.config import (
+    AUTO_BATCH_SIZE,
+    PRECISIONS,
+    EvalConfig,
+    check_eps,
+    check_scalars,
+    default_eps,
+    digest,
+)
 from shieldkit.evaluation.examples import save_clean_examples, save_examples
 from shieldkit.evaluation.judging import draw_counts, judging_draws
 from shieldkit.evaluation.manifest import Manifest, build_manifest, defense_manifest, write_manifest
@@ -56,6 +69,7 @@ from shieldkit.evaluation.records import (
     RemedyNote,
 )
 from shieldkit.evaluation.results import (
+    CONFIG,
     DiskFullError,
     ResultsStore,
     RunLock,
@@ -70,6 +84,7 @@ from shieldkit.evaluation.units import (
     AttackOnTarget,
     Unit,
     chunk_ranges,
+    data_digest,
     minus,
     model_digest,
     pick,
@@ -80,6 +95,7 @@ from shieldkit.evaluation.units import (
     unit_seed,
 )
 from shieldkit.infra import distributed
+from shieldkit.infra.memory import auto_batch_size
 from shieldkit.infra.progress import Progress
 
 logger = logging.getLogger(__name__)
@@ -121,10 +137,14 @@ class Runner:
             raise InvalidModelError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         self.model = model
         self.device = model_device(model)
-        data = as_image_data(data, "data")
+        data = as_eval_data(data, "data")
         if len(data) == 0:
             raise InvalidInputError("data: the evaluation set is empty (0 samples)")
         image_size = int(data.x[0].numel())
+        if config.eps is None:  # the grid follows the data: MNIST's for digits, RobustBench's for colour images
+            config.eps = default_eps(config.norm, data.shape)
+            logger.info("eps grid: %s (the default for %s images; set --eps to change)",
+                        ", ".join(format_eps(e) for e in config.eps), "x".join(map(str, data.shape)))
         check_eps(config.eps, config.norm, config.bounds, image_size)
         if config.n is not None and config.n > len(data):
             raise InvalidParameterError(f"n={config.n} is larger than the {len(data)} samples of the data")
@@ -138,7 +158,7 @@ class Runner:
         self.attacks, self.defenses = suite.attacks, suite.defenses
         needs_training = [d.label for d in self.defenses if d.kind == "trainer" or (
             d.kind == "detector" and getattr(d.instance, "threshold", None) is None)]
-        self.train_data = as_image_data(train_data, "train_data") if train_data is not None else None
+        self.train_data = _in_memory(train_data) if train_data is not None else None
         if needs_training and self.train_data is None:
             raise InvalidParameterError(
                 f"defenses {', '.join(needs_training)} must be fitted first: pass train_data= (the CLI uses the "
@@ -147,6 +167,8 @@ class Runner:
         self._check_model_output()
         self.out_dir = check_writable(config.out)
         self.white, self.black = suite.white_box, suite.black_box
+        if config.batch_size == AUTO_BATCH_SIZE:
+            config.batch_size = self._auto_batch_size()
         self.chunks = chunk_ranges(len(self.data), config.batch_size)  # every rank's: a rank filters the units
         self._adaptive_cache: dict[str, list[AttackEntry]] = {}
         self.quiet = quiet or self.shard[0] != 0  # one progress bar per run, rank 0's
@@ -166,18 +188,45 @@ class Runner:
         return data[indices]
 
     def _check_model_output(self) -> None:
+        """Call the model once on two images: the logits' shape against the labels, and how to read its output
+        (a tuple, a dict or an output object: :class:`LogitsOutput` takes the logits from it, for every attack and
+        remedy)."""
         x = self.data.x[:2].to(self.device)
         with ModelStateGuard(self.model), torch.no_grad():
-            logits = check_logits(self.model(x), x.shape[0])
+            output = self.model(x)
+        kind = output_kind(output)
+        if kind is None:
+            raise refusal(output)
+        if kind != "tensor":
+            logger.info("the model returns a %s: %s is taken as the logits by every attack and remedy",
+                        type(output).__name__, describe(kind))
+            self.model = LogitsOutput(self.model, kind)
+        logits = check_logits(logits_of(output, kind), x.shape[0])
         largest = int(self.data.y.max())
         if logits.shape[1] <= largest:
             raise InvalidModelError(f"model has {logits.shape[1]} outputs but the data has label {largest}")
+
+    def _auto_batch_size(self) -> int:
+        """``batch_size = "auto"``: a resumed run keeps the chunks it was started with; a new one asks the device
+        (:func:`~shieldkit.infra.memory.auto_batch_size`)."""
+        previous = self.out_dir_config()
+        if self.resume and isinstance(previous.get("batch_size"), int):
+            return previous["batch_size"]
+        with ModelStateGuard(self.model):
+            return auto_batch_size(self.model, self.data.x[:8].to(self.device), limit=len(self.data))
+
+    def out_dir_config(self) -> dict[str, Any]:
+        """The configuration recorded in ``config.out``'s ``config.json`` (empty when there is none)."""
+        try:
+            return json.loads((Path(self.config.out) / CONFIG).read_text(encoding="utf-8")).get("config", {})
+        except (OSError, ValueError, AttributeError):
+            return {}
 
     def identity(self) -> dict[str, Any]:
         attacks, defenses = spec_records(self.attacks, self.defenses)
         identity = self.config.identity()
         identity.update(attacks=attacks, defenses=defenses, model_digest=model_digest(self.model),
-                        data_digest=tensor_digest(self.data.x, self.data.y), n=len(self.data))
+                        data_digest=data_digest(self.data), n=len(self.data))
         if self.train_data is not None:
             identity["train_data_digest"] = tensor_digest(self.train_data.x[:2000], self.train_data.y[:2000])
         return json.loads(json.dumps(identity, default=str))
@@ -305,7 +354,7 @@ class Runner:
                 # a chunk with no unit (a suite of no attack) still gets its clean row and certificate
                 for start, end in rank_chunks(self.chunks, *self.shard):
                     self._chunk(plan, targets, (start, end), groups.get((eps, (start, end)), []))
-                    bar.group_done(f"eps={eps:g}, samples {start}-{end}")
+                    bar.group_done(f"eps={format_eps(eps)}, samples {start}-{end}")
             # the checks run on the first chunk, which rank 0 owns
             if self.config.checks and self.shard[0] == 0 and self.chunks:
                 clean = self._clean(plan, *self.chunks[0])
@@ -370,19 +419,21 @@ class Runner:
         seed = unit.seed(self.config.seed)
         row = AttackRow(key=unit.key, defense=plan.label, eps=eps, stage=stage, attack=entry.label, name=entry.name,
                         access=entry.access, chunk=(start, end), seed=seed, attacked=list(candidates))
-        self.bar.set_postfix_str(f"eps={eps:g} {stage} {entry.label}", refresh=False)
+        self.bar.set_postfix_str(f"eps={format_eps(eps)} {stage} {entry.label}", refresh=False)
         if candidates:
             index = torch.tensor(candidates, dtype=torch.long)
-            x = self.data.x[index].to(self.device)
+            x = self.data.x[start:end][index - start].to(self.device)  # the chunk is read once for all its units
             y = self.data.y[index].to(self.device)
             target = targets.model(unit.attack.role)
             built = entry.build(eps, self.config.norm, self.config.bounds, seed)
             plan.reseed(seed)
             try:
-                result = built.run(target, x, y)
+                with self._precision():
+                    result = built.run(target, x, y)
             except Exception as error:  # noqa: BLE001 - recorded, flagged, and the run goes on
                 row.error = masking.one_line(error)
-                logger.warning("%s on %s (eps=%g, %s) failed: %s", entry.label, plan.label, eps, stage, row.error)
+                logger.warning("%s on %s (eps=%s, %s) failed: %s", entry.label, plan.label, format_eps(eps), stage,
+                               row.error)
             else:
                 judged = plan.judge(result.x_adv, y, seed + 1)
                 row.fooled, row.misclassified = pick(candidates, judged.fooled), pick(candidates, judged.misclassified)
@@ -399,9 +450,23 @@ class Runner:
         self.bar.update(1)
         return self.store.append(row)
 
+    def _precision(self):
+        """The attacks' arithmetic (``precision``): autocast to bf16/fp16 on the model's device, or nothing.
+        Images stay in their dtype, so the base class checks bounds and budget there; judging runs outside."""
+        dtype = PRECISIONS[self.config.precision]
+        if dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=getattr(torch, dtype))
+
     def _save_examples(self, row: AttackRow, candidates: list[int], x_adv: Tensor, predictions: Tensor) -> None:
         """Keep the adversarial images of the first few samples for the report's example grid."""
         wanted = [i for i, index in enumerate(candidates) if index < self.config.examples]
         if wanted:
             row.examples = save_examples(self.out_dir, row.key, [candidates[i] for i in wanted], x_adv[wanted],
                                          predictions[wanted].tolist())
+
+
+def _in_memory(train_data: Any) -> ImageData:
+    """Training data for fitting trainers and detectors, held in memory: fitting visits it many times."""
+    data = as_eval_data(train_data, "train_data")
+    return data.materialize() if isinstance(data, StreamedData) else data

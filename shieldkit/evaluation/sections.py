@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from shieldkit.evaluation.intervals import disjoint
-from shieldkit.evaluation.records import MODES
+from shieldkit.evaluation.records import MODES, eps_label
 from shieldkit.evaluation.summaries import DefenseSummary, RunSummary
 
 FLAG = "!"
@@ -46,14 +46,14 @@ def comparisons(summary: RunSummary) -> list[str]:
             naive, adaptive = entry.interval.get("naive"), entry.interval.get("adaptive")
             if naive and adaptive and entry.naive != entry.adaptive:
                 beyond = disjoint(naive, adaptive)
-                lines.append(f"**{record.label}** at ε={key}: adaptive {percent(entry.adaptive)} vs naive "
+                lines.append(f"**{record.label}** at ε={eps_label(key)}: adaptive {percent(entry.adaptive)} vs naive "
                              f"{percent(entry.naive)}: {'beyond' if beyond else 'within'} the intervals"
                              + ("" if beyond else " (the difference may be sampling noise)"))
             if reference is not None and record is not reference:
                 other = reference.eps[key]
                 if entry.interval.get("adaptive") and other.interval.get("adaptive"):
                     beyond = disjoint(entry.interval["adaptive"], other.interval["adaptive"])
-                    lines.append(f"**{record.label}** vs **none** at ε={key}: {percent(entry.adaptive)} vs "
+                    lines.append(f"**{record.label}** vs **none** at ε={eps_label(key)}: {percent(entry.adaptive)} vs "
                                  f"{percent(other.adaptive)} (adaptive): {'beyond' if beyond else 'within'} the "
                                  "intervals")
     return lines
@@ -141,7 +141,7 @@ class SummaryTable(Section):
         summary = context.summary
         header = ["defence", "kind", "adaptive attack", "clean"]
         for key in summary.eps_keys:
-            header += [f"ε={key} naive", f"ε={key} adaptive"]
+            header += [f"ε={eps_label(key)} naive", f"ε={eps_label(key)} adaptive"]
         rows = []
         for record in summary.defenses:
             cells = [Cell(record.label, css="name"), Cell(record.kind, css="text"), Cell(record.view, css="text"),
@@ -169,7 +169,7 @@ class Confidence(Section):
         items = []
         for record in summary.defenses:
             if record.judging_draws > 1:
-                majority = ", ".join(f"ε={key}: {percent((record.eps[key].majority or {}).get('adaptive'))}"
+                majority = ", ".join(f"ε={eps_label(key)}: {percent((record.eps[key].majority or {}).get('adaptive'))}"
                                      for key in summary.eps_keys)
                 items.append(f"**{record.label}** is randomised: each clean and adversarial image was judged on "
                              f"{record.judging_draws} forwards (set from the measured variance of its prediction). "
@@ -206,7 +206,7 @@ class Detectors(Section):
         detectors = [r for r in context.summary.defenses if r.detector is not None]
         if not detectors:
             return []
-        rows = [[Cell(record.label, css="name"), Cell(key), Cell(percent(entry.detection_rate)),
+        rows = [[Cell(record.label, css="name"), Cell(eps_label(key)), Cell(percent(entry.detection_rate)),
                  Cell(percent(entry.correct_or_detected)), Cell(percent(entry.classifier_only))]
                 for record in detectors for key, entry in record.eps.items()]
         header = ["detector", "eps", "detection rate", "correct or detected", "classifier only"]
@@ -279,7 +279,7 @@ class Certified(Section):
             reasons = [r for r in flag_reasons(record, "adaptive") if r.startswith("certificate")]
             for key, point in record.certified.at_eps.items():
                 radius = "-" if point.radius is None else f"{point.radius:.3g}"
-                rows.append([Cell(record.label, css="name"), Cell(key), Cell(radius), Cell(percent(point.certified)),
+                rows.append([Cell(record.label, css="name"), Cell(eps_label(key)), Cell(radius), Cell(percent(point.certified)),
                              Cell(percent(point.naive)), Cell(percent(point.adaptive)),
                              Cell(str(len(point.disproved.get("adaptive", []))), reasons)])
         blocks.append(Table(header, rows))
@@ -305,7 +305,7 @@ class AttackTables(Section):
     def blocks(self, context: ReportContext) -> list[Block]:
         blocks: list[Block] = [Heading("Attacks per defence")]
         for record in context.summary.defenses:
-            rows = [[Cell(key), Cell(a.stage, css="text"), Cell(a.attack, css="text"), Cell(a.access, css="text"),
+            rows = [[Cell(eps_label(key)), Cell(a.stage, css="text"), Cell(a.attack, css="text"), Cell(a.access, css="text"),
                      Cell(str(a.attacked)), Cell(str(a.fooled)), Cell(f"{a.seconds:.2f}"), Cell(str(a.forwards)),
                      Cell(str(a.backwards)), Cell(str(a.errors))]
                     for key, entry in record.eps.items() for a in entry.attacks]
@@ -349,7 +349,7 @@ class BrokenBy(Section):
             for key in summary.eps_keys:
                 entry = record.eps[key]
                 for attack, count in entry.broken_by.items():
-                    rows.append([Cell(record.label, css="name"), Cell(key), Cell(attack, css="text"),
+                    rows.append([Cell(record.label, css="name"), Cell(eps_label(key)), Cell(attack, css="text"),
                                  Cell(str(count))])
         if not rows:
             return []

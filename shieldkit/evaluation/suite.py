@@ -16,6 +16,7 @@ from shieldkit.core.attack import Attack
 from shieldkit.core.component import component_params
 from shieldkit.core.defense import Defense
 from shieldkit.core.errors import InvalidParameterError
+from shieldkit.core.threat import DEFAULT_EPS
 from shieldkit.evaluation.config import ComponentSpec, EvalConfig, parse_spec
 from shieldkit.evaluation.presets import suite_attacks
 from shieldkit.plugins.registry import get_registry
@@ -85,8 +86,10 @@ class DefenseEntry:
         return self.cls.create(self.source, **params)
 
 
-def resolve_attacks(entries: list[Any], norm: str, eps: list[float], bounds: tuple[float, float]) -> list[AttackEntry]:
-    """Attack entries for names, specs or ``Attack`` instances; every one built once to check its parameters.
+def resolve_attacks(entries: list[Any], norm: str, eps: list[float] | None,
+                    bounds: tuple[float, float]) -> list[AttackEntry]:
+    """Attack entries for names, specs or ``Attack`` instances; every one built once to check its parameters
+    (at the grid's largest eps; with no grid yet, ``eps=None``, at the norm's ``DEFAULT_EPS``).
 
     Raises:
         UnknownNameError: an attack is not registered (the message suggests close names).
@@ -96,6 +99,7 @@ def resolve_attacks(entries: list[Any], norm: str, eps: list[float], bounds: tup
     if not entries:
         raise InvalidParameterError("attacks: give at least one attack")
     registry = get_registry()
+    probe = max(eps) if eps else DEFAULT_EPS[norm]  # no grid yet: it follows the data (config.default_eps)
     resolved: list[AttackEntry] = []
     for item in entries:
         if isinstance(item, Attack):
@@ -122,7 +126,7 @@ def resolve_attacks(entries: list[Any], norm: str, eps: list[float], bounds: tup
                 f"attacks: {entry.name} supports only {', '.join(entry.cls.norms)} but the grid's norm is {norm}; "
                 f"drop it or evaluate with --norm {entry.cls.norms[0]}"
             )
-        entry.build(max(eps), norm, bounds, 0)  # raises on bad parameter values, before any compute
+        entry.build(probe, norm, bounds, 0)  # raises on bad parameter values, before any compute
         resolved.append(entry)
     _make_unique([e for e in resolved])
     return resolved

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import defaultdict
 
 from shieldkit.core.defense import ABSTAIN
-from shieldkit.core.threat import largest_distance
+from shieldkit.core.threat import format_eps, largest_distance
 from shieldkit.evaluation import masking
 from shieldkit.evaluation.intervals import (
     EXACT,
@@ -129,7 +129,7 @@ def _defense_summary(plan: DefenseManifest, rows: list[Row], manifest: Manifest,
                 stats.errors += 1
                 # black-box attacks belong to both modes' worst case; the other stages to their own
                 for mode in MODES if row.stage == "blackbox" else (row.stage,):
-                    record.errors[mode].append(f"{row.attack} ({row.stage}, eps={eps:g}): {row.error}")
+                    record.errors[mode].append(f"{row.attack} ({row.stage}, eps={format_eps(eps)}): {row.error}")
             seconds += row.seconds
             estimated += _full_grid_cost(row, correct, per_unit_cost)
             if row.examples:

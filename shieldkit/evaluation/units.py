@@ -19,6 +19,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from shieldkit.data.imagedata import ImageData
+from shieldkit.data.streamed import StreamedData
 from shieldkit.evaluation.suite import AttackEntry
 
 #: the stages of a chunk, in the order they run (the module docstring of runner.py says what each does)
@@ -121,6 +123,14 @@ def _update(hasher: Any, value: Any) -> None:
             _update(hasher, item)
     else:
         hasher.update(repr(value).encode())
+
+
+def data_digest(data: ImageData | StreamedData) -> str:
+    """What a resume compares of the evaluation data: every image and label of data held in memory; of data
+    streamed from a dataset every label and the first images, so that checking reads one chunk, not the set."""
+    if isinstance(data, StreamedData):
+        return tensor_digest(data.fingerprint_images(), data.y)
+    return tensor_digest(data.x, data.y)
 
 
 def tensor_digest(*tensors: Tensor) -> str:
