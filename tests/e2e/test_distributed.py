@@ -187,13 +187,29 @@ def spawn(job: str, tmp_path: Path, world: int = 2, **options) -> list:
     return [torch.load(tmp_path / f"rank{rank}.pt", weights_only=False) for rank in range(world)]
 
 
-def evaluate_job(model_path: str, out: str) -> dict:
+class MnistPairs(torch.utils.data.Dataset):
+    """The MNIST test split as a user's ``Dataset`` of ``(image, label)`` pairs: read item by item, by chunk."""
+
+    def __init__(self):
+        from shieldkit.data import load
+
+        self.data = load("mnist", split="test")
+
+    def __len__(self):
+        return len(self.data)
+
+    def __getitem__(self, index):
+        return self.data.x[index], int(self.data.y[index])
+
+
+def evaluate_job(model_path: str, out: str, dataset: bool = False) -> dict:
     import shieldkit as sk
     from shieldkit.data import load
     from shieldkit.models.files import load_model_file
 
     model = load_model_file(model_path)
-    report = sk.evaluate(model, load("mnist", split="test"), attacks=["fgsm", ("pgd", {"steps": 3})],
+    data = MnistPairs() if dataset else load("mnist", split="test")
+    report = sk.evaluate(model, data, attacks=["fgsm", ("pgd", {"steps": 3})],
                          defenses=["none"], eps=[0.2], n=200, batch_size=50, out_dir=out, quiet=True)
     return report.summary
 
@@ -204,6 +220,13 @@ def test_python_api_under_a_process_group_shards_and_gathers(model_file, tmp_pat
     assert stable(summaries[0]) == stable(summaries[1]) == stable(alone)  # every rank gets rank 0's report
     assert outcomes(tmp_path / "two") == outcomes(tmp_path / "one")
     assert rows(tmp_path / "two" / "shards" / "rank-1")  # rank 1 did its share
+
+
+def test_two_processes_shard_a_dataset_read_by_chunk_as_one_process_does_its_tensors(model_file, tmp_path):
+    spawn("evaluate", tmp_path, model_path=str(model_file), out=str(tmp_path / "two"), dataset=True)
+    evaluate_job(str(model_file), str(tmp_path / "one"))
+    assert outcomes(tmp_path / "two") == outcomes(tmp_path / "one")
+    assert rows(tmp_path / "two" / "shards" / "rank-1")
 
 
 def adversarial_training_job(epochs: int, batch_size: int, checkpoint_dir: str | None = None) -> dict:

@@ -228,3 +228,16 @@ def test_peak_memory_does_not_grow_with_a_dataset_twenty_times_its_chunk(tmp_pat
     large = peak_kib(320, side, tmp_path / "large")  # 20 chunks of 16
     held = (320 - 64) * image_kib  # what holding the larger set in memory would add: ~77 MiB
     assert large - small < 0.4 * held, (small, large, held)
+
+
+def test_colour_images_get_robustbench_s_grid_said_at_the_start(tmp_path, caplog):
+    generator = torch.Generator().manual_seed(0)
+    x, y = torch.rand(12, 3, 32, 32, generator=generator), torch.arange(12) % 3
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 3)).eval()
+    with caplog.at_level("INFO", logger="shieldkit"):
+        sk.evaluate(model, (x, y), attacks=["fgsm"], checks=False, quiet=True, out_dir=tmp_path)
+    assert json.loads((tmp_path / "config.json").read_text())["config"]["eps"] == [2 / 255, 4 / 255, 8 / 255]
+    said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("eps grid")]
+    assert said and "2/255, 4/255, 8/255" in said[0] and "3x32x32" in said[0]
+    assert "8/255" in (tmp_path / "report.md").read_text()
