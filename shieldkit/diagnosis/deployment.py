@@ -203,6 +203,25 @@ def scan_deployment(model: nn.Module) -> DeploymentScan:
     return DeploymentScan(tuple(quantized), tuple(reduced), tuple(decorated), tuple(unsupported))
 
 
+def active_dropout(model: nn.Module) -> list[str]:
+    """Where ``model`` drops units at random in eval mode: the dropout calls of a traced or exported graph
+    (``torch.export`` of a model left in train mode bakes ``dropout(x, p, train=True)`` into the graph, and
+    ``.eval()`` cannot switch it off), as ``"module: op"`` (no forward pass)."""
+    found = []
+    for name, module in model.named_modules():
+        graph = getattr(module, "graph", None)
+        nodes = getattr(graph, "nodes", None) if graph is not None and not callable(graph) else None
+        for node in nodes or ():
+            target = getattr(node, "target", None)
+            label = str(getattr(target, "__name__", target))
+            if "dropout" not in label or "feature_alpha" in label:
+                continue
+            train = node.kwargs.get("train", node.args[2] if len(node.args) > 2 else None)
+            if train is True:
+                found.append(f"{name or 'the model'}: {label}")
+    return found
+
+
 def deployed_precision(model: nn.Module) -> Finding:
     """The ``deployed_precision`` finding: the model is quantised, in reduced precision or runs its
     forward with autograd off, and a differentiable float32 twin of it can be built.

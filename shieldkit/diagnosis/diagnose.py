@@ -25,6 +25,7 @@ and Python's global random states are restored afterwards.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 from collections.abc import Iterator
 
@@ -156,7 +157,7 @@ class _Probe:
             "nonfinite_outputs": output_checks.nonfinite_outputs(outputs),
             "probability_outputs": probability,
             "saturated_logits": output_checks.saturated_logits(outputs[0], finite),
-            "random_forward": random_checks.random_forward(outputs, finite),
+            "random_forward": _with_dropout_hint(random_checks.random_forward(outputs, finite), self.model),
             "missing_gradients": grad_checks.missing_gradients(missing, self.samples),
             "deployed_precision": deployment.deployed_precision(self.model),
         }
@@ -307,3 +308,16 @@ class _Identity:
 class _LogProbabilities:
     def __call__(self, outputs: Tensor) -> Tensor:
         return outputs.double().clamp_min(torch.finfo(torch.float32).tiny).log()
+
+
+def _with_dropout_hint(finding: Finding, model: nn.Module) -> Finding:
+    """A random forward whose randomness is dropout baked into an exported graph: the user's fix is to export
+    after ``model.eval()``, not EOT, so the finding says so beside what it measured."""
+    if not finding.found:
+        return finding
+    dropout = deployment.active_dropout(model)
+    if not dropout:
+        return finding
+    return dataclasses.replace(finding, detail=f"{finding.detail}; the graph has active dropout ({dropout[0]}"
+                               f"{f' and {len(dropout) - 1} more' if len(dropout) > 1 else ''}): export after "
+                               "model.eval() if it is not meant to be random")

@@ -19,13 +19,14 @@ from typing import Any
 from shieldkit.core.component import jsonable
 from shieldkit.core.errors import InvalidInputError
 from shieldkit.data.imagedata import ImageData
+from shieldkit.data.streamed import StreamedData
 from shieldkit.escalation import GRADIENT_FREE_REMEDIES
 from shieldkit.evaluation.adaptive import DefensePlan
 from shieldkit.evaluation.config import EvalConfig
 from shieldkit.evaluation.records import RESULTS_FORMAT, from_json, to_json
 from shieldkit.evaluation.results import MANIFEST, write_json
 from shieldkit.evaluation.suite import AttackEntry, DefenseEntry
-from shieldkit.evaluation.summaries import DefenseIdentity, SuiteAttack
+from shieldkit.evaluation.summaries import DefenseIdentity, RunSetup, SuiteAttack
 
 
 @dataclass
@@ -86,17 +87,30 @@ class Manifest:
     #: the suite's white-box then black-box attacks, in the order they run
     attacks: list[SuiteAttack]
     defenses: list[DefenseManifest]
+    #: the model, data, device and versions: the report's header
+    setup: RunSetup | None = None
     format: int = RESULTS_FORMAT
 
 
-def build_manifest(config_hash: str, data: ImageData, config: EvalConfig, attacks: list[AttackEntry],
-                   defenses: list[DefenseManifest]) -> Manifest:
+def build_manifest(config_hash: str, data: ImageData | StreamedData, config: EvalConfig,
+                   attacks: list[AttackEntry], defenses: list[DefenseManifest], setup: RunSetup | None = None) -> Manifest:
     """The manifest of a run on ``data`` (the evaluated subset) with the suite's ``attacks`` in order."""
     return Manifest(
         config_hash=config_hash, data=data.name, n=len(data), image_size=int(data.x[0].numel()),
         labels=data.y.tolist(), norm=config.norm, eps=list(config.eps), bounds=tuple(config.bounds),
         cascade=config.cascade, seed=config.seed, checks=config.checks, examples=config.examples,
-        attacks=[SuiteAttack(a.label, a.name, a.access) for a in attacks], defenses=defenses)
+        attacks=[SuiteAttack(a.label, a.name, a.access, attack_settings(a, config)) for a in attacks],
+        defenses=defenses, setup=setup)
+
+
+def attack_settings(entry: AttackEntry, config: EvalConfig) -> dict[str, Any]:
+    """Every setting of ``entry`` as the run builds it (its defaults included), less the grid's own."""
+    try:
+        built = entry.build(max(config.eps), config.norm, config.bounds, 0)
+        params = built.get_params() if hasattr(built, "get_params") else dict(entry.params)
+    except Exception:  # noqa: BLE001 - a report detail: the given parameters stand in
+        params = dict(entry.params)
+    return {key: value for key, value in jsonable(params).items() if key not in ("eps", "norm", "bounds", "seed")}
 
 
 def defense_manifest(plan: DefensePlan, entry: DefenseEntry, fpr: float) -> DefenseManifest:

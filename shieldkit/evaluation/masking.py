@@ -197,6 +197,9 @@ def _randomness(defense: DefenseSummary, mode: str, measured: Measurements) -> C
     changed = row.changed_predictions
     if changed <= 0 and row.max_logit_difference < 1e-5:
         return CheckOutcome("randomness", True, 0.0, "repeated forwards agree")
+    if changed <= 0:  # the logits move but no decision does: no flag can say robustness is overestimated here
+        return CheckOutcome("randomness", True, 0.0,
+                            f"repeated forwards change no prediction (logits by up to {row.max_logit_difference:.2g})")
     if mode == "adaptive" and defense.eot > 1:
         return CheckOutcome("randomness", True, changed,
                             f"randomised ({100 * changed:.0f}% of predictions change); EOT over {defense.eot} draws used")

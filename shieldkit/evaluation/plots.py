@@ -72,9 +72,13 @@ def naive_vs_adaptive(summary: RunSummary, path: Path) -> Path:
     )):
         positions = [i + (offset - 1) * width for i in range(len(defenses))]
         bars = axis.bar(positions, [100 * v for v in values], width, label=label)
+        for bar, value in zip(bars, values):  # a 0% bar has no height: its value is written where it would stand
+            if value <= 0:
+                axis.annotate("0", (bar.get_x() + bar.get_width() / 2, 0), ha="center", va="bottom", fontsize=7,
+                              color=bar.get_facecolor())
         if label in ("naive", "adaptive"):
             for bar, record in zip(bars, defenses):
-                if record.flags(label):
+                if record.flags(label) and record.eps[key].accuracy(label) > 0:
                     axis.annotate("!", (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center",
                                   va="bottom", color="#b00020", fontweight="bold")
     axis.set_xticks(range(len(defenses)), [d.label for d in defenses], rotation=20, ha="right", fontsize=8)

@@ -78,6 +78,7 @@ from shieldkit.evaluation.results import (
     is_disk_full,
     write_json,
 )
+from shieldkit.evaluation.setup import describe_run
 from shieldkit.evaluation.suite import AttackEntry, DefenseEntry, Suite, resolve_suite, spec_records
 from shieldkit.evaluation.targets import DEPLOYED, DefenseTargets
 from shieldkit.evaluation.units import (
@@ -137,7 +138,12 @@ class Runner:
             raise InvalidModelError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         self.model = model
         self.device = model_device(model)
+        self.handed_over_in = "train" if model.training else "eval"
+        if model.training:  # the guard evaluates it in eval mode; a forgotten .eval() should not pass unseen
+            logger.warning("the model is evaluated in eval mode; yours was in train mode (call model.eval() "
+                           "first if train mode was a mistake, e.g. dropout or batch norm statistics)")
         data = as_eval_data(data, "data")
+        self.total = len(data)
         if len(data) == 0:
             raise InvalidInputError("data: the evaluation set is empty (0 samples)")
         image_size = int(data.x[0].numel())
@@ -192,11 +198,18 @@ class Runner:
         (a tuple, a dict or an output object: :class:`LogitsOutput` takes the logits from it, for every attack and
         remedy)."""
         x = self.data.x[:2].to(self.device)
-        with ModelStateGuard(self.model), torch.no_grad():
-            output = self.model(x)
+        try:
+            with ModelStateGuard(self.model), torch.no_grad():
+                output = self.model(x)
+        except (RuntimeError, ValueError, TypeError, IndexError) as error:  # before any attack: the data does not fit
+            first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise InvalidModelError(
+                f"model cannot take the data's images (a batch of shape {tuple(x.shape)}): {first}; does the data "
+                "(image size, channels) match what the model was trained on?") from None
         kind = output_kind(output)
         if kind is None:
             raise refusal(output)
+        self.output_kind = kind
         if kind != "tensor":
             logger.info("the model returns a %s: %s is taken as the logits by every attack and remedy",
                         type(output).__name__, describe(kind))
@@ -285,9 +298,12 @@ class Runner:
 
     def manifest(self, config_hash: str) -> Manifest:
         """What the rows mean (``plan.json``), from the prepared plans."""
+        setup = describe_run(self.config, self.model, self.data, total=self.total,
+                             handed_over_in=self.handed_over_in, output=self.output_kind,
+                             digest=model_digest(self.model), device=self.device)
         return build_manifest(config_hash, self.data, self.config, self.white + self.black,
                               [defense_manifest(plan, entry, self.config.fpr)
-                               for plan, entry in zip(self.plans, self.defenses)])
+                               for plan, entry in zip(self.plans, self.defenses)], setup)
 
     def _prepare(self, entry: DefenseEntry) -> DefensePlan:
         defense = entry.build(unit_seed(self.config.seed, "defense", entry.label))

@@ -59,8 +59,42 @@ def comparisons(summary: RunSummary) -> list[str]:
     return lines
 
 
-def flag_reasons(record: DefenseSummary, mode: str) -> list[str]:
+def flag_reasons(record: DefenseSummary, mode: str, accuracy: float | None = None) -> list[str]:
+    """The reasons a number of ``record`` in ``mode`` is flagged; none for a 0% cell (``accuracy``), where
+    robustness cannot be overstated."""
+    if accuracy is not None and accuracy <= 0:
+        return []
     return [f"{flag.check}: {flag.reason}" for flag in record.flags(mode)]
+
+
+def attack_settings(params: dict[str, Any]) -> str:
+    """An attack's settings as ``steps=10, random_start=True`` (``defaults`` when it has none)."""
+    return ", ".join(f"{key}={value}" for key, value in params.items()) or "defaults"
+
+
+def setup_lines(summary: RunSummary, settings: bool = True) -> list[str]:
+    """What was measured, one item per line: the model, the data, the threat model, the suite (with each attack's
+    settings when ``settings``), the device and the versions. The report's header and the console's."""
+    setup = summary.setup
+    lines = []
+    if setup is not None:
+        model, data = setup.model, setup.data
+        lines.append(f"model: {model.architecture} ({model.source}), {model.parameters:,} parameters, digest "
+                     f"{model.digest}; normalisation: {model.normalization}"
+                     + (f"; logits read from {model.output} outputs" if model.output != "tensor" else ""))
+        split = f" ({data.split})" if data.split else ""
+        lines.append(f"data: {data.name}{split}, {data.n} of {data.total} samples (seeded subset)"
+                     if data.n < data.total else f"data: {data.name}{split}, {data.n} samples")
+        lines[-1] += f", images {'x'.join(map(str, data.shape))}, {data.classes} classes"
+    lines.append(f"threat model: {summary.norm}, ε = {', '.join(eps_label(k) for k in summary.eps_keys)}; "
+                 f"seed {summary.seed}")
+    attacks = [f"{a.label} ({attack_settings(a.params)})" if settings else a.label for a in summary.attacks]
+    lines.append("suite: " + "; ".join(attacks) + (" (cascaded)" if summary.cascade else " (full grid)"))
+    if setup is not None:
+        versions = ", ".join(f"{name} {version}" for name, version in setup.versions.items() if version)
+        lines.append(f"run: {setup.device}, {setup.precision}, chunks of {setup.batch_size}; started {setup.started}, "
+                     f"{summary.time.attack_seconds:.1f} s of attacks; {versions}")
+    return lines
 
 
 # ---------------------------------------------------------------------- blocks
@@ -134,8 +168,21 @@ class Section:
 # --------------------------------------------------------------------- sections
 
 
+class Header(Section):
+    """The title, what was measured (model, data, threat model, suite, device, versions) and the warnings a
+    reader must see before any number."""
+
+    def blocks(self, context: ReportContext) -> list[Block]:
+        summary = context.summary
+        blocks: list[Block] = [Heading(TITLE, 1), Bullets(setup_lines(summary))]
+        if summary.warnings:
+            blocks += [Paragraph("**Check the setup before reading any number:**"),
+                       Bullets(summary.warnings, flagged=True)]
+        return blocks
+
+
 class SummaryTable(Section):
-    """The title, what the numbers mean, and robust accuracy per defence and epsilon, flagged cells marked."""
+    """What the numbers mean, and robust accuracy per defence and epsilon, flagged cells marked."""
 
     def blocks(self, context: ReportContext) -> list[Block]:
         summary = context.summary
@@ -148,16 +195,18 @@ class SummaryTable(Section):
                      Cell(with_interval(record.clean_accuracy, record.clean_interval))]
             for key in summary.eps_keys:
                 entry = record.eps[key]
-                cells += [Cell(with_interval(entry.accuracy(mode), entry.interval.get(mode)), flag_reasons(record, mode))
+                cells += [Cell(with_interval(entry.accuracy(mode), entry.interval.get(mode)),
+                               flag_reasons(record, mode, entry.accuracy(mode)))
                           for mode in MODES]
             rows.append(cells)
-        intro = (f"{summary.n} samples of `{summary.data}`, norm {summary.norm}, seed {summary.seed}. Robust accuracy "
+        intro = ("Robust accuracy "
                  "(%) is the worst case per sample over the whole suite; *naive* attacks the deployed model as is, "
                  "*adaptive* adds BPDA/EOT/defence-specific attacks. In brackets: the 95% confidence interval "
                  "(see *Confidence*). "
                  f"**{FLAG}** marks a number the gradient-masking checklist casts doubt on (the reasons are listed "
-                 "below, and show on hover in the HTML report).")
-        return [Heading(TITLE, 1), Paragraph(intro), Table(header, rows, id="summary")]
+                 "below, and show on hover in the HTML report); a 0% cell is never marked: it cannot overstate "
+                 "robustness.")
+        return [Heading("Robust accuracy"), Paragraph(intro), Table(header, rows, id="summary")]
 
 
 class Confidence(Section):
@@ -196,7 +245,27 @@ class Flags(Section):
     def blocks(self, context: ReportContext) -> list[Block]:
         items = [f"**{record.label}** ({mode}) `{flag.check}`: {flag.reason}"
                  for record in context.summary.defenses for mode in MODES for flag in record.flags(mode)]
-        return [Heading("Flags"), Bullets(items, flagged=True) if items else Paragraph("No check failed.")]
+        if items:
+            return [Heading("Flags"), Bullets(items, flagged=True)]
+        found = diagnosis_findings(context.summary)
+        if found:
+            return [Heading("Flags"), Paragraph("No check failed, but the diagnosis found something before any attack "
+                                                "(its remedies ran in the adaptive stage; see *Diagnosis*):"),
+                    Bullets(found)]
+        return [Heading("Flags"), Paragraph("No check failed, and the diagnosis found nothing.")]
+
+
+def diagnosis_findings(summary: RunSummary) -> list[str]:
+    """One line per diagnosis finding, with the remedy it chose: ``none: softmax_outputs (...) -> logits``."""
+    lines = []
+    for record in summary.defenses:
+        if record.diagnosis is None:
+            continue
+        row = record.diagnosis
+        remedies = "; ".join(f"{note.name} ({note.attack})" for note in row.remedies) or "no remedy needed"
+        for finding in (f for f in row.diagnosis.findings if f.found):
+            lines.append(f"{record.label}: {finding.check}: {finding.detail} -> {remedies}")
+    return lines
 
 
 class Detectors(Section):
@@ -344,21 +413,29 @@ class BrokenBy(Section):
 
     def blocks(self, context: ReportContext) -> list[Block]:
         summary = context.summary
-        rows = []
+        rows, idle = [], set()
         for record in summary.defenses:
             for key in summary.eps_keys:
-                entry = record.eps[key]
-                for attack, count in entry.broken_by.items():
-                    rows.append([Cell(record.label, css="name"), Cell(eps_label(key)), Cell(attack, css="text"),
-                                 Cell(str(count))])
-        if not rows:
+                for attack, count in record.eps[key].broken_by.items():
+                    if count > 0:
+                        rows.append([Cell(record.label, css="name"), Cell(eps_label(key)), Cell(attack, css="text"),
+                                     Cell(str(count))])
+                    else:
+                        idle.add(attack)
+        broke = {row[2].text for row in rows}
+        if not rows and not idle:
             return []
         intro = ("Every sample fooled counted once, under the first attack that fooled it (stages in order: naive, "
-                 "black-box, adaptive; the suite's order within each). An attack with 0 added nothing the ones "
-                 "before it had not found.")
-        return [Heading("Attack that broke it"), Paragraph(intro),
-                Table(["defence", "eps", "attack", "samples it broke first"], rows, id="broken-by")]
+                 "black-box, adaptive; the suite's order within each). Only attacks that broke something are listed.")
+        blocks: list[Block] = [Heading("Attack that broke it"), Paragraph(intro)]
+        if rows:
+            blocks.append(Table(["defence", "eps", "attack", "samples it broke first"], rows, id="broken-by"))
+        never = sorted(idle - broke)
+        if never:
+            blocks.append(Paragraph("Broke nothing the attacks before them had not: " + ", ".join(never)
+                                    + (" (at any ε, on any defence)." if rows else ".")))
+        return blocks
 
 
-SECTIONS: list[Section] = [SummaryTable(), Confidence(), Flags(), Diagnosis(), BrokenBy(), Detectors(), Certified(), Costs(),
+SECTIONS: list[Section] = [Header(), SummaryTable(), Confidence(), Flags(), Diagnosis(), BrokenBy(), Detectors(), Certified(), Costs(),
                            Plots(), ExampleGrid(), AttackTables()]

@@ -196,6 +196,58 @@ class SuiteAttack:
     label: str
     name: str
     access: str
+    #: every constructor setting of the attack as the run builds it (defaults included), less the grid's own
+    #: ``eps``, ``norm``, ``bounds`` and ``seed``
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ModelSetup:
+    """The evaluated model, as the report names it."""
+
+    #: where it came from: ``"file model.pt2"``, ``"registered mnist_cnn"``, ``"factory pkg.mod:build"``, ``"Python object"``
+    source: str
+    #: its class (the user's, inside shieldkit's own output adapter)
+    architecture: str
+    digest: str
+    parameters: int
+    #: how the logits are read from its output (:data:`~shieldkit.core.outputs.OUTPUT_KINDS`)
+    output: str
+    #: the mode it was handed over in (``"train"`` or ``"eval"``); it is always evaluated in eval mode
+    handed_over_in: str
+    #: the normalisation the run put in front of it (``"mean ... / std ..."``), or what shieldkit knows of it
+    normalization: str
+
+
+@dataclass
+class DataSetup:
+    """The evaluated data, as the report names it."""
+
+    name: str
+    split: str
+    #: samples evaluated, and the size of the set they were drawn from
+    n: int
+    total: int
+    #: one image's (C, H, W)
+    shape: list[int]
+    classes: int
+
+
+@dataclass
+class RunSetup:
+    """What was measured: the model, the data, the device and the versions (the report's header)."""
+
+    model: ModelSetup
+    data: DataSetup
+    device: str
+    precision: str
+    batch_size: int
+    #: shieldkit, torch, python and the peer libraries' versions (``None``: not installed)
+    versions: dict[str, str | None]
+    #: when the run started (UTC, ISO 8601)
+    started: str
+    #: a clean accuracy under this share is warned about (``min_clean_accuracy``; ``None``: twice chance only)
+    clean_floor: float | None = None
 
 
 @dataclass
@@ -220,7 +272,12 @@ class RunSummary:
     attacks: list[SuiteAttack]
     defenses: list[DefenseSummary]
     time: TimeSummary
+    #: the model, data, device and versions (``None`` in runs written before it was recorded)
+    setup: RunSetup | None = None
+    #: what a reader must know before reading any number: a wrong setup's symptoms (:func:`setup_warnings`)
+    warnings: list[str] = field(default_factory=list)
     format: int = RESULTS_FORMAT
+    omit_when_none: ClassVar[tuple[str, ...]] = ("setup",)
 
     def defense(self, label: str) -> DefenseSummary:
         for record in self.defenses:

@@ -43,8 +43,8 @@ from shieldkit.evaluation.summaries import (
     DetectorSummary,
     EpsSummary,
     ExampleRef,
+    RunSetup,
     RunSummary,
-    SuiteAttack,
     TimeSummary,
 )
 
@@ -66,10 +66,12 @@ def summarize(rows: list[Row], manifest: Manifest) -> RunSummary:
                 for defense in manifest.defenses]
     attack_seconds = sum(d.seconds for d in defenses)
     full_seconds = sum(d.estimated_full_seconds for d in defenses)
+    classes = manifest.setup.data.classes if manifest.setup is not None else max(manifest.labels, default=0) + 1
     return RunSummary(
+        warnings=setup_warnings(defenses, classes, manifest.setup),
         config_hash=manifest.config_hash, n=manifest.n, data=manifest.data, norm=manifest.norm,
         eps=list(manifest.eps), cascade=manifest.cascade, seed=manifest.seed,
-        attacks=[SuiteAttack(a.label, a.name, a.access) for a in manifest.attacks],
+        attacks=list(manifest.attacks), setup=manifest.setup,
         defenses=defenses,
         time=TimeSummary(
             attack_seconds=attack_seconds, estimated_full_grid_seconds=full_seconds,
@@ -77,6 +79,26 @@ def summarize(rows: list[Row], manifest: Manifest) -> RunSummary:
             saved_share=max(0.0, 1 - attack_seconds / full_seconds) if full_seconds > 0 else 0.0,
         ),
     )
+
+
+def setup_warnings(defenses: list[DefenseSummary], classes: int, setup: RunSetup | None) -> list[str]:
+    """The symptoms of a wrong setup a reader must see before any robust number: a clean accuracy under twice
+    chance (or under the run's floor), and a model handed over in train mode."""
+    warnings = []
+    chance = 1 / max(classes, 1)
+    floor = max(2 * chance, setup.clean_floor or 0.0) if setup is not None else 2 * chance
+    for record in defenses:
+        if record.clean_accuracy < floor:
+            under = (f"under twice chance ({100 * 2 * chance:.1f}% for {classes} classes)"
+                     if floor == 2 * chance else f"under the floor of {100 * floor:.1f}%")
+            warnings.append(
+                f"clean accuracy of {record.label} is {100 * record.clean_accuracy:.1f}%, {under}: check the data "
+                "(the split, the class order, the image size), the normalisation (--normalize) and the weights "
+                "(--weights) before reading any robust number")
+    if setup is not None and setup.model.handed_over_in == "train":
+        warnings.append("the model was handed over in train mode; it was evaluated in eval mode (call model.eval() "
+                        "first if train mode was a mistake)")
+    return warnings
 
 
 def _defense_summary(plan: DefenseManifest, rows: list[Row], manifest: Manifest,
