@@ -10,17 +10,19 @@ Side by side in one run, on whatever device is present (``--device``):
 * The models (``bench/scale_models.py``, plain torch): ResNet-18 (CIFAR variant) and
   WideResNet-28-10 on 32x32 images, ResNet-50 (ImageNet variant) on 224x224, each behind its
   ``Normalize``. ``--width-resnet18``, ``--widen-wrn`` and ``--width-resnet50`` scale their
-  channels (the ``cpu`` profile narrows them: a published WRN-28-10 costs 0.13 s per image
-  and forward pass on two CPU cores, and AutoAttack spends about 10,000 of them on each
-  robust image).
+  channels. The ``cpu`` profile narrows them and takes a few images: a published WRN-28-10
+  costs 0.13 s per image and forward pass on two CPU cores and a ResNet-50 at 224x224 0.10 s,
+  and AutoAttack spends the equivalent of about 10,000 forward passes on each robust image.
 * The data: a CIFAR-shaped stand-in built from real MNIST digits, resized (bilinear) to
   32x32 or 224x224 and coloured: a random background and a random digit colour per image
   (at least 0.4 apart on average over the channels), three channels in [0, 1]. The training
   images come from MNIST's training split, the benchmark's from its test split.
-* Training: FGSM with a random start (Wong, Rice, Kolter 2020, "Fast is better than free"):
-  step 1.25 eps from a uniform start in the ball, SGD with momentum and a one-cycle learning
-  rate, at eps 8/255 (32x32) or 4/255 (224x224), so that the cheap attacks do not end the
-  cascade at once. Cached per epoch in ``bench/.cache/scale/`` (gitignored); a rerun loads it.
+* Training: ``--clean-epochs`` clean (from random weights FGSM-RS at once learns nothing in a
+  few hundred steps on these colours), then ``--epochs`` of FGSM with a random start (Wong, Rice,
+  Kolter 2020, "Fast is better than free": step 1.25 eps from a uniform start in the ball) at
+  eps 8/255 (32x32) or 4/255 (224x224), Adam at 2e-3, so that the cheap attacks do not end
+  the cascade at once. Cached in ``bench/.cache/scale/`` (gitignored) under a name holding
+  every training setting; a rerun loads it.
   The model's clean, FGSM and PGD-10 accuracy on the benchmark images are printed as its check.
 * shieldkit: ``shieldkit.evaluate(model, (x, y), eps=[eps], suite="standard")`` with its
   defaults otherwise (diagnosis and masking checks included, as a user runs it) and the
@@ -40,8 +42,9 @@ Side by side in one run, on whatever device is present (``--device``):
 * Streaming (``--stream-images``, 0 skips it): a folder of generated ImageNet-size JPEGs
   (500x375, coloured digits) in the class-folder layout, read through
   ``shieldkit.data.load("imagenet", root=...)`` (streamed: decoded one chunk at a time) and
-  evaluated with FGSM on the ResNet-50; its peak RSS against the folder's decoded size
-  (3x224x224 float32 per image).
+  evaluated with FGSM on the ResNet-50 (``adaptive=False, checks=False``: the data path's
+  memory, not the suite's); its peak RSS against the folder's decoded size (3x224x224
+  float32 per image, what holding the set in memory takes).
 
 Writes ``bench/results/scale.md`` (``--out``).
 """
@@ -50,7 +53,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import math
 import os
 import platform
 import re
@@ -79,12 +81,18 @@ MIN_CONTRAST = 0.4
 #: Per profile, the defaults of the size flags: ``cpu`` fits two shared cores in about 25 minutes
 #: (training cached), ``gpu`` is the published models on a few hundred images.
 PROFILES = {
-    "cpu": dict(width_resnet18=16, widen_wrn=2, width_resnet50=16, images=32, imagenet_images=8,
-                train_images=10000, imagenet_train_images=2000, epochs=2, imagenet_epochs=2,
-                train_batch=128, batch_size=100, stream_images=2000),
-    "gpu": dict(width_resnet18=64, widen_wrn=10, width_resnet50=64, images=500, imagenet_images=200,
-                train_images=60000, imagenet_train_images=20000, epochs=5, imagenet_epochs=3,
-                train_batch=256, batch_size=500, stream_images=5000),
+    "cpu": dict(width_resnet18=8, widen_wrn=1, width_resnet50=8, images_resnet18=12, images_wrn=4,
+                images_resnet50=2,
+                train_images=10000, imagenet_train_images=4000, epochs=1, imagenet_epochs=1,
+                clean_epochs=1, imagenet_clean_epochs=2,
+                train_batch=128, imagenet_train_batch=32, batch_size=100, stream_images=2000, stream_batch=32,
+                threads=1),
+    "gpu": dict(width_resnet18=64, widen_wrn=10, width_resnet50=64, images_resnet18=500, images_wrn=500,
+                images_resnet50=200,
+                train_images=60000, imagenet_train_images=20000, epochs=3, imagenet_epochs=2,
+                clean_epochs=1, imagenet_clean_epochs=1,
+                train_batch=256, imagenet_train_batch=64, batch_size=500, stream_images=5000, stream_batch=256,
+                threads=0),
 }
 
 
@@ -98,19 +106,27 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--width-resnet18", type=int, help="ResNet-18's first width (published: 64)")
     parser.add_argument("--widen-wrn", type=int, help="WRN-28's widening factor (published: 10)")
     parser.add_argument("--width-resnet50", type=int, help="ResNet-50's first width (published: 64)")
-    parser.add_argument("--images", type=int, help="benchmark images per 32x32 model (MNIST test digits)")
-    parser.add_argument("--imagenet-images", type=int, help="benchmark images for the 224x224 ResNet-50")
+    parser.add_argument("--images-resnet18", type=int, help="benchmark images (coloured MNIST test digits)")
+    parser.add_argument("--images-wrn", type=int, help="benchmark images for WRN-28")
+    parser.add_argument("--images-resnet50", type=int, help="benchmark images for ResNet-50 (224x224)")
     parser.add_argument("--train-images", type=int, help="training images, 32x32 models")
     parser.add_argument("--imagenet-train-images", type=int, help="training images, ResNet-50")
+    parser.add_argument("--clean-epochs", type=int, help="clean epochs before FGSM-RS, 32x32 models")
+    parser.add_argument("--imagenet-clean-epochs", type=int, help="clean epochs before FGSM-RS, ResNet-50")
     parser.add_argument("--epochs", type=int, help="FGSM-RS epochs, 32x32 models")
     parser.add_argument("--imagenet-epochs", type=int, help="FGSM-RS epochs, ResNet-50")
-    parser.add_argument("--train-batch", type=int)
+    parser.add_argument("--train-batch", type=int, help="training batch, 32x32 models")
+    parser.add_argument("--imagenet-train-batch", type=int, help="training batch, ResNet-50")
     parser.add_argument("--batch-size", help="shieldkit's chunk and AutoAttack's batch (an int; 'auto' on CUDA: "
                                              "shieldkit.infra.memory.auto_batch_size, the same for both)")
     parser.add_argument("--first", choices=("alternate", "shieldkit", "autoattack"), default="alternate",
                         help="which evaluation runs first on each model (alternate: shieldkit on the 1st, 3rd...)")
     parser.add_argument("--stream-images", type=int, help="generated JPEGs for the streaming run (0: skip it)")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    parser.add_argument("--stream-batch", type=int, help="the streaming run's chunk (its autograd activations are "
+                                                          "part of the peak; on a CPU they share the RSS)")
+    parser.add_argument("--threads", type=int, help="torch threads (0: torch's default); one on a shared CPU, where "
+                                                     "two threads of each of several jobs on two cores slow every "
+                                                     "OpenMP region several times over")
     parser.add_argument("--out", default=str(REPO / "bench" / "results" / "scale.md"))
     args = parser.parse_args(argv)
     args.device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -196,43 +212,41 @@ def trained(args, name: str) -> tuple[torch.nn.Module, str]:
     imagenet = side == 224
     n_train = args.imagenet_train_images if imagenet else args.train_images
     epochs = args.imagenet_epochs if imagenet else args.epochs
+    train_batch = args.imagenet_train_batch if imagenet else args.train_batch
+    clean_epochs = args.imagenet_clean_epochs if imagenet else args.clean_epochs
     eps = EPS[side]
     model = scale_models.build(name, width).to(args.device)
-    path = CACHE / f"{name}_w{width}_n{n_train}_e{epochs}_b{args.train_batch}.pt"
-    how = (f"FGSM-RS, eps {round(eps * 255)}/255, {epochs} epochs on {n_train} coloured MNIST training digits "
-           f"at {side}x{side}, batch {args.train_batch}")
+    path = CACHE / f"{name}_w{width}_n{n_train}_clean{clean_epochs}_fgsmrs{epochs}_b{train_batch}_adam.pt"
+    how = (f"{clean_epochs} clean + {epochs} FGSM-RS epochs (eps {round(eps * 255)}/255) on {n_train} coloured MNIST training "
+           f"digits, batch {train_batch}, Adam 2e-3")
     if path.exists():
         model.load_state_dict(torch.load(path, map_location=args.device))
         print(f"{scale_models.label(name, width)}: loaded {path.relative_to(REPO)}", flush=True)
         return model.eval(), how + " (cached)"
     data = stand_in("train", n_train, seed=0)
     generator = torch.Generator().manual_seed(0)
-    batches = math.ceil(len(data) / args.train_batch)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=0.1, total_steps=epochs * batches,
-                                                   pct_start=0.4)
+    torch.manual_seed(0)
+    optimizer = torch.optim.Adam(model.parameters(), lr=2e-3)
     started = time.perf_counter()
-    for epoch in range(epochs):
+    for epoch in range(clean_epochs + epochs):
         order = torch.randperm(len(data), generator=generator)
         total, correct, seen = 0.0, 0, 0
-        for number, batch in enumerate(order.split(args.train_batch)):
+        for batch in order.split(train_batch):
             x, y = data.render(batch, side, args.device), data.y[batch].to(args.device)
-            model.eval()  # the example from the model as it stands, BN statistics untouched
-            x_adv = fgsm_rs(model, x, y, eps)
+            if epoch >= clean_epochs:  # clean first: from random weights FGSM-RS at once learns nothing
+                model.eval()  # the example from the model as it stands, BN statistics untouched
+                x = fgsm_rs(model, x, y, eps)
             model.train()
-            logits = model(x_adv)
+            logits = model(x)
             loss = F.cross_entropy(logits, y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            schedule.step()
             total += loss.item() * len(y)
             correct += int((logits.argmax(1) == y).sum())
             seen += len(y)
-            if number % 20 == 0:
-                print(f"  {name} epoch {epoch + 1} batch {number}/{batches}: loss {total / seen:.3f}, "
-                      f"FGSM-RS accuracy {correct / seen:.1%} ({time.perf_counter() - started:.0f} s)", flush=True)
-        print(f"{name} epoch {epoch + 1}: loss {total / seen:.3f}, training FGSM-RS accuracy {correct / seen:.1%} "
+        kind = "FGSM-RS" if epoch >= clean_epochs else "clean"
+        print(f"{name} epoch {epoch} ({kind}): loss {total / seen:.3f}, training accuracy {correct / seen:.1%} "
               f"({time.perf_counter() - started:.0f} s)", flush=True)
     CACHE.mkdir(parents=True, exist_ok=True)
     torch.save(model.state_dict(), path)
@@ -436,11 +450,11 @@ def run_stream(args, model) -> dict:
     except Exception as error:  # noqa: BLE001 - the loader is new: say what happened and go on
         return {"error": f"shieldkit.data.load('imagenet') failed: {type(error).__name__}: {error}"}
     files = sum(path.stat().st_size for path in (root / "imagenet" / "val").rglob("*.JPEG"))
-    batch = args.batch_size if args.batch_size != "auto" else 100
+    batch = args.stream_batch
     with tempfile.TemporaryDirectory() as out:
         with measured(args.device) as record:
             report = sk.evaluate(model, data, attacks=["fgsm"], eps=[EPS[224]], batch_size=batch, out_dir=out,
-                                 quiet=True)
+                                 quiet=True, adaptive=False, checks=False)
         defense = report.run.defenses[0]
     result = next(iter(defense.eps.values()))
     return {"kind": type(data).__name__, "n": len(data), "files_mib": files / 2 ** 20,
@@ -480,7 +494,7 @@ def main(argv=None) -> int:
             parameter.requires_grad_(False)
         if name == "resnet50":
             resnet50 = model
-        n = args.imagenet_images if side == 224 else args.images
+        n = {"resnet18": args.images_resnet18, "wrn28": args.images_wrn, "resnet50": args.images_resnet50}[name]
         test = stand_in("test", n, seed=0)
         x, y = test.render(torch.arange(len(test)), side, device), test.y.to(device)
         batch_size = resolve_batch_size(args, model, x)
@@ -581,7 +595,7 @@ def main(argv=None) -> int:
                 "| wall time (s) | images/s | peak RSS MiB (+ over start) | peak RSS / decoded size |",
                 "| ---: | ---: | ---: | --- | --- | ---: | ---: | ---: | ---: | ---: |",
                 f"| {stream['n']} | {stream['files_mib']:.0f} | {stream['decoded_mib']:,.0f} | {stream['kind']} | "
-                f"fgsm (defaults otherwise) | {stream['batch']} | {m.wall:.0f} | {stream['n'] / m.wall:.1f} | "
+                f"fgsm (adaptive and checks off) | {stream['batch']} | {m.wall:.0f} | {stream['n'] / m.wall:.1f} | "
                 f"{mib(m.rss_peak)} (+{mib(m.rss_peak - m.rss_start)}) | "
                 f"{m.rss_peak / stream['decoded_mib']:.2f} |",
                 "",

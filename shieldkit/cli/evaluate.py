@@ -41,37 +41,54 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = ("Evaluate robustness: every attack naive and adaptive against every defence, worst case "
                           "per sample, with a gradient-masking checklist and an HTML report. With no arguments, "
                           "runs the demo suite on the bundled digits data.")
-    parser.add_argument("--config", metavar="TOML", help="run configuration (flags given as well override it)")
+    parser.add_argument("--config", metavar="TOML", help="run configuration (flags given as well override it; "
+                                                         "default: none, the flags and their defaults)")
     parser.add_argument("--model", help="a registered model name (trained once on the data's train split and "
                                         "cached), a model file (torch.export .pt2, TorchScript, shieldkit train's "
-                                        "model.pt) or a factory pkg.module:build with --weights")
+                                        "model.pt) or a factory pkg.module:build with --weights, imported from the "
+                                        "current folder first, as python -m does (default: mnist_cnn; the demo: "
+                                        "a narrow mnist_cnn)")
     parser.add_argument("--weights", metavar="FILE", help="a state dict (torch.save(model.state_dict(), FILE)) "
-                                                         "for the --model factory")
+                                                         "for the --model factory (default: none; a factory "
+                                                         "without it needs --random-weights)")
+    parser.add_argument("--random-weights", action="store_true",
+                        help="evaluate a --model factory's randomly initialised network (refused without "
+                             "--weights otherwise)")
+    parser.add_argument("--min-clean-accuracy", type=float, metavar="SHARE",
+                        help="warn when a clean accuracy is under this share, e.g. 0.9 (default: only under twice "
+                             "chance)")
     parser.add_argument("--trust-pickle", action="store_true",
                         help="allow a --model file pickled whole with torch.save(model): unpickling runs any code "
                              "the file holds, so only for files you trust")
     parser.add_argument("--normalize", metavar="MEAN:STD|NAME",
                         help="put Normalize(mean, std) in front of your model, per channel, e.g. "
                              "0.49,0.48,0.45:0.25,0.24,0.26, or a dataset's conventional one: cifar10, cifar100, "
-                             "imagenet (attacks stay in pixel space)")
+                             "imagenet (attacks stay in pixel space; default: none, the model sees pixels in "
+                             "[0, 1])")
     parser.add_argument("--data", help="a dataset name (digits, mnist, fashion-mnist, cifar10, cifar100, imagenet, "
                                        "...), an image folder "
-                                       "(one sub-folder per class) or a .npz/.pt file of x and y")
+                                       "(one sub-folder per class) or a .npz/.pt file of x and y (default: digits, "
+                                       "the demo's data, bundled with shieldkit)")
     parser.add_argument("--split", help="the data split to evaluate on (default: test)")
     parser.add_argument("--attacks", nargs="+", metavar="ATTACK",
-                        help="attack names, comma- or space-separated; parameters as pgd:steps=20:random_start=false")
+                        help="attack names, comma- or space-separated; parameters as pgd:steps=20:random_start=false "
+                             "(default: the --suite preset; the demo: its own list)")
     parser.add_argument("--suite", choices=("quick", "standard", "thorough"),
                         help="the preset attack suite when --attacks is not given: quick, standard (default; "
                              "AutoAttack's strength) or thorough")
     parser.add_argument("--defenses", nargs="+", metavar="DEFENSE",
-                        help="defence names ('none' = undefended), parameters as jpeg:quality=50")
+                        help="defence names ('none' = undefended), parameters as jpeg:quality=50 (default: none, "
+                             "the undefended model only; the demo: its own list)")
     parser.add_argument("--eps", nargs="+", metavar="EPS",
                         help="budgets, numbers or fractions, comma- or space-separated: 0.1,0.2,0.3 or --eps 8/255 "
-                             "or --eps 2/255 4/255 8/255 (default: the data's grid, e.g. 2/255, 4/255, 8/255 in "
-                             "L-inf for 32x32 colour images, 0.1, 0.2, 0.3 for MNIST-like ones; docs/evaluate.md)")
+                             "or --eps 2/255 4/255 8/255 (default: the data's grid, in L-inf 0.1,0.2,0.3 for "
+                             "MNIST-like images, 2/255,4/255,8/255 for 32x32 colour ones (sides up to 64), "
+                             "2/255,4/255 for larger colour ones; other norms: docs/evaluate.md; the demo: "
+                             "0.1,0.2,0.3)")
     parser.add_argument("--norm", help="the grid's norm: linf (default), l2, l1, l0")
     parser.add_argument("--n", "--samples", dest="n", type=int,
-                        help="evaluate a seeded random subset of this many samples (--samples under torchrun)")
+                        help="evaluate a seeded random subset of this many samples (--samples under torchrun; "
+                             "default: every sample of the split; the demo: 100)")
     parser.add_argument("--batch-size", type=_batch_size, metavar="N|auto",
                         help="samples per unit of work (default 100); auto: the largest chunk the GPU holds, "
                              "found by doubling (100 on a CPU)")
@@ -81,26 +98,39 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the attacks' arithmetic: fp32 (default), or bf16/fp16 under autocast; "
                              "predictions are judged in fp32")
     parser.add_argument("--seed", type=int, help="the run's seed (default 0)")
-    parser.add_argument("--eot", type=int, help="random draws averaged against randomised defences (default 8)")
-    parser.add_argument("--out", metavar="DIR", help="output folder (default shieldkit-runs/evaluate; the demo: "
-                                                     "shieldkit-runs/demo)")
+    parser.add_argument("--eot", type=int, help="random draws averaged against randomised defences (default 8; "
+                                                "the demo: 4)")
+    parser.add_argument("--out", metavar="DIR", help="output folder (default: a new sub-folder per run of "
+                                                     "shieldkit-runs/evaluate, named by the time it starts, with a "
+                                                     "'latest' link to it; the demo: shieldkit-runs/demo)")
     parser.add_argument("--full-grid", action="store_true", help="run every attack on every sample (no cascade)")
     parser.add_argument("--naive-only", action="store_true", help="skip the adaptive attacks (not recommended)")
-    parser.add_argument("--resume", action="store_true", help="continue the run in --out where it stopped")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--resume", action="store_true", help="continue the run in --out where it stopped (no "
+                                                              "--out: the latest run of shieldkit-runs/evaluate)")
+    parser.add_argument("--quiet", action="store_true",
+                        help="no progress bars on a terminal, no progress lines (with the time left) elsewhere")
 
 
 def run(args: argparse.Namespace) -> int:
     """Run ``shieldkit evaluate``; returns the exit status."""
-    from shieldkit.evaluation.results import DiskFullError
+    from shieldkit.evaluation.results import (
+        DiskFullError,
+        default_run_dir,
+        discard_if_empty,
+        mark_latest,
+    )
     from shieldkit.evaluation.runner import Runner
     from shieldkit.infra import distributed
     from shieldkit.infra.progress import progress_log
 
     distributed.init_from_env()  # under torchrun: join the process group (nothing otherwise)
+    default_out = None  # the run's own sub-folder of the default folder (no --out)
     try:
-        with distributed.rank_zero_first():  # a model trained and cached once, then loaded by the others
+        # progress_log: a model or generator trained here (a fresh cache) says so per epoch in a log, as the run does
+        with progress_log(args.quiet), distributed.rank_zero_first():  # trained and cached once, loaded by the others
             setup = prepare(args)
+        if _default_out(args, setup.config):  # a new sub-folder per run (--resume: the latest), chosen by rank 0
+            default_out = setup.config.out = str(default_run_dir(setup.config.out, resume=args.resume))
         if distributed.active():
             setup.model = setup.model.to(distributed.device())
         else:
@@ -108,7 +138,11 @@ def run(args: argparse.Namespace) -> int:
         runner = Runner(setup.config, setup.model, setup.data, train_data=setup.train_data, quiet=args.quiet,
                         resume=args.resume, suite=setup.suite)
     except SETUP_ERRORS as error:
+        if default_out is not None:
+            discard_if_empty(default_out)
         return usage_error("evaluate", error)
+    if default_out is not None:
+        mark_latest(default_out)
     try:
         with progress_log(args.quiet):
             report = runner.run()
@@ -177,6 +211,13 @@ def run_failure(command: str, error: BaseException) -> int:
     return EXIT_FAILURE
 
 
+def _default_out(args: argparse.Namespace, config) -> bool:
+    """No --out and no ``out`` in the configuration file: the run goes to its own sub-folder of the default."""
+    from shieldkit.evaluation.config import DEFAULT_OUT
+
+    return args.out is None and not is_demo(args) and Path(config.out) == Path(DEFAULT_OUT)
+
+
 def is_demo(args: argparse.Namespace) -> bool:
     return all(getattr(args, flag, None) in (None, []) for flag in _SUITE_FLAGS)
 
@@ -199,6 +240,10 @@ def prepare(args: argparse.Namespace) -> Setup:
     if config.eps is not None:  # None: the grid follows the data, resolved and checked by the Runner
         check_eps(config.eps, config.norm, config.bounds)
     check_writable(config.out)
+    if not config.data and config.model:  # the user's own model on the demo's data is rarely what they meant
+        logger.warning("no --data: evaluating on the bundled digits (scikit-learn's 8x8 digits resized, the demo's "
+                       "data); give --data for the data "
+                       "your model was trained on")
     data_spec = dict(config.data) or {"name": "digits"}
     model_spec = dict(config.model) or {"name": "mnist_cnn"}
     _check_model_spec(model_spec)
@@ -254,6 +299,10 @@ def _apply_flags(config, args: argparse.Namespace, demo: bool) -> None:
         config.model = model_spec(args.model)
     if getattr(args, "weights", None):
         config.model = {**config.model, "weights": args.weights}
+    if getattr(args, "random_weights", False):
+        config.model = {**config.model, "random_weights": True}
+    if getattr(args, "min_clean_accuracy", None) is not None:
+        config.min_clean_accuracy = args.min_clean_accuracy
     if getattr(args, "trust_pickle", False):
         config.model = {**config.model, "trust_pickle": True}
     if getattr(args, "normalize", None):
@@ -273,7 +322,7 @@ def _apply_flags(config, args: argparse.Namespace, demo: bool) -> None:
     check_scalars(config)
 
 
-_MODEL_KEYS = {"name", "path", "factory", "weights", "kwargs", "trust_pickle", "normalize",
+_MODEL_KEYS = {"name", "path", "factory", "weights", "random_weights", "kwargs", "trust_pickle", "normalize",
                "epochs", "n_train", "seed", "cache_dir"}
 
 
@@ -310,6 +359,10 @@ def _check_model_spec(spec: dict[str, Any]) -> None:
             load_model_file(path, trust_pickle=False)  # raises the refusal, naming the safe formats
     else:
         load_factory(spec["factory"], "--model")
+        if "weights" not in spec and not spec.get("random_weights", False):
+            raise InvalidParameterError(f"--model {spec['factory']}: a factory without --weights builds a randomly "
+                                        "initialised network; give --weights FILE (its state dict), or "
+                                        "--random-weights if an untrained network is what you mean to evaluate")
         if "weights" in spec and not Path(spec["weights"]).is_file():
             raise FileNotFoundError(f"--weights: no such file {spec['weights']!r}")
 

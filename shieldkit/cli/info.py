@@ -13,8 +13,10 @@ INTERMIXED = True
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("name")
-    parser.add_argument("--json", action="store_true")
+    """The arguments of ``shieldkit info``."""
+    parser.add_argument("name", help="an attack, defence, model or dataset: a full name (fgsm.art) or a family "
+                                     "(fgsm: the preferred source)")
+    parser.add_argument("--json", action="store_true", help="machine-readable output (default: text)")
 
 
 #: parameters measured in pixel units, shown as fractions of 255 when they are one

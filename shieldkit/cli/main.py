@@ -30,6 +30,7 @@ COMMANDS = {
     "evaluate": ("shieldkit.cli.evaluate", "Evaluate robustness: attack x defence grids and a report"),
     "report": ("shieldkit.cli.report",
                "Rebuild a run's summary.json, report.md and report.html from its folder (no model needed)"),
+    "compare": ("shieldkit.cli.compare", "Compare finished runs: a leaderboard of clean and robust accuracy"),
     "train-generator": ("shieldkit.cli.train_generator", "Train a generator (VAE, WGAN-GP, DCGAN) for GAN-inversion"),
     "train": ("shieldkit.cli.train", "Fit a trainer defence; data-parallel (DDP) under torchrun"),
 }
@@ -56,9 +57,36 @@ class _CommandParser(argparse.ArgumentParser):
             self._parsing = False
 
 
+class _Version(argparse.Action):
+    """``--version``: shieldkit's version and torch's (the one a bug report needs next to it), then exit 0.
+
+    torch's version is read when asked for, not when the parser is built, so that every other command
+    pays nothing for it.
+    """
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None):
+        super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(version_text())  # on stdout, as argparse's own version action prints
+        parser.exit()
+
+
+def version_text() -> str:
+    """``shieldkit 0.1.0 (torch 2.13.0, Python 3.12.3)``: what ``shieldkit --version`` prints."""
+    import platform
+
+    import torch
+
+    from shieldkit.version import __version__
+
+    return f"shieldkit {__version__} (torch {torch.__version__}, Python {platform.python_version()})"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="shieldkit", description="Adversarial attacks and defences for PyTorch image classifiers.")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    parser.add_argument("-V", "--version", action=_Version, help="print shieldkit's and torch's versions and exit")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages (default: warnings only)")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_CommandParser)
     commands.required = True
 

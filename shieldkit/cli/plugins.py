@@ -11,7 +11,8 @@ from shieldkit.plugins import registry
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--json", action="store_true")
+    """The arguments of ``shieldkit plugins``."""
+    parser.add_argument("--json", action="store_true", help="machine-readable output (default: a table)")
 
 
 def run(args: argparse.Namespace) -> int:

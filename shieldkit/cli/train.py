@@ -40,25 +40,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="a trainer defence with parameters, e.g. adversarial_training:attack=pgd:eps=0.3")
     parser.add_argument("--model", default="mnist_cnn",
                         help="a registered model name (fresh weights, seeded), a model file to fine-tune (torch.export "
-                             ".pt2, TorchScript, an earlier model.pt) or a factory pkg.module:build (default mnist_cnn)")
-    parser.add_argument("--weights", metavar="FILE", help="a state dict for the --model factory")
+                             ".pt2, TorchScript, an earlier model.pt) or a factory pkg.module:build, imported from "
+                             "the current folder first, as python -m does (default: %(default)s)")
+    parser.add_argument("--weights", metavar="FILE",
+                        help="a state dict for the --model factory (default: none, the factory's fresh weights)")
     parser.add_argument("--trust-pickle", action="store_true",
                         help="allow a --model file pickled whole with torch.save(model) (runs any code it holds)")
-    parser.add_argument("--data", default="mnist", help="a dataset name (default mnist); its train split is used")
-    parser.add_argument("--train-samples", type=int, metavar="N", help="train on a seeded subset of N samples")
-    parser.add_argument("--epochs", type=int, default=1)
-    parser.add_argument("--batch-size", type=int, default=128, help="per process (default 128)")
-    parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--data", default="mnist",
+                        help="a dataset name; its train split is used (default: %(default)s)")
+    parser.add_argument("--train-samples", type=int, metavar="N",
+                        help="train on a seeded subset of N samples (default: every sample of the train split)")
+    parser.add_argument("--epochs", type=int, default=1, help="passes over the training data (default: %(default)s)")
+    parser.add_argument("--batch-size", type=int, default=128, help="per process (default: %(default)s)")
+    parser.add_argument("--lr", type=float, default=1e-3, help="Adam's learning rate (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="fixes the initial weights, the sample order and the attack's randomness "
+                             "(default: %(default)s)")
     parser.add_argument("--out", metavar="DIR", default="shieldkit-runs/train",
                         help="model.pt, checkpoints/ and train.json go here (default shieldkit-runs/train)")
     parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--quiet", action="store_true",
+                        help="no progress bars on a terminal, no progress lines (with the time left) elsewhere")
 
 
 def run(args: argparse.Namespace) -> int:
     """Run ``shieldkit train``; returns the exit status."""
     from shieldkit.infra import distributed
+    from shieldkit.infra.progress import progress_log
 
     distributed.init_from_env()  # under torchrun: join the process group (nothing otherwise)
     try:
@@ -77,7 +85,8 @@ def run(args: argparse.Namespace) -> int:
                "checkpoint_dir": str(out / "checkpoints"), "resume": args.resume, "quiet": args.quiet,
                "device": str(device), **fit_options}
     started = time.perf_counter()
-    fitted = defense.fit(model.to(device), train_data, **options)
+    with progress_log(args.quiet):  # off a terminal, a line per epoch in the bar's place
+        fitted = defense.fit(model.to(device), train_data, **options)
     seconds = time.perf_counter() - started
     if distributed.is_main():
         from shieldkit.models import accuracy
@@ -90,7 +99,11 @@ def run(args: argparse.Namespace) -> int:
                   "data": args.data, "train_samples": len(train_data), "world_size": distributed.world_size(),
                   "global_batch_size": args.batch_size * distributed.world_size(), "seconds": seconds,
                   "test_accuracy": test_accuracy}
-        (out / "train.json").write_text(json.dumps(record, indent=2, default=repr) + "\n")
+        from shieldkit.evaluation.records import strict_json
+
+        # strict JSON, as every record shieldkit writes: a non-finite number is null beside x_nonfinite
+        (out / "train.json").write_text(json.dumps(strict_json(record), indent=2, default=repr, allow_nan=False)
+                                        + "\n")
         print(f"{defense.name}: {len(train_data)} samples x {args.epochs} epoch(s) on {distributed.world_size()} "
               f"process(es) in {seconds:.1f} s; clean test accuracy {100 * test_accuracy:.1f}%")
         print(f"model: {out / 'model.pt'}  (shieldkit evaluate --model {out / 'model.pt'} ...)")

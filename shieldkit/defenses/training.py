@@ -27,7 +27,6 @@ from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from shieldkit.core.attack import Attack
 from shieldkit.core.defense import TrainerDefense
@@ -36,10 +35,9 @@ from shieldkit.core.guard import ModelStateGuard
 from shieldkit.core.seeding import seeded
 from shieldkit.core.validation import check_bool, check_int, check_number
 from shieldkit.infra import distributed
-from shieldkit.infra.progress import on_terminal, progress_logger
+from shieldkit.infra.progress import progress_bar, progress_line, time_left
 
 logger = logging.getLogger(__name__)
-#: Progress where no terminal shows a bar (CI, ``nohup``, a pipe): one INFO line per stage or group of units.
 
 #: the loss of one mini-batch: ``step(model, x, y) -> scalar``; the model is in training mode.
 Step = Callable[[nn.Module, Tensor, Tensor], Tensor]
@@ -146,7 +144,8 @@ def train(
         epochs, batch_size, lr: the usual.
         checkpoint_dir: save ``<stage>.pt`` here after every epoch (model, optimiser, RNG state).
         resume: continue from ``<checkpoint_dir>/<stage>.pt`` (a finished run returns at once).
-        quiet: hide the progress bar (each epoch is logged at INFO either way).
+        quiet: hide the progress bar, drawn on a terminal only; elsewhere each epoch's line (loss, time left)
+            goes to the ``shieldkit.infra.progress`` logger unless ``quiet`` (at INFO either way).
         seed: fixes the sample order, dropout masks and any randomness in ``step``.
         device: where to train; ``None`` keeps the model's device.
         stage: the checkpoint's name (distillation trains a ``teacher`` then a ``student``).
@@ -179,6 +178,8 @@ def train(
         elif resume:
             logger.info("%s: no checkpoint at %s, training %s from the start", owner, path, stage)
         network = distributed.training_network(trained)
+        loop_started = time.perf_counter()
+        hidden = quiet or not distributed.is_main()  # one bar (or line per epoch) per run: rank 0's
         for epoch in range(first_epoch, epochs + 1):
             trained.train()
             started = time.perf_counter()
@@ -186,8 +187,8 @@ def train(
             count = order.numel()
             total = 0.0
             batches = range(0, count, batch_size)
-            progress = tqdm(batches, total=math.ceil(count / batch_size), desc=f"{owner} {stage} {epoch}/{epochs}",
-                            disable=quiet or not distributed.is_main() or not on_terminal(), leave=False)
+            progress = progress_bar(batches, total=math.ceil(count / batch_size),
+                                    desc=f"{owner} {stage} {epoch}/{epochs}", quiet=hidden)
             for start in progress:
                 index = order[start:start + batch_size]
                 xb, yb = x[index].to(device), y[index].to(device)
@@ -200,12 +201,9 @@ def train(
                 optimizer.step()
                 total += loss.item() * index.numel()
                 progress.set_postfix(loss=f"{loss.item():.4f}")
-            line = ("%s %s epoch %d/%d: loss %.4f, %.1f s", owner, stage, epoch, epochs, total / count,
-                    time.perf_counter() - started)
-            if not quiet and distributed.is_main() and not on_terminal():
-                progress_logger.info(*line)  # the bar's place in a log
-            else:
-                logger.info(*line)
+            left = time_left(time.perf_counter() - loop_started, epoch - first_epoch + 1, epochs - first_epoch + 1)
+            progress_line(logger, hidden, "%s %s epoch %d/%d: loss %.4f, %.1f s%s", owner, stage, epoch, epochs,
+                          total / count, time.perf_counter() - started, f", {left}" if left else "")
             if path is not None and distributed.is_main():
                 _save_checkpoint(path, trained, optimizer, config, epoch)
     distributed.broadcast_buffers(trained)

@@ -9,14 +9,16 @@ from typing import Any
 from torch import nn
 
 from shieldkit.core.threat import check_norm
-from shieldkit.evaluation.config import EvalConfig, parse_eps
+from shieldkit.evaluation.config import DEFAULT_OUT, EvalConfig, parse_eps
 from shieldkit.evaluation.presets import check_suite
+from shieldkit.evaluation.results import default_run_dir, discard_if_empty, mark_latest
 from shieldkit.evaluation.runner import Runner
+from shieldkit.infra.progress import progress_log
 
 
 def evaluate(model: nn.Module, data: Any, attacks: list | tuple | None = None, defenses: list | tuple = ("none",),
              eps: float | str | list[float | str] | tuple[float | str, ...] | None = None, *, norm: str = "linf",
-             n: int | None = None, batch_size: int | str = 100, out_dir: str | os.PathLike = "shieldkit-runs/evaluate",
+             n: int | None = None, batch_size: int | str = 100, out_dir: str | os.PathLike | None = None,
              seed: int = 0, quiet: bool = False, resume: bool = False, train_data: Any = None,
              cascade: bool = True, adaptive: bool = True, eot: int = 8, checks: bool = True,
              examples: int = 6, fpr: float = 0.05, bounds: tuple[float, float] = (0.0, 1.0),
@@ -50,10 +52,14 @@ def evaluate(model: nn.Module, data: Any, attacks: list | tuple | None = None, d
         n: evaluate a seeded random subset of this many samples (``None``: all).
         batch_size: samples per unit of work (also the resume and sharding granularity); ``"auto"``: the
             largest chunk the model's GPU holds (:func:`~shieldkit.infra.memory.auto_batch_size`).
-        out_dir: where results.jsonl, summary.json, report.md/html and records go.
+        out_dir: where results.jsonl, summary.json, summary.csv, report.md/html and records go; ``None``: a new
+            sub-folder per run of ``shieldkit-runs/evaluate`` named by the time it starts
+            (``shieldkit-runs/evaluate/2026-12-07-143012``, with a ``latest`` link to it), so that a run never
+            replaces the one before.
         seed: seeds every unit (per sample range, not per process).
         quiet: no progress bars.
-        resume: continue the run in ``out_dir`` (refused if the configuration changed).
+        resume: continue the run in ``out_dir`` (refused if the configuration changed); with ``out_dir=None``, the
+            latest run of ``shieldkit-runs/evaluate``.
         train_data: data to fit trainer defences and detectors on.
         cascade: attack only samples still robust (``False``: the full grid).
         adaptive: run the adaptive stage.
@@ -72,10 +78,20 @@ def evaluate(model: nn.Module, data: Any, attacks: list | tuple | None = None, d
     """
     config = EvalConfig(eps=parse_eps(eps), norm=norm, n=n, batch_size=batch_size, seed=seed, cascade=cascade,
                         adaptive=adaptive, eot=eot, checks=checks, examples=examples, fpr=fpr,
-                        bounds=tuple(bounds), out=str(Path(out_dir)), suite=check_suite(suite),
-                        precision=precision)
+                        bounds=tuple(bounds), out=str(Path(DEFAULT_OUT if out_dir is None else out_dir)),
+                        suite=check_suite(suite), precision=precision)
     config.norm = check_norm(norm, owner="evaluate")
-    runner = Runner(config, model, data, train_data=train_data, quiet=quiet, resume=resume,
-                    attacks=list(attacks or []),
-                    defenses=list(defenses if not isinstance(defenses, str) else [defenses]))
-    return runner.run()
+    if out_dir is None:  # the run's own sub-folder of the default folder (resume: the latest)
+        config.out = str(default_run_dir(config.out, resume=resume))
+    try:
+        runner = Runner(config, model, data, train_data=train_data, quiet=quiet, resume=resume,
+                        attacks=list(attacks or []),
+                        defenses=list(defenses if not isinstance(defenses, str) else [defenses]))
+    except BaseException:
+        if out_dir is None:
+            discard_if_empty(config.out)
+        raise
+    if out_dir is None:
+        mark_latest(config.out)
+    with progress_log(quiet):  # off a terminal (a notebook, a log file) a line per group with the time left
+        return runner.run()

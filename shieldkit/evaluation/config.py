@@ -70,6 +70,8 @@ DEFAULT_GRIDS: dict[str, dict[str, tuple[float, ...]]] = {
     "cifar": {"linf": (2 / 255, 4 / 255, 8 / 255), "l2": (0.25, 0.5), "l1": (6.0, 12.0), "l0": (10.0, 20.0, 40.0)},
     "imagenet": {"linf": (2 / 255, 4 / 255), "l2": (0.5, 1.0, 2.0), "l1": (30.0, 60.0), "l0": (50.0, 100.0, 200.0)},
 }
+#: The default output folder: the command and :func:`~shieldkit.evaluate` put each run given no folder in a new
+#: sub-folder of it named by the time it starts (:func:`~shieldkit.evaluation.results.default_run_dir`).
 DEFAULT_OUT = "shieldkit-runs/evaluate"
 #: Keys of a component table that are not constructor parameters.
 _SPEC_KEYS = ("name", "label", "fit")
@@ -121,6 +123,8 @@ class EvalConfig:
     batch_size: int | str = 100
     #: the attacks' arithmetic: ``"fp32"``, or ``"bf16"``/``"fp16"`` under autocast (judging stays in fp32)
     precision: str = "fp32"
+    #: warn when a clean accuracy is under this share (as well as under twice chance); changes no result
+    min_clean_accuracy: float | None = None
     seed: int = 0
     cascade: bool = True
     adaptive: bool = True
@@ -137,6 +141,7 @@ class EvalConfig:
         """The settings that change results (``out`` does not), as JSON-able data."""
         record = asdict(self)
         record.pop("out")
+        record.pop("min_clean_accuracy")  # a warning's threshold, not a result
         record["attacks"] = [_spec_record(s, "attacks") for s in self.attacks]
         record["defenses"] = [_spec_record(s, "defenses") for s in self.defenses]
         record["bounds"] = list(self.bounds)
@@ -356,7 +361,7 @@ def load_toml(path: str | os.PathLike) -> dict[str, Any]:
 
 _TOP_KEYS = {
     "attacks", "suite", "defenses", "eps", "norm", "n", "batch_size", "seed", "cascade", "adaptive", "eot",
-    "checks", "examples", "fpr", "bounds", "out", "model", "data", "precision",
+    "checks", "examples", "fpr", "bounds", "out", "model", "data", "precision", "min_clean_accuracy",
 }
 
 
@@ -410,6 +415,9 @@ def check_scalars(config: EvalConfig) -> None:
     integer("n", config.n, 1, allow_none=True)
     if config.batch_size != AUTO_BATCH_SIZE:
         integer("batch_size", config.batch_size, 1)
+    floor = config.min_clean_accuracy
+    if floor is not None and (isinstance(floor, bool) or not isinstance(floor, (int, float)) or not 0 <= floor <= 1):
+        raise InvalidParameterError(f"min_clean_accuracy must be a share in [0, 1] (0.5 for 50%), got {floor!r}")
     if config.precision not in PRECISIONS:
         raise InvalidParameterError(f"precision must be one of {', '.join(PRECISIONS)}, got {config.precision!r}")
     integer("seed", config.seed, 0)

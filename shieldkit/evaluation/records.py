@@ -11,6 +11,12 @@ string-keyed dict.
 record it, and ``--resume`` refuses a run written in another format with a
 one-line message naming both versions (format 1: written before these records
 existed, without a version field).
+
+The JSON forms are strict JSON (:func:`strict_json`): JSON has no infinity or NaN (``Infinity`` is Python's
+extension, which Node's and most other parsers reject), so a member ``x`` whose number is not finite holds
+``null`` and a sibling member ``x_nonfinite`` says which it was (``"inf"``, ``"-inf"`` or ``"nan"``; for numbers
+inside a list, an object by index: ``{"3": "inf"}``). :func:`from_json` restores the exact values, and still
+reads files of the same format written before (with ``Infinity``/``NaN``), so the format did not change.
 """
 
 from __future__ import annotations
@@ -54,25 +60,97 @@ def eps_label(key: str) -> str:
 # ------------------------------------------------------------------ JSON forms
 
 
+#: The suffix of the member that says which non-finite number a ``null`` stands for (:func:`strict_json`).
+NONFINITE = "_nonfinite"
+_NONFINITE_VALUES = {"inf": math.inf, "-inf": -math.inf, "nan": math.nan}
+
+
 def to_json(record: Any) -> Any:
-    """The JSON form of a record (dataclasses to dicts in field order, tuples to lists)."""
+    """The JSON form of a record (dataclasses to dicts in field order, tuples to lists), strict JSON: a non-finite
+    number is ``null`` beside a ``<name>_nonfinite`` member (:func:`strict_json`)."""
+    return strict_json(_to_json(record))
+
+
+def strict_json(value: Any) -> Any:
+    """JSON data without infinities or NaN, which strict parsers reject: in every object, a member ``x`` holding
+    a non-finite number (or such numbers inside lists) holds ``null`` there instead, and a member ``x_nonfinite``
+    says what was there: ``"inf"``, ``"-inf"`` or ``"nan"``, or for a list an object by index (``{"3": "inf"}``,
+    nested for lists of lists). :func:`restore_nonfinite` is the inverse. A non-finite number outside any object
+    has nowhere to be said and is left as it is (``json.dumps(..., allow_nan=False)`` then refuses it)."""
+    encoded, marker = _strict(value)
+    return value if marker is not None else encoded
+
+
+def _strict(value: Any) -> tuple[Any, Any]:
+    """``value`` with its non-finite numbers as ``None``, and what they were (``None``: nothing replaced)."""
+    if isinstance(value, float):
+        if math.isfinite(value):
+            return value, None
+        return None, "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    if isinstance(value, dict):
+        encoded = {}
+        for key, item in value.items():
+            encoded[key], marker = _strict(item)
+            if marker is not None:
+                encoded[f"{key}{NONFINITE}"] = marker
+        return encoded, None
+    if isinstance(value, (list, tuple)):
+        items, markers = [], {}
+        for index, item in enumerate(value):
+            item, marker = _strict(item)
+            items.append(item)
+            if marker is not None:
+                markers[str(index)] = marker
+        return items, markers or None
+    return value, None
+
+
+def restore_nonfinite(data: Any) -> Any:
+    """The inverse of :func:`strict_json`: every ``x_nonfinite`` member put back into ``x`` (and dropped)."""
+    if isinstance(data, dict):
+        restored = {}
+        for key, item in data.items():
+            if isinstance(key, str) and key.endswith(NONFINITE) and key[:-len(NONFINITE)] in data:
+                continue
+            restored[key] = restore_nonfinite(item)
+            if f"{key}{NONFINITE}" in data:
+                restored[key] = _put_back(restored[key], data[f"{key}{NONFINITE}"])
+        return restored
+    if isinstance(data, list):
+        return [restore_nonfinite(item) for item in data]
+    return data
+
+
+def _put_back(value: Any, marker: Any) -> Any:
+    if isinstance(marker, str):
+        return _NONFINITE_VALUES.get(marker, value) if value is None else value
+    if isinstance(marker, dict) and isinstance(value, list):
+        value = list(value)
+        for index, inner in marker.items():
+            if str(index).isdigit() and int(index) < len(value):
+                value[int(index)] = _put_back(value[int(index)], inner)
+    return value
+
+
+def _to_json(record: Any) -> Any:
     if dataclasses.is_dataclass(record) and not isinstance(record, type):
         omitted = getattr(record, "omit_when_none", ())
         implied = getattr(record, "implied_fields", ())  # written as part of another key
-        data = {f.name: to_json(getattr(record, f.name)) for f in dataclasses.fields(record)
+        data = {f.name: _to_json(getattr(record, f.name)) for f in dataclasses.fields(record)
                 if f.name not in implied and not (f.name in omitted and getattr(record, f.name) is None)}
         extra = getattr(record, "json_extra", None)
         return {**extra(), **data} if extra is not None else data
     if isinstance(record, (list, tuple)):
-        return [to_json(value) for value in record]
+        return [_to_json(value) for value in record]
     if isinstance(record, dict):
-        return {str(key): to_json(value) for key, value in record.items()}
+        return {str(key): _to_json(value) for key, value in record.items()}
     return record
 
 
 def from_json(cls: type, data: Any) -> Any:
-    """A record of type ``cls`` from its JSON form (keys a newer version added are ignored)."""
-    return _convert(cls, data)
+    """A record of type ``cls`` from its JSON form (keys a newer version added are ignored); non-finite numbers
+    are read in both forms: strict (``null`` and ``x_nonfinite``, :func:`strict_json`) and ``Infinity``/``NaN``."""
+    return _convert(cls, restore_nonfinite(data))
 
 
 def _convert(kind: Any, data: Any) -> Any:

@@ -17,6 +17,7 @@ from typing import Any
 from shieldkit.core.errors import InvalidInputError
 from shieldkit.core.threat import format_eps
 from shieldkit.evaluation import sections as report_sections
+from shieldkit.evaluation.exports import summary_frame, write_exports
 from shieldkit.evaluation.manifest import Manifest, read_manifest
 from shieldkit.evaluation.records import MODES, Row, eps_label, from_json, row_from_json, to_json
 from shieldkit.evaluation.render import render_html, render_markdown
@@ -26,11 +27,15 @@ from shieldkit.evaluation.sections import (
     FLAG,
     ReportContext,
     Section,
+    diagnosis_findings,
+    flag_reasons,
     percent,
+    setup_lines,
     with_interval,
 )
 from shieldkit.evaluation.summaries import EpsSummary, RunSummary
 from shieldkit.evaluation.summary import summarize
+from shieldkit.plugins.registry import get_registry
 
 logger = logging.getLogger(__name__)
 
@@ -76,11 +81,14 @@ class Report:
         return [d.label for d in self.run.defenses]
 
     def clean_accuracy(self, defense: str = "none") -> float:
-        """Accuracy of the deployed model on the clean samples."""
+        """Accuracy of the deployed model on the clean samples, a fraction in [0, 1] (``0.625``; the printed
+        tables show percentages, ``62.5``)."""
         return self.run.defense(defense).clean_accuracy
 
     def robust_accuracy(self, defense: str = "none", eps: float | None = None, mode: str = "adaptive") -> float:
-        """Worst-case robust accuracy of ``defense`` at ``eps`` (the largest when ``None``).
+        """Worst-case robust accuracy of ``defense`` at ``eps`` (the largest when ``None``), a fraction in [0, 1]
+        (``0.625`` where the printed tables show ``62.5``: percentages are for people only; summary.json,
+        summary.csv and :meth:`to_frame` hold fractions too).
 
         Args:
             mode: ``"adaptive"`` (worst case over the whole suite) or ``"naive"``
@@ -90,7 +98,8 @@ class Report:
 
     def robust_interval(self, defense: str = "none", eps: float | None = None,
                         mode: str = "adaptive") -> tuple[float, float]:
-        """The 95% confidence interval ``(low, high)`` of :meth:`robust_accuracy` (same arguments)."""
+        """The 95% confidence interval ``(low, high)`` of :meth:`robust_accuracy` (same arguments), fractions in
+        [0, 1]."""
         return tuple(self._eps_entry(defense, eps).interval[mode])
 
     def _eps_entry(self, defense: str, eps: float | None) -> EpsSummary:
@@ -107,6 +116,12 @@ class Report:
         record = self.run.defense(defense)
         modes = MODES if mode is None else (mode,)
         return [to_json(flag) for m in modes for flag in record.flags(m)]
+
+    def to_frame(self):
+        """``summary.csv`` as a pandas DataFrame: one row per defence x eps x mode, the same columns and values
+        (fractions in [0, 1]; :mod:`~shieldkit.evaluation.exports` lists the columns). Needs pandas
+        (``pip install pandas``, or ``pip install 'shieldkit[frames]'``)."""
+        return summary_frame(self.run)
 
     def table(self) -> str:
         return format_table(self.run)
@@ -127,17 +142,20 @@ def format_table(summary: RunSummary) -> str:
     lines = []
     for record in summary.defenses:
         cells = [record.label, with_interval(record.clean_accuracy, record.clean_interval)]
-        marks = {mode: FLAG if record.flags(mode) else "" for mode in MODES}
         for key in summary.eps_keys:
             entry = record.eps[key]
-            cells.append(" / ".join(with_interval(entry.accuracy(mode), entry.interval.get(mode)) + marks[mode]
+            cells.append(" / ".join(with_interval(entry.accuracy(mode), entry.interval.get(mode))
+                                    + (FLAG if flag_reasons(record, mode, entry.accuracy(mode)) else "")
                                     for mode in MODES))
         lines.append(cells)
     widths = [max(len(str(row[i])) for row in [header] + lines) for i in range(len(header))]
     render = lambda row: "  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip()  # noqa: E731
-    out = [f"Robust accuracy (%) on {summary.n} {summary.data} samples, {summary.norm} "
-           "(worst case per sample over the suite; [95% confidence interval])", render(header),
-           render(["-" * w for w in widths])]
+    out = setup_lines(summary, settings=False) + [""]
+    if summary.warnings:
+        out += [f"WARNING {warning}" for warning in summary.warnings] + [""]
+    out += [f"Robust accuracy (%) on {summary.n} {summary.data} samples, {summary.norm} "
+            "(worst case per sample over the suite; [95% confidence interval])", render(header),
+            render(["-" * w for w in widths])]
     out += [render(row) for row in lines]
     notes = []
     for record in summary.defenses:
@@ -147,16 +165,14 @@ def format_table(summary: RunSummary) -> str:
                          f"{percent(record.clean_majority)}, adaptive "
                          + ", ".join(f"eps={eps_label(k)}: {percent((record.eps[k].majority or {}).get('adaptive'))}"
                                      for k in summary.eps_keys) + ")")
-        for mode in MODES:
-            for flag in record.flags(mode):
-                notes.append(f"  {FLAG} {record.label} ({mode}) {flag.check}: {flag.reason}")
         if record.detector is not None:
             rates = [record.eps[k].detection_rate for k in summary.eps_keys]
             notes.append(f"  {record.label}: detection rate at FPR {record.detector.fpr_fitted:g}: "
                          + ", ".join(f"eps={eps_label(k)}: {percent(r)}%" for k, r in zip(summary.eps_keys, rates))
                          + " (adaptive column = correct or detected)")
     if notes:
-        out += ["", "Flags (gradient-masking checklist) and notes:"] + notes
+        out += ["", "Notes:"] + notes
+
     time = summary.time
     if summary.cascade:
         out.append(f"\nCascade: {time.attack_seconds:.1f} s of attacks instead of ~"
@@ -164,7 +180,18 @@ def format_table(summary: RunSummary) -> str:
                    f"({100 * time.saved_share:.0f}% saved; {ESTIMATE_NOTE})")
     else:
         out.append(f"\nFull grid: {time.attack_seconds:.1f} s of attacks")
-    return "\n".join(out)
+    return "\n".join(out + ["", *short_summary(summary)])
+
+
+def short_summary(summary: RunSummary) -> list[str]:
+    """pytest's short summary for a run: every diagnosis finding with its remedy, every failed check and every
+    warning, one line each, at the end of the console output where they are seen."""
+    lines = [f"FINDING {line}" for line in diagnosis_findings(summary)]
+    lines += [f"FLAGGED {record.label} ({mode}) {flag.check}: {flag.reason}"
+              for record in summary.defenses for mode in MODES for flag in record.flags(mode)]
+    lines += [f"WARNING {warning}" for warning in summary.warnings]
+    return ["Short summary (diagnosis findings and their remedies, failed checks, warnings):",
+            *(lines or ["  nothing found, no check failed, no warning"])]
 
 
 def _plotting():
@@ -181,12 +208,17 @@ def _plotting():
 # ---------------------------------------------------------------------- writers
 
 
-def reduce_run(out_dir: Path, rows: list[Row], manifest: Manifest, quiet: bool = True) -> RunSummary:
+def reduce_run(out_dir: Path, rows: list[Row], manifest: Manifest, quiet: bool = True,
+               finished: bool = True) -> RunSummary:
     """The last stage: the summary of ``rows`` under ``manifest``, written as ``summary.json``, ``report.md``
-    and ``report.html`` into ``out_dir``; returns the summary. Reads the run folder only (no model, no data)."""
+    and ``report.html`` into ``out_dir``; returns the summary. Reads the run folder only (no model, no data).
+    ``finished``: the run just finished, and the plugins' ``shieldkit_run_finished`` hook is told (a rebuild
+    of the reports passes ``False``)."""
     summary = summarize(rows, manifest)
     write_json(Path(out_dir) / "summary.json", to_json(summary))
     write_reports(Path(out_dir), summary, quiet=quiet)
+    if finished:
+        get_registry().manager.notify("shieldkit_run_finished", summary=to_json(summary), out_dir=Path(out_dir))
     return summary
 
 
@@ -201,7 +233,7 @@ def rebuild_reports(out_dir: str | os.PathLike, quiet: bool = True) -> RunSummar
         rows = [row_from_json(data) for data in read_rows(out)]
     except (ValueError, TypeError, AttributeError) as error:
         raise InvalidInputError(f"{out / RESULTS} has a row that is not a shieldkit row: {error}") from None
-    return reduce_run(out, rows, manifest, quiet=quiet)
+    return reduce_run(out, rows, manifest, quiet=quiet, finished=False)
 
 
 def write_reports(out_dir: Path, summary: RunSummary, quiet: bool = True,
@@ -215,4 +247,5 @@ def write_reports(out_dir: Path, summary: RunSummary, quiet: bool = True,
     blocks = [block for section in chosen for block in section.blocks(context)]
     (out_dir / "report.md").write_text(render_markdown(blocks, out_dir), encoding="utf-8")
     (out_dir / "report.html").write_text(render_html(blocks), encoding="utf-8")
+    write_exports(out_dir, summary)  # summary.csv, results.csv (shieldkit.evaluation.exports)
 

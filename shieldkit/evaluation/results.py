@@ -11,11 +11,13 @@ hash; a resume with another format or configuration is refused.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import logging
 import os
 import platform
+import re
 import shutil
 import sys
 from collections.abc import Iterator
@@ -26,7 +28,8 @@ from typing import Any
 import torch
 
 from shieldkit.core.errors import InvalidParameterError, ShieldkitError
-from shieldkit.evaluation.records import RESULTS_FORMAT, Row, row_from_json, to_json
+from shieldkit.evaluation.records import RESULTS_FORMAT, Row, row_from_json, strict_json, to_json
+from shieldkit.infra import distributed
 
 logger = logging.getLogger(__name__)
 
@@ -70,6 +73,86 @@ def check_writable(out_dir: str | os.PathLike) -> Path:
     except OSError as error:
         raise InvalidParameterError(f"out: cannot write to {str(path)!r}: {error.strerror or error}") from None
     return path
+
+
+# ------------------------------------------------------------ the default folder: one sub-folder per run
+
+#: The name of a run's sub-folder of the default output folder: the local time it started (``2026-12-07-143012``;
+#: a second run in the same second gets ``-2``, and so on).
+RUN_NAME = "%Y-%m-%d-%H%M%S"
+_RUN_NAME = re.compile(r"(\d{4}-\d\d-\d\d-\d{6})(?:-(\d+))?")
+#: The symbolic link, beside the sub-folders, to the latest run started (where the system allows links).
+LATEST = "latest"
+
+
+def default_run_dir(base: str | os.PathLike, resume: bool = False) -> Path:
+    """The folder of a run that was given none: a new sub-folder of ``base`` named by the time it starts, so that
+    a run never replaces the one before; with ``resume``, the latest sub-folder (or ``base`` itself, where a
+    shieldkit before the sub-folders wrote its run; a new sub-folder when there is nothing to resume).
+
+    Under a process group rank 0 chooses (and creates) the folder and every rank gets its choice.
+    """
+    chosen = None
+    if distributed.is_main():
+        base = check_writable(base)
+        latest = latest_run_dir(base) if resume else None
+        chosen = str(latest or _new_run_dir(base))
+    return Path(distributed.broadcast_object(chosen))
+
+
+def latest_run_dir(base: str | os.PathLike) -> Path | None:
+    """The latest run under ``base`` (its newest sub-folder by name), ``base`` itself when it holds a run written
+    there directly, or ``None``."""
+    base = Path(base)
+    runs = []
+    if base.is_dir():
+        for path in base.iterdir():
+            match = _RUN_NAME.fullmatch(path.name)
+            if match and path.is_dir() and not path.is_symlink():
+                runs.append(((match.group(1), int(match.group(2) or 1)), path))
+    if runs:
+        return max(runs)[1]
+    return base if (base / CONFIG).is_file() else None
+
+
+def _new_run_dir(base: Path) -> Path:
+    stamp = datetime.now().strftime(RUN_NAME)
+    for attempt in range(1, 1000):
+        path = base / (stamp if attempt == 1 else f"{stamp}-{attempt}")
+        try:
+            path.mkdir()  # exclusive: two runs started in the same second get two folders
+            return path
+        except FileExistsError:
+            continue
+        except OSError as error:
+            raise InvalidParameterError(f"out: cannot write to {str(base)!r}: {error.strerror or error}") from None
+    raise InvalidParameterError(f"out: {str(base)!r} has no free run folder named {stamp}-N; give --out")
+
+
+def mark_latest(run_dir: str | os.PathLike) -> None:
+    """Point ``latest`` beside ``run_dir`` at it (a relative link, replaced atomically; rank 0 only). Where the
+    system has no symbolic links nothing is written: :func:`latest_run_dir` finds the latest run by name."""
+    run_dir = Path(run_dir)
+    if not distributed.is_main():
+        return
+    link = run_dir.parent / LATEST
+    temporary = run_dir.parent / f".{LATEST}-{os.getpid()}"
+    try:
+        if temporary.is_symlink():
+            temporary.unlink()
+        temporary.symlink_to(run_dir.name, target_is_directory=True)
+        os.replace(temporary, link)
+    except OSError as error:  # no symbolic links here (Windows without the privilege), or a folder named latest
+        logger.debug("no %s link in %s: %s", LATEST, run_dir.parent, error)
+        with contextlib.suppress(OSError):
+            temporary.unlink()
+
+
+def discard_if_empty(run_dir: str | os.PathLike) -> None:
+    """Remove a run folder :func:`default_run_dir` created for a run that then failed before writing anything."""
+    if distributed.is_main():
+        with contextlib.suppress(OSError):
+            Path(run_dir).rmdir()  # only an empty folder
 
 
 class RunLock:
@@ -232,8 +315,8 @@ class ResultsStore:
 
 
 def row_line(row: Row) -> str:
-    """One line of ``results.jsonl``."""
-    return json.dumps(to_json(row), separators=(",", ":")) + "\n"
+    """One line of ``results.jsonl``: strict JSON, no ``Infinity`` or ``NaN`` (:func:`strict_json`)."""
+    return json.dumps(to_json(row), separators=(",", ":"), allow_nan=False) + "\n"
 
 
 def write_config(out_dir: Path, config: dict[str, Any], config_hash: str) -> None:
@@ -307,6 +390,8 @@ def write_json(path: Path, value: Any) -> None:
 
 
 def _atomic_write_json(path: Path, value: Any) -> None:
+    """Strict JSON: a non-finite number is ``null`` beside an ``x_nonfinite`` member (:func:`strict_json`)."""
     temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(json.dumps(value, indent=2, default=str) + "\n", encoding="utf-8")
+    temporary.write_text(json.dumps(strict_json(value), indent=2, default=str, allow_nan=False) + "\n",
+                         encoding="utf-8")
     os.replace(temporary, path)

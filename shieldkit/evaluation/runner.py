@@ -97,7 +97,7 @@ from shieldkit.evaluation.units import (
 )
 from shieldkit.infra import distributed
 from shieldkit.infra.memory import auto_batch_size
-from shieldkit.infra.progress import Progress
+from shieldkit.infra.progress import Progress, progress_line
 
 logger = logging.getLogger(__name__)
 
@@ -306,6 +306,8 @@ class Runner:
                                for plan, entry in zip(self.plans, self.defenses)], setup)
 
     def _prepare(self, entry: DefenseEntry) -> DefensePlan:
+        progress_line(logger, self.quiet, "preparing %s: fitting, diagnosis and remedies before any attack",
+                      entry.label)
         defense = entry.build(unit_seed(self.config.seed, "defense", entry.label))
         model = self.model
         if isinstance(defense, TrainerDefense):
@@ -430,7 +432,7 @@ class Runner:
         entry, eps, stage, (start, end) = unit.attack.entry, unit.eps, unit.stage, unit.chunk
         row = self.store.get(unit.key)
         if row is not None:
-            self.bar.update(1)
+            self.bar.update(1, resumed=True)  # read back, not computed: kept out of the time-left rate
             return row
         seed = unit.seed(self.config.seed)
         row = AttackRow(key=unit.key, defense=plan.label, eps=eps, stage=stage, attack=entry.label, name=entry.name,

@@ -16,7 +16,6 @@ from typing import Any
 
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from shieldkit.core.errors import InvalidInputError, InvalidParameterError
 from shieldkit.core.seeding import seeded
@@ -30,6 +29,7 @@ from shieldkit.gan.io import (
     write_png,
 )
 from shieldkit.gan.objectives import DEFAULTS, OBJECTIVES
+from shieldkit.infra.progress import progress_bar, progress_line, time_left
 
 logger = logging.getLogger(__name__)
 
@@ -113,7 +113,9 @@ def train_generator(
         resume: continue from ``out/checkpoint.pt`` when it exists; the same
             settings give the same weights as an uninterrupted run.
         checkpoint_every: save a checkpoint every this many steps (and at the end).
-        quiet: hide the progress bar (progress is logged at INFO either way).
+        quiet: hide the progress bar, drawn on a terminal only; elsewhere a line every tenth of the steps
+            (losses, time left) goes to the ``shieldkit.infra.progress`` logger unless ``quiet`` (at INFO either
+            way).
         seed: fixes the initial weights, the batch order and all training noise.
         device: where to train (``None``: CPU).
         generator_params: constructor arguments of the generator (``latent_dim``, ``hidden``, ...);
@@ -152,7 +154,8 @@ def train_generator(
             logger.info("%s: resuming %s from step %d (%s)", owner, arch, step, path)
         generator, first = objective.generator, step
         started = time.perf_counter()
-        progress = tqdm(range(first, steps), total=steps, initial=first, desc=f"train {arch}", disable=quiet)
+        progress = progress_bar(range(first, steps), total=steps, initial=first, desc=f"train {arch}", quiet=quiet,
+                                leave=True)
         for step in progress:
             done = step + 1
             losses = objective.step(lambda: next(stream).to(device))
@@ -160,8 +163,10 @@ def train_generator(
                 raise FloatingPointError(f"{owner}: {arch} losses became {losses} at step {done}; lower lr")
             progress.set_postfix({k: f"{v:.4g}" for k, v in losses.items()})
             if done % max(1, steps // 10) == 0 or done == steps:
-                logger.info("%s %s step %d/%d: %s (%.1f s)", owner, arch, done, steps,
-                            ", ".join(f"{k} {v:.4g}" for k, v in losses.items()), time.perf_counter() - started)
+                left = time_left(time.perf_counter() - started, done - first, steps - first)
+                progress_line(logger, quiet, "%s %s step %d/%d: %s (%.1f s%s)", owner, arch, done, steps,
+                              ", ".join(f"{k} {v:.4g}" for k, v in losses.items()), time.perf_counter() - started,
+                              f", {left}" if left else "")
             if path is not None and (done % checkpoint_every == 0 or done == steps):
                 _save_checkpoint(path, objective, stream, arch, hyper, done)
         progress.close()

@@ -14,6 +14,7 @@ from torch import nn
 
 from shieldkit.core.seeding import seeded
 from shieldkit.data.imagedata import ImageData
+from shieldkit.infra.progress import progress_line
 from shieldkit.models import training
 
 logger = logging.getLogger(__name__)
@@ -63,7 +64,8 @@ def pretrained(
         epochs: training epochs, at least 1.
         cache_dir: the cache folder (``None``: ``$SHIELDKIT_CACHE``, else ``~/.cache/shieldkit``).
         seed: fixes the initial weights, the training subset and the sample order.
-        quiet: hide the training progress bar.
+        quiet: hide the training's progress: a bar on a terminal, elsewhere a line per epoch
+            (:func:`~shieldkit.models.training.fit_classifier`).
         n_train: train on a random subset of this many samples (``None``: all).
         root: the data folder handed to the dataset loader.
 
@@ -112,13 +114,9 @@ def pretrained(
             with seeded(seed):
                 model = build()
 
-    logger.info(
-        "pretrained %s on %s: training %d epoch(s) on %d samples",
-        name,
-        data_name,
-        epochs,
-        len(train_data),
-    )
+    # with the epochs' lines where they show (a log): what is training, and why this run takes longer
+    progress_line(logger, quiet, "pretrained %s on %s: training %d epoch(s) on %d samples (cached in %s)", name,
+                  data_name, epochs, len(train_data), path)
     model = training.fit_classifier(
         model,
         train_data,

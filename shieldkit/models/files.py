@@ -26,6 +26,8 @@ import io
 import logging
 import os
 import re
+import sys
+import textwrap
 import zipfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -163,18 +165,61 @@ def load_model_file(path: str | os.PathLike, what: str = "--model", *, trust_pic
 
 
 def load_factory(spec: str, what: str = "--model") -> Callable[..., nn.Module]:
-    """The function ``pkg.module:build`` names (importing its module, which is the user's own code)."""
+    """The function ``pkg.module:build`` names (importing its module, which is the user's own code).
+
+    The module is looked for in the current folder first, then on ``sys.path``, as ``python -m``
+    does: ``./pkg/module.py`` is found without ``PYTHONPATH=.``.
+    """
     if not is_factory(spec):
         raise InvalidParameterError(f"{what}: expected a factory as pkg.module:function, got {spec!r}")
     module_name, _, attribute = spec.partition(":")
     try:
-        module = importlib.import_module(module_name)
+        module = _import_from_current_folder(module_name)
     except ImportError as error:
-        raise InvalidParameterError(f"{what}: cannot import {module_name!r} for {spec!r}: {error}") from None
+        raise InvalidParameterError(f"{what}: cannot import {module_name!r} for {spec!r} (looked in the current "
+                                    f"folder {os.getcwd()!r}, then sys.path): {error}") from None
     factory = getattr(module, attribute, None)
     if not callable(factory):
         raise InvalidParameterError(f"{what}: {module_name!r} has no function {attribute!r}")
     return factory
+
+
+def _import_from_current_folder(module_name: str) -> Any:
+    """``importlib.import_module`` with the current folder first on ``sys.path`` for this import only.
+
+    Users run ``shieldkit`` from their project's folder and expect their package to be found there, as
+    ``python -m`` finds it; the entry point script puts only its own folder on the path. The folder is
+    taken off again afterwards, so that it shadows nothing imported later.
+    """
+    folder = os.getcwd()
+    sys.path.insert(0, folder)
+    importlib.invalidate_caches()  # a module written since the interpreter started (a test, a notebook)
+    try:
+        return importlib.import_module(module_name)
+    finally:
+        try:
+            sys.path.remove(folder)  # the first occurrence: ours, unless the module put the same folder first
+        except ValueError:  # the module took it off itself
+            pass
+
+
+#: lines of torch's state-dict error kept in the one-line message (each a key with its shapes, or a key list)
+_MISMATCH_LINES = 3
+_TORCH_SIZE = re.compile(r"torch\.Size\((\[[^\]]*\])\)")
+
+
+def _state_dict_mismatch(error: BaseException, lines: int = _MISMATCH_LINES) -> str:
+    """torch's ``load_state_dict`` error on one line: its first details (a mismatched key and both shapes, the
+    missing or unexpected keys), not the heading ``Error(s) in loading state_dict for Net:`` alone."""
+    text = str(error).strip()
+    heading, *details = [line.strip() for line in text.splitlines() if line.strip()] or [type(error).__name__]
+    if not details:
+        return heading
+    # torch.Size([10, 64]) reads as [10, 64]; a long key list is shortened, not the line count grown
+    shown = [textwrap.shorten(_TORCH_SIZE.sub(r"\1", line).rstrip(". "), 300, placeholder=" …")
+             for line in details[:lines]]
+    more = f" (and {len(details) - lines} more)" if len(details) > lines else ""
+    return "; ".join(shown) + more
 
 
 def load_state_dict_file(path: str | os.PathLike, what: str = "--weights") -> dict[str, torch.Tensor]:
@@ -212,8 +257,9 @@ def build_with_weights(factory: str, weights: str | os.PathLike | None, kwargs: 
         try:
             model.load_state_dict(state)
         except RuntimeError as error:
+            logger.debug("--weights: torch's whole message: %s", error)  # every line, under -v
             raise InvalidParameterError(f"--weights: {str(weights)!r} does not fit {factory}(**{kwargs}): "
-                                        f"{_first_line(error)}") from None
+                                        f"{_state_dict_mismatch(error)}") from None
     return model.eval()
 
 
@@ -233,8 +279,9 @@ def build_from_spec(content: Mapping[str, Any], what: str = "--model", *, trust_
     try:
         model.load_state_dict(content["state_dict"])
     except RuntimeError as error:
-        raise InvalidParameterError(f"{what}: the saved weights do not fit {dict(spec)}: {_first_line(error)}") \
-            from None
+        logger.debug("%s: torch's whole message: %s", what, error)  # every line, under -v
+        raise InvalidParameterError(f"{what}: the saved weights do not fit {dict(spec)}: "
+                                    f"{_state_dict_mismatch(error)}") from None
     return model.eval()
 
 

@@ -11,10 +11,10 @@ from collections.abc import Iterator
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from shieldkit.core.seeding import seeded
 from shieldkit.data.imagedata import ImageData, as_image_data
+from shieldkit.infra.progress import progress_bar, progress_line, time_left
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +45,8 @@ def fit_classifier(
         lr: Adam's learning rate, positive.
         seed: fixes the order of the samples and the dropout masks.
         device: where to train; ``None`` keeps the model where it is.
-        quiet: hide the progress bar (per-epoch loss is logged at INFO either way).
+        quiet: hide the progress bar, drawn on a terminal only; elsewhere each epoch's line (loss, time
+            left) goes to the ``shieldkit.infra.progress`` logger unless ``quiet`` (at INFO either way).
 
     Returns:
         The same ``model``, on ``device``, in eval mode, ready to attack.
@@ -67,17 +68,14 @@ def fit_classifier(
     with seeded(seed, device):
         model.train()
         checked_output = False
+        first_started = time.perf_counter()
         for epoch in range(1, epochs + 1):
             started = time.perf_counter()
             total_loss, correct = 0.0, 0
             batches = data.batches(batch_size, shuffle=True, seed=seed + epoch)
-            progress = tqdm(
-                batches,
-                total=math.ceil(len(data) / batch_size),
-                desc=f"epoch {epoch}/{epochs}",
-                disable=quiet,
-                leave=False,
-            )
+            # a bar on a terminal only: in a log its carriage-return updates would bury everything else
+            progress = progress_bar(batches, total=math.ceil(len(data) / batch_size), desc=f"epoch {epoch}/{epochs}",
+                                    quiet=quiet)
             for x, y in progress:
                 x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
                 logits = model(x)
@@ -92,14 +90,10 @@ def fit_classifier(
                 optimizer.step()
                 total_loss += loss.item() * len(y)
                 correct += int((logits.argmax(1) == y).sum())
-            logger.info(
-                "epoch %d/%d: loss %.4f, train accuracy %.4f, %.1f s",
-                epoch,
-                epochs,
-                total_loss / len(data),
-                correct / len(data),
-                time.perf_counter() - started,
-            )
+            left = time_left(time.perf_counter() - first_started, epoch, epochs)
+            progress_line(logger, quiet, "fit_classifier epoch %d/%d: loss %.4f, train accuracy %.4f, %.1f s%s",
+                          epoch, epochs, total_loss / len(data), correct / len(data), time.perf_counter() - started,
+                          f", {left}" if left else "")
     model.eval()
     return model
 

@@ -18,6 +18,7 @@ Environment variables:
 
 from __future__ import annotations
 
+import copy
 import importlib
 import importlib.metadata
 import logging
@@ -44,6 +45,8 @@ ENTRY_POINT_GROUP = PROJECT
 BUILTIN_PLUGINS = ("native", "torchattacks", "art")
 
 HOOKS = ("register_attacks", "register_defenses", "register_models", "register_datasets")
+#: Hooks that tell plugins something happened (:meth:`PluginManager.notify`), rather than ask them to register.
+EVENTS = ("shieldkit_run_finished",)
 
 
 @dataclass
@@ -209,6 +212,19 @@ class PluginManager:
                     raise
                 else:
                     self._fail(info, str(error))
+            except Exception as error:
+                self._fail(info, f"hook {hook} raised {type(error).__name__}: {error}")
+            logger.debug("plugin %s: %s took %.1f ms", info.name, hook, 1e3 * (time.perf_counter() - started))
+
+    def notify(self, hook: str, **arguments) -> None:
+        """Call the event ``hook`` (one of :data:`EVENTS`) on each plugin separately with ``arguments`` (each
+        implementation gets the ones it names, a deep copy of its own); an error is charged to the plugin
+        that raised it, as in :meth:`call_hook`, and never reaches the caller outside strict mode."""
+        for impl in getattr(self.pm.hook, hook).get_hookimpls():
+            info = self.plugins[impl.plugin_name]
+            started = time.perf_counter()
+            try:
+                impl.function(**{name: copy.deepcopy(arguments[name]) for name in impl.argnames})
             except Exception as error:
                 self._fail(info, f"hook {hook} raised {type(error).__name__}: {error}")
             logger.debug("plugin %s: %s took %.1f ms", info.name, hook, 1e3 * (time.perf_counter() - started))

@@ -79,9 +79,34 @@ def test_pip_install_makes_the_plugin_appear_and_removing_it_makes_it_go(tmp_pat
     assert "salt_pepper.example" in shieldkit("list", "attacks", env=installed, python=python).stdout
     info = json.loads(shieldkit("info", "salt_pepper", "--json", env=installed, python=python).stdout)
     assert info["distribution"] == "shieldkit-example" and info["version"] == "0.1.0"
+    # Its shieldkit_run_finished hook: one CSV line per finished `shieldkit evaluate`, none for a rebuild.
+    runs = tmp_path / "runs.csv"
+    tracked = {**installed, "SHIELDKIT_EXAMPLE_RUNS_CSV": str(runs)}
+    evaluate = _tiny_evaluation(tmp_path)
+    shieldkit(*evaluate(tmp_path / "first"), env=tracked, python=python)
+    shieldkit(*evaluate(tmp_path / "second"), env=tracked, python=python)
+    shieldkit("report", str(tmp_path / "first"), env=tracked, python=python)
+    lines = runs.read_text().splitlines()
+    assert lines[0].startswith("finished,run,data,n,norm,eps,defenses")
+    assert [line.split(",")[1] for line in lines[1:]] == [str(tmp_path / "first"), str(tmp_path / "second")]
+    summary = json.loads((tmp_path / "first" / "summary.json").read_text())
+    assert lines[1].split(",")[-1] == repr(summary["defenses"][0]["eps"]["0.1"]["adaptive"])
     # Removing the installed folder from the path is uninstalling it: the entry point is gone.
     assert "salt_pepper.example" not in attack_names(python=python)
     assert _live_distributions() == live_before, "the test changed the live environment"
+
+
+def _tiny_evaluation(folder: Path):
+    """A linear model saved as a torch.export program in ``folder``; the arguments of a seconds-long
+    `shieldkit evaluate` of it into a given output folder."""
+    import torch
+
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(28 * 28, 10)).eval()
+    path = folder / "linear.pt2"
+    torch.export.save(torch.export.export(model, (torch.rand(2, 1, 28, 28),),
+                                          dynamic_shapes=({0: torch.export.Dim("batch")},)), path)
+    return lambda out: ("evaluate", "--model", str(path), "--data", "digits", "--attacks", "fgsm", "--eps", "0.1",
+                        "--n", "8", "--naive-only", "--quiet", "--out", str(out))
 
 
 def _distribution(root: Path, name: str, module_source: str, entry_name: str | None = None) -> None:

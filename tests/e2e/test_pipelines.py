@@ -14,7 +14,6 @@ import textwrap
 from collections import namedtuple
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from torch import nn

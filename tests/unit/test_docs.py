@@ -19,7 +19,8 @@ def _hooks():
 
 def test_every_hook_is_documented():
     hooks = _hooks()
-    assert set(hooks) == {"register_attacks", "register_defenses", "register_models", "register_datasets"}
+    assert set(hooks) == {"register_attacks", "register_defenses", "register_models", "register_datasets",
+                          "shieldkit_run_finished"}
     reference = (REPO / "docs" / "hooks.md").read_text()
     for hook in hooks:
         assert f"## {hook}" in reference, f"docs/hooks.md has no section for {hook}"
