@@ -18,10 +18,11 @@ Side by side in one run, on whatever device is present (``--device``):
   (at least 0.4 apart on average over the channels), three channels in [0, 1]. The training
   images come from MNIST's training split, the benchmark's from its test split.
 * Training: ``--clean-epochs`` clean (from random weights FGSM-RS at once learns nothing in a
-  few hundred steps on these colours), then ``--epochs`` of FGSM with a random start (Wong, Rice,
-  Kolter 2020, "Fast is better than free": step 1.25 eps from a uniform start in the ball) at
-  eps 8/255 (32x32) or 4/255 (224x224), Adam at 2e-3, so that the cheap attacks do not end
-  the cascade at once. Cached in ``bench/.cache/scale/`` (gitignored) under a name holding
+  few hundred steps on these colours), then ``--epochs`` adversarial ones at eps 8/255 (32x32)
+  or 4/255 (224x224), Adam at 2e-3, so that the cheap attacks do not end the cascade at once:
+  FGSM with a random start on the 32x32 models (Wong, Rice, Kolter 2020, "Fast is better than
+  free": step 1.25 eps from a uniform start in the ball), PGD-2 (steps of 1.25 eps from the same
+  start) on the ResNet-50, where FGSM-RS overfitted catastrophically (FGSM 72%, PGD-10 0%). Cached in ``bench/.cache/scale/`` (gitignored) under a name holding
   every training setting; a rerun loads it.
   The model's clean, FGSM and PGD-10 accuracy on the benchmark images are printed as its check.
 * shieldkit: ``shieldkit.evaluate(model, (x, y), eps=[eps], suite="standard")`` with its
@@ -82,15 +83,15 @@ MIN_CONTRAST = 0.4
 #: (training cached), ``gpu`` is the published models on a few hundred images.
 PROFILES = {
     "cpu": dict(width_resnet18=8, widen_wrn=1, width_resnet50=8, images_resnet18=12, images_wrn=4,
-                images_resnet50=2,
+                images_resnet50=4,
                 train_images=10000, imagenet_train_images=4000, epochs=1, imagenet_epochs=1,
-                clean_epochs=1, imagenet_clean_epochs=2,
+                clean_epochs=1, imagenet_clean_epochs=2, train_steps=1, imagenet_train_steps=2,
                 train_batch=128, imagenet_train_batch=32, batch_size=100, stream_images=2000, stream_batch=32,
                 threads=1),
     "gpu": dict(width_resnet18=64, widen_wrn=10, width_resnet50=64, images_resnet18=500, images_wrn=500,
                 images_resnet50=200,
                 train_images=60000, imagenet_train_images=20000, epochs=3, imagenet_epochs=2,
-                clean_epochs=1, imagenet_clean_epochs=1,
+                clean_epochs=1, imagenet_clean_epochs=1, train_steps=1, imagenet_train_steps=2,
                 train_batch=256, imagenet_train_batch=64, batch_size=500, stream_images=5000, stream_batch=256,
                 threads=0),
 }
@@ -111,10 +112,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--images-resnet50", type=int, help="benchmark images for ResNet-50 (224x224)")
     parser.add_argument("--train-images", type=int, help="training images, 32x32 models")
     parser.add_argument("--imagenet-train-images", type=int, help="training images, ResNet-50")
-    parser.add_argument("--clean-epochs", type=int, help="clean epochs before FGSM-RS, 32x32 models")
-    parser.add_argument("--imagenet-clean-epochs", type=int, help="clean epochs before FGSM-RS, ResNet-50")
-    parser.add_argument("--epochs", type=int, help="FGSM-RS epochs, 32x32 models")
-    parser.add_argument("--imagenet-epochs", type=int, help="FGSM-RS epochs, ResNet-50")
+    parser.add_argument("--clean-epochs", type=int, help="clean epochs first, 32x32 models")
+    parser.add_argument("--imagenet-clean-epochs", type=int, help="clean epochs first, ResNet-50")
+    parser.add_argument("--train-steps", type=int, help="attack steps per training example, 32x32 models (1: FGSM-RS)")
+    parser.add_argument("--imagenet-train-steps", type=int, help="the same, ResNet-50 (FGSM-RS overfits "
+                                                                 "catastrophically there: FGSM 72%%, PGD-10 0%%)")
+    parser.add_argument("--epochs", type=int, help="adversarial epochs, 32x32 models")
+    parser.add_argument("--imagenet-epochs", type=int, help="adversarial epochs, ResNet-50")
     parser.add_argument("--train-batch", type=int, help="training batch, 32x32 models")
     parser.add_argument("--imagenet-train-batch", type=int, help="training batch, ResNet-50")
     parser.add_argument("--batch-size", help="shieldkit's chunk and AutoAttack's batch (an int; 'auto' on CUDA: "
@@ -196,46 +200,66 @@ def width_of(args, name: str) -> int:
     return {"resnet18": args.width_resnet18, "wrn28": args.widen_wrn, "resnet50": args.width_resnet50}[name]
 
 
-def fgsm_rs(model, x, y, eps):
-    """Wong et al.'s training example: a uniform start in the ball, one signed step of 1.25 eps, projected."""
+def training_example(model, x, y, eps, steps: int):
+    """From a uniform start in the ball, ``steps`` signed steps, projected: one of 1.25 eps is Wong et al.'s
+    FGSM-RS; several of 2.5 eps / steps each are a short PGD (Madry et al.'s step rule)."""
+    step = 1.25 * eps if steps == 1 else 2.5 * eps / steps
     delta = (torch.rand_like(x) * 2 - 1) * eps
-    delta = ((x + delta).clamp(0, 1) - x).requires_grad_(True)
-    loss = F.cross_entropy(model(x + delta), y)
-    (grad,) = torch.autograd.grad(loss, delta)
-    delta = (delta.detach() + 1.25 * eps * grad.sign()).clamp(-eps, eps)
-    return (x + delta).clamp(0, 1).detach()
+    delta = (x + delta).clamp(0, 1) - x
+    for _ in range(steps):
+        delta.requires_grad_(True)
+        (grad,) = torch.autograd.grad(F.cross_entropy(model(x + delta), y), delta)
+        delta = (delta.detach() + step * grad.sign()).clamp(-eps, eps)
+        delta = (x + delta).clamp(0, 1) - x
+    return (x + delta).detach()
 
 
 def trained(args, name: str) -> tuple[torch.nn.Module, str]:
-    """The FGSM-RS-trained model ``name``, from the cache when it holds it; and a line saying how it was made."""
+    """The adversarially trained model ``name``, from the cache when it holds it; and a line saying how it was made."""
     side, width = side_of(name), width_of(args, name)
     imagenet = side == 224
     n_train = args.imagenet_train_images if imagenet else args.train_images
     epochs = args.imagenet_epochs if imagenet else args.epochs
     train_batch = args.imagenet_train_batch if imagenet else args.train_batch
     clean_epochs = args.imagenet_clean_epochs if imagenet else args.clean_epochs
+    steps = args.imagenet_train_steps if imagenet else args.train_steps
+    recipe = "FGSM-RS" if steps == 1 else f"PGD-{steps}"
     eps = EPS[side]
+    torch.manual_seed(0)  # the initial weights
     model = scale_models.build(name, width).to(args.device)
-    path = CACHE / f"{name}_w{width}_n{n_train}_clean{clean_epochs}_fgsmrs{epochs}_b{train_batch}_adam.pt"
-    how = (f"{clean_epochs} clean + {epochs} FGSM-RS epochs (eps {round(eps * 255)}/255) on {n_train} coloured MNIST training "
-           f"digits, batch {train_batch}, Adam 2e-3")
+    tag = "fgsmrs" if steps == 1 else f"pgd{steps}_"
+
+    def path_after(adversarial: int) -> Path:  # the weights after all clean epochs and `adversarial` others
+        return CACHE / (f"{name}_w{width}_n{n_train}_clean{clean_epochs}_{tag}{adversarial}_b{train_batch}"
+                        "_adam.pt")
+
+    how = (f"{clean_epochs} clean + {epochs} {recipe} epochs (eps {round(eps * 255)}/255) on {n_train} coloured "
+           f"MNIST training digits, batch {train_batch}, Adam 2e-3")
+    path = path_after(epochs)
     if path.exists():
         model.load_state_dict(torch.load(path, map_location=args.device))
         print(f"{scale_models.label(name, width)}: loaded {path.relative_to(REPO)}", flush=True)
         return model.eval(), how + " (cached)"
+    # Every epoch after the clean ones is cached, so a longer run resumes from a shorter one (Adam's moments
+    # start again there).
+    done = next((e for e in range(epochs - 1, 0, -1) if path_after(e).exists()), 0)
+    if done:
+        model.load_state_dict(torch.load(path_after(done), map_location=args.device))
+        print(f"{scale_models.label(name, width)}: resuming from {path_after(done).relative_to(REPO)}", flush=True)
     data = stand_in("train", n_train, seed=0)
     generator = torch.Generator().manual_seed(0)
-    torch.manual_seed(0)
     optimizer = torch.optim.Adam(model.parameters(), lr=2e-3)
     started = time.perf_counter()
     for epoch in range(clean_epochs + epochs):
         order = torch.randperm(len(data), generator=generator)
+        if done and epoch < clean_epochs + done:
+            continue  # the shuffles of the cached epochs are drawn all the same, so later epochs see the same order
         total, correct, seen = 0.0, 0, 0
         for batch in order.split(train_batch):
             x, y = data.render(batch, side, args.device), data.y[batch].to(args.device)
             if epoch >= clean_epochs:  # clean first: from random weights FGSM-RS at once learns nothing
                 model.eval()  # the example from the model as it stands, BN statistics untouched
-                x = fgsm_rs(model, x, y, eps)
+                x = training_example(model, x, y, eps, steps)
             model.train()
             logits = model(x)
             loss = F.cross_entropy(logits, y)
@@ -245,12 +269,14 @@ def trained(args, name: str) -> tuple[torch.nn.Module, str]:
             total += loss.item() * len(y)
             correct += int((logits.argmax(1) == y).sum())
             seen += len(y)
-        kind = "FGSM-RS" if epoch >= clean_epochs else "clean"
+        kind = recipe if epoch >= clean_epochs else "clean"
         print(f"{name} epoch {epoch} ({kind}): loss {total / seen:.3f}, training accuracy {correct / seen:.1%} "
               f"({time.perf_counter() - started:.0f} s)", flush=True)
-    CACHE.mkdir(parents=True, exist_ok=True)
-    torch.save(model.state_dict(), path)
-    return model.eval(), how + f" (trained in this run: {time.perf_counter() - started:.0f} s)"
+        if epoch >= clean_epochs:
+            CACHE.mkdir(parents=True, exist_ok=True)
+            torch.save(model.state_dict(), path_after(epoch - clean_epochs + 1))
+    resumed = f", resumed after {done}" if done else ""
+    return model.eval(), how + f" (trained in this run{resumed}: {time.perf_counter() - started:.0f} s)"
 
 
 def accuracy(model, x, y, batch: int) -> float:
@@ -440,11 +466,11 @@ def stream_folder(count: int) -> Path:
     return root
 
 
-def run_stream(args, model) -> dict:
+def run_stream(args, model, count: int) -> dict:
     import shieldkit as sk
     from shieldkit.data import load
 
-    root = stream_folder(args.stream_images)
+    root = stream_folder(count)
     try:
         data = load("imagenet", root=root)
     except Exception as error:  # noqa: BLE001 - the loader is new: say what happened and go on
@@ -539,14 +565,16 @@ def main(argv=None) -> int:
         if device.type == "cuda":
             torch.cuda.empty_cache()
 
-    stream = None
+    streams = []
     if args.stream_images:
         if resnet50 is None:
             resnet50, _ = trained(args, "resnet50")
             for parameter in resnet50.parameters():
                 parameter.requires_grad_(False)
-        stream = run_stream(args, resnet50)
-        print(f"streaming: {stream}", flush=True)
+        # a quarter of the folder first: a peak that does not grow with the images is the streaming's signature
+        for count in (max(1, args.stream_images // 4), args.stream_images):
+            streams.append(run_stream(args, resnet50, count))
+            print(f"streaming: {streams[-1]}", flush=True)
     total = time.perf_counter() - begun
 
     command = shlex.join(["python", "bench/bench_scale.py", *(argv if argv is not None else sys.argv[1:])])
@@ -584,24 +612,28 @@ def main(argv=None) -> int:
                   for stage, attacked, broke, seconds in aa.stages]
         if sk.flags:
             lines.append(f"\nFlags raised by shieldkit: {', '.join(sk.flags)}.")
-    if stream is not None:
-        lines += ["", "### Streaming memory (ImageNet-size JPEG folder through `shieldkit.data.load(\"imagenet\")`)", ""]
-        if "error" in stream:
-            lines.append(f"Not measured: {stream['error']}")
+    if streams:
+        lines += ["", "### Streaming memory (ImageNet-size JPEG folders through `shieldkit.data.load(\"imagenet\")`)", ""]
+        failed = [stream["error"] for stream in streams if "error" in stream]
+        if failed:
+            lines.append(f"Not measured: {failed[0]}")
         else:
-            m = stream["measure"]
             lines += [
                 "| images | JPEG files (MiB) | decoded 3x224x224 float32 (MiB) | data object | suite | chunk "
-                "| wall time (s) | images/s | peak RSS MiB (+ over start) | peak RSS / decoded size |",
-                "| ---: | ---: | ---: | --- | --- | ---: | ---: | ---: | ---: | ---: |",
-                f"| {stream['n']} | {stream['files_mib']:.0f} | {stream['decoded_mib']:,.0f} | {stream['kind']} | "
-                f"fgsm (adaptive and checks off) | {stream['batch']} | {m.wall:.0f} | {stream['n'] / m.wall:.1f} | "
-                f"{mib(m.rss_peak)} (+{mib(m.rss_peak - m.rss_start)}) | "
-                f"{m.rss_peak / stream['decoded_mib']:.2f} |",
-                "",
-                f"Clean accuracy {stream['clean']:.1%}, FGSM robust accuracy {stream['robust']:.1%} "
-                "(the ResNet-50 above).",
+                "| wall time (s) | images/s | peak RSS MiB (+ over start) | peak RSS / decoded size | clean / FGSM |",
+                "| ---: | ---: | ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | --- |",
             ]
+            for stream in streams:
+                m = stream["measure"]
+                lines.append(
+                    f"| {stream['n']} | {stream['files_mib']:.0f} | {stream['decoded_mib']:,.0f} | {stream['kind']} | "
+                    f"fgsm (adaptive and checks off) | {stream['batch']} | {m.wall:.0f} | {stream['n'] / m.wall:.1f} | "
+                    f"{mib(m.rss_peak)} (+{mib(m.rss_peak - m.rss_start)}) | "
+                    f"{m.rss_peak / stream['decoded_mib']:.2f} | {stream['clean']:.1%} / {stream['robust']:.1%} |")
+            small, large = streams[0], streams[-1]
+            grew = large["measure"].rss_peak - small["measure"].rss_peak
+            lines += ["", f"From {small['n']} to {large['n']} images the decoded size grows by "
+                      f"{large['decoded_mib'] - small['decoded_mib']:,.0f} MiB and the peak RSS by {grew:,.0f} MiB."]
     text = "\n".join(lines) + "\n"
     print(text)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
