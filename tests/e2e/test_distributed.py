@@ -24,7 +24,7 @@ from shieldkit.infra import distributed
 REPO = Path(__file__).resolve().parents[2]
 #: Fields that measure time, not outcomes.
 VOLATILE = {"seconds", "time", "estimated_full_seconds", "estimated_full_grid_seconds", "saved_seconds",
-            "saved_share", "attack_seconds"}
+            "saved_share", "attack_seconds", "started"}
 # The diagnosis's statistics of gradients (e.g. the median error of the first-order loss prediction):
 # a rank's process runs torch with another thread count than one process, and float sums then differ
 # in the last digits (measured: 0.0029147 vs 0.0029117). Everything else is compared exactly.
