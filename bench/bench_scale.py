@@ -83,8 +83,8 @@ MIN_CONTRAST = 0.4
 #: (training cached), ``gpu`` is the published models on a few hundred images.
 PROFILES = {
     "cpu": dict(width_resnet18=8, widen_wrn=1, width_resnet50=8, images_resnet18=12, images_wrn=4,
-                images_resnet50=4,
-                train_images=10000, imagenet_train_images=4000, epochs=1, imagenet_epochs=1,
+                images_resnet50=3,
+                train_images=10000, imagenet_train_images=4000, epochs=1, imagenet_epochs=2,
                 clean_epochs=1, imagenet_clean_epochs=2, train_steps=1, imagenet_train_steps=2,
                 train_batch=128, imagenet_train_batch=32, batch_size=100, stream_images=2000, stream_batch=32,
                 threads=1),
