@@ -36,7 +36,8 @@ Side by side in one run, on whatever device is present (``--device``):
 * Measured for each: robust accuracy with its 95% Clopper-Pearson interval
   (``shieldkit.evaluation.intervals``), wall and CPU time, images per second, the time ratio
   shieldkit / AutoAttack, and peak memory: the process's peak RSS during the run (VmHWM,
-  reset before each run through ``/proc/self/clear_refs``) and, on CUDA,
+  reset before each run through ``/proc/self/clear_refs`` after ``malloc_trim`` has handed the
+  earlier runs' freed heap back) and, on CUDA,
   ``torch.cuda.max_memory_allocated``. The two runs on a model alternate which goes first
   (``--first``), and the load average is recorded before and after each: other jobs share
   the machine.
@@ -54,6 +55,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import ctypes
 import os
 import platform
 import re
@@ -322,8 +324,11 @@ def rss_mib() -> float:
 
 
 def reset_peak(device) -> bool:
-    """Reset the peak RSS (and CUDA's peak); ``False`` where the kernel does not allow it (then the peak is the
-    process's since it started)."""
+    """Hand the allocator's free memory back (``malloc_trim``: otherwise an earlier run's freed heap stays in the
+    RSS and hides the next run's own peak), then reset the peak RSS (and CUDA's peak); ``False`` where the kernel
+    does not allow the reset (then the peak is the process's since it started)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
@@ -598,7 +603,10 @@ def main(argv=None) -> int:
         *rows,
         "",
         "shieldkit's wall time is `evaluate` as a user calls it (diagnosis, masking checks, clean pass and reports "
-        "included); \"attacks only\" is the sum of its attack units' seconds. \"ran\": 1 = first on that model.",
+        "included); \"attacks only\" is the sum of its attack units' seconds. \"ran\": 1 = first on that model. "
+        "Peak RSS is the process's during that run, its freed heap handed back (malloc_trim) first; \"+ over start\" "
+        "is what the run added. AutoAttack's \"broke first\" counts for APGD-CE include the images misclassified "
+        "clean (MultiAttack attacks every image); shieldkit attacks only the clean-correct ones.",
     ]
     for label, n, batch_size, sk, aa in details:
         lines += ["", f"### {label}: where the time goes ({n} images, batch {batch_size})", "",
