@@ -51,7 +51,7 @@ from shieldkit.core.guard import compare_state, snapshot_state
 from shieldkit.core.threat import norm_of
 from shieldkit.data import load as load_dataset
 from shieldkit.data.imagedata import ImageData
-from shieldkit.exemptions import efficacy_exemption
+from shieldkit.exemptions import EfficacyExemption, efficacy_exemption
 from shieldkit.models.training import fit_classifier
 from shieldkit.plugins.registry import create_attack, create_defense
 
@@ -87,7 +87,8 @@ ATTACK_CLAUSES: dict[str, str] = {
     "randomized=False": "an attack declared deterministic gives the same x_adv under different RNG states",
     "bad input": "a NaN image is refused with InvalidInputError",
     "fools a trained model": "on the trained digits CNN, at the given parameters and the efficacy budget, the "
-                             "attack changes its input and fools the required share of correctly classified digits",
+                             "attack changes its input and fools the required share of correctly classified digits; "
+                             "an attack that declares an efficacy exemption must still change its input",
 }
 
 #: The clauses :func:`check_defense` asserts, by kind (``attack_view(...)`` stands for each gradient mode).
@@ -97,7 +98,8 @@ DEFENSE_CLAUSES: dict[str, str] = {
     "input not mutated": "transforms: the caller's x is unchanged",
     "shape and dtype": "transforms: the output has the shape and dtype of x",
     "bounds": "transforms: the output lies inside bounds",
-    "transform changes its input": "transforms: the output differs from the input on some image",
+    "transform changes its input": "transforms: the output differs from the input on some image (asked of every "
+                                   "transform, whatever efficacy exemption it declares)",
     "deterministic under seed": "randomised transforms: two instances with the same seed agree",
     "randomized=True": "randomised transforms: repeated unseeded calls differ",
     "randomized=False": "deterministic transforms: repeated calls agree",
@@ -320,35 +322,60 @@ def trained_digits() -> TrainedDigits:
     return TrainedDigits(model.eval(), test.x[chosen], test.y[chosen], few, test, accuracy)
 
 
-def _check_attack_efficacy(build: Callable[..., Attack], attack: Attack, owner: str) -> dict[str, Any]:
+def _declared(exemption: EfficacyExemption) -> dict[str, Any]:
+    """How a report names an efficacy exemption: what the clause still asked, and the component's reason."""
+    return {"exempt": exemption.requirement, "reason": exemption.reason}
+
+
+def _check_attack_efficacy(build: Callable[..., Attack], attack: Attack, owner: str,
+                           changed_on_tiny: int) -> dict[str, Any]:
     clause = "fools a trained model"
     exemption = efficacy_exemption(attack)
     if exemption is not None and not exemption.fools_some:
-        return {"exempt": exemption.reason}
+        # Weak by design is not broken: a baseline that returns its input measures nothing either.
+        _check(changed_on_tiny > 0 or exemption.may_return_input, owner, clause,
+               f"returned its input unchanged on every image of every run (declared exempt: {exemption.reason})",
+               "tiny model")
+        logger.info("%s: efficacy run on the digits skipped, as declared: %s", owner, exemption.reason)
+        return _declared(exemption)
     digits = trained_digits()
     model = copy.deepcopy(digits.model)  # an attack that writes through param.data cannot spoil the shared one
     x, y = digits.x.clone(), digits.y.clone()
     budget = EFFICACY_EPS.get(attack.norm) if attack.bounded else None
     where = f"digits, {attack.norm}" + (f", eps={budget}" if budget is not None else "")
+    declared = f" (declared exempt: {exemption.reason})" if exemption is not None else ""
     with _clause(owner, clause, where):
         # Unbounded attacks run unbounded (an eps would project them); bounded ones at the efficacy budget.
         candidate = build(eps=budget, norm=attack.norm) if budget is not None or not attack.bounded else attack
         x_adv = candidate.run(model, x, y).x_adv
     changed = int((x_adv != x).flatten(1).any(dim=1).sum())
-    _check(changed > 0, owner, clause, f"returned its input unchanged on all {len(y)} digits", where)
+    _check(changed > 0, owner, clause, f"returned its input unchanged on all {len(y)} digits{declared}", where)
     fooled = int((_predict(model, x_adv) != y).sum())
     required = 1 if exemption is not None else math.ceil(
         (BOUNDED_SHARE if attack.bounded else UNBOUNDED_SHARE) * len(y))
     _check(fooled >= required, owner, clause,
            f"fooled {fooled} of {len(y)} correctly classified digits (changed {changed}); {required} required"
-           + (f" (exempt from the full share: {exemption.reason})" if exemption is not None else ""), where)
-    return {"fooled": fooled, "of": len(y), "required": required}
+           + declared, where)
+    return {"fooled": fooled, "of": len(y), "required": required,
+            **(_declared(exemption) if exemption is not None else {})}
 
 
-def _check_trainer_efficacy(defense: TrainerDefense, owner: str, fit_options: dict[str, Any]) -> dict[str, Any]:
+def _parameters_changed(before: dict[str, Tensor], trained: Any) -> bool:
+    """Whether ``trained`` differs from the parameters ``before`` its fit: a name, a shape or a value."""
+    after = dict(trained.named_parameters()) if isinstance(trained, nn.Module) else {}
+    return set(after) != set(before) or any(
+        after[name].shape != value.shape or not torch.equal(after[name].detach(), value)
+        for name, value in before.items())
+
+
+def _check_trainer_efficacy(defense: TrainerDefense, owner: str, fit_options: dict[str, Any],
+                            changed_on_tiny: bool) -> dict[str, Any]:
     exemption = efficacy_exemption(defense)
     if exemption is not None:
-        return {"exempt": exemption.reason}
+        # The digits fit is skipped, as declared; a trainer that returns the model it was given still fails.
+        _check(changed_on_tiny, owner, "trainer changes the model",
+               f"no parameter of the tiny model changed after fit (declared exempt: {exemption.reason})", "tiny model")
+        return _declared(exemption)
     digits = trained_digits()
     model = copy.deepcopy(digits.model)  # as the evaluation does: a copy of the evaluated model
     before = {name: param.detach().clone() for name, param in model.named_parameters()}
@@ -356,11 +383,7 @@ def _check_trainer_efficacy(defense: TrainerDefense, owner: str, fit_options: di
                       name="digits", split="train")
     with _clause(owner, "trainer changes the model", "digits"):
         trained = defense.fit(model, train, **fit_options)
-    after = dict(trained.named_parameters()) if isinstance(trained, nn.Module) else {}
-    changed = set(after) != set(before) or any(
-        after[name].shape != value.shape or not torch.equal(after[name].detach(), value)
-        for name, value in before.items())
-    _check(changed, owner, "trainer changes the model",
+    _check(_parameters_changed(before, trained), owner, "trainer changes the model",
            f"no parameter of the digits CNN changed after fit on {len(train)} training digits")
     with _clause(owner, "trainer keeps clean accuracy", "digits"):
         accuracy = (_predict(trained, digits.test.x) == digits.test.y).float().mean().item()
@@ -396,7 +419,10 @@ def check_attack(
     :func:`trained_digits`, at ``params`` with ``eps`` set to :data:`EFFICACY_EPS`
     for bounded attacks and to ``None`` for unbounded ones, the attack changes its
     input and fools :data:`BOUNDED_SHARE` or :data:`UNBOUNDED_SHARE` of 16 correctly
-    classified test digits; unless :data:`~shieldkit.exemptions.EFFICACY_EXEMPTIONS` declares why not).
+    classified test digits; an attack weak by design declares an
+    :class:`~shieldkit.exemptions.EfficacyExemption` (see :func:`~shieldkit.exemptions.efficacy_exemption`)
+    and is held to less: to fool at least one digit (``fools_some``), or only to change its input
+    somewhere on the tiny model; the report's ``efficacy`` names the exemption and its reason).
 
     Args:
         name_or_attack: a registered name, an ``Attack`` instance or an ``Attack`` subclass.
@@ -425,15 +451,17 @@ def check_attack(
     x, y = tiny_batch(model, shape, attack.bounds)
     report: dict[str, Any] = {"attack": owner, "norms": {}}
 
+    runs = []  # each contract run's figures, with the samples it changed (for a declared exemption)
     for norm in attack.norms:
         with _clause(owner, "builds", f"norm={norm!r}"):
             candidate = attack if norm == attack.norm else build(norm=norm)
-        report["norms"][norm] = _check_one_run(candidate, model, x, y, None, owner)
+        runs.append(_check_one_run(candidate, model, x, y, None, owner))
+        report["norms"][norm] = runs[-1]
 
     target = (y + 1) % num_classes
     if attack.targeted:
-        run = _check_one_run(attack, model, x, y, target, owner)
-        report["targeted_success"] = run["success_rate"]
+        runs.append(_check_one_run(attack, model, x, y, target, owner))
+        report["targeted_success"] = runs[-1]["success_rate"]
     else:
         try:
             attack.run(model, x, y, target=target)
@@ -474,7 +502,8 @@ def check_attack(
         _fail(owner, "bad input", "a NaN image was accepted")
 
     # Last: the contract clauses above name a broken wrapper as itself before its (lack of) effect is judged.
-    report["efficacy"] = _check_attack_efficacy(build, attack, owner)
+    changed_on_tiny = sum(run.pop("changed") for run in runs)
+    report["efficacy"] = _check_attack_efficacy(build, attack, owner, changed_on_tiny)
     return report
 
 
@@ -541,7 +570,8 @@ def _check_one_run(attack: Attack, model: nn.Module, x: Tensor, y: Tensor, targe
         _check(after >= before - 0.05, owner, "targeted semantics",
                f"mean log-probability of the target fell from {before:.4f} to {after:.4f}", where)
     return {"success_rate": result.success_rate, "forwards": result.forwards,
-            "backwards": result.backwards, "seconds": result.seconds}
+            "backwards": result.backwards, "seconds": result.seconds,
+            "changed": int((x_adv != x).flatten(1).any(dim=1).sum())}
 
 
 # ------------------------------------------------------------------- defences
@@ -564,11 +594,12 @@ def check_defense(
     and an attack through the view keeps its budget. Postprocess: outputs and views.
     Detectors: ``fit`` sets a threshold near the requested FPR, ``score``/``detect``
     shapes, errors for zero samples and for ``detect`` before ``fit``. Trainers:
-    ``fit`` returns a model with the right output shape. Efficacy (unless
-    :data:`~shieldkit.exemptions.EFFICACY_EXEMPTIONS` declares why not): a transform changes some input
-    image; a trainer, fitted with ``fit_options`` on a few training digits from the
+    ``fit`` returns a model with the right output shape. Efficacy: a transform changes some input
+    image (whatever it declares); a trainer, fitted with ``fit_options`` on a few training digits from the
     CNN of :func:`trained_digits`, changes some parameter and keeps clean accuracy at
-    :data:`TRAINED_ACCURACY_FLOOR` or above.
+    :data:`TRAINED_ACCURACY_FLOOR` or above, unless it declares an
+    :class:`~shieldkit.exemptions.EfficacyExemption`: then that fit is skipped, the fit on the tiny
+    model must still change some parameter, and the report's ``efficacy`` names the exemption.
 
     Args:
         name_or_defense: a registered name, a ``Defense`` instance or subclass.
@@ -597,7 +628,9 @@ def check_defense(
     report: dict[str, Any] = {"defense": owner, "kind": defense.kind}
 
     if isinstance(defense, TransformDefense):
-        _check_transform(build, defense, model, x, y, owner)
+        exemption = _check_transform(build, defense, model, x, y, owner)
+        if exemption is not None:
+            report["efficacy"] = _declared(exemption)
     elif isinstance(defense, PostprocessDefense):
         _check_wrapped(defense, model, x, y, owner)
     elif isinstance(defense, DetectorDefense):
@@ -606,6 +639,7 @@ def check_defense(
         with _clause(owner, "trainer fit"):
             train_data = ImageData(x, y, classes=[str(k) for k in range(num_classes)], name="conformance",
                                    split="train")
+            before = {name: param.detach().clone() for name, param in model.named_parameters()}
             trained = defense.fit(model, train_data, **(fit_options or {}))
         _check(isinstance(trained, nn.Module), owner, "trainer returns a model", f"fit returned {type(trained).__name__}")
         with _clause(owner, "trained model output"):
@@ -614,13 +648,14 @@ def check_defense(
                 out = trained(x)
         _check(out.shape == (x.shape[0], num_classes), owner, "trained model output",
                f"logits of shape {tuple(out.shape)}, expected {(x.shape[0], num_classes)}")
-        report["efficacy"] = _check_trainer_efficacy(defense, owner, dict(fit_options or {}))
+        report["efficacy"] = _check_trainer_efficacy(defense, owner, dict(fit_options or {}),
+                                                     _parameters_changed(before, trained))
     else:
         _fail(owner, "kind", f"{type(defense).__name__} is none of the four defence kinds")
     return report
 
 
-def _check_transform(build, defense: TransformDefense, model, x, y, owner) -> None:
+def _check_transform(build, defense: TransformDefense, model, x, y, owner) -> EfficacyExemption | None:
     x_before = x.clone()
     with _clause(owner, "shape and dtype", "transform"):
         out = defense(x)
@@ -629,9 +664,10 @@ def _check_transform(build, defense: TransformDefense, model, x, y, owner) -> No
            f"got {tuple(out.shape)} {out.dtype}, expected {tuple(x.shape)} {x.dtype}")
     low, high = defense.bounds
     _check(out.min().item() >= low and out.max().item() <= high, owner, "bounds", f"output leaves {defense.bounds}")
-    if efficacy_exemption(defense) is None:
-        changed = int((out != x).flatten(1).any(dim=1).sum())
-        _check(changed > 0, owner, "transform changes its input", f"the output equals the input on all {len(x)} images")
+    exemption = efficacy_exemption(defense)
+    changed = int((out != x).flatten(1).any(dim=1).sum())
+    _check(changed > 0, owner, "transform changes its input", f"the output equals the input on all {len(x)} images"
+           + (f" (declared exempt: {exemption.reason})" if exemption is not None else ""))
     if defense.randomized:
         with _clause(owner, "deterministic under seed"):
             seeded_a, seeded_b = build(seed=7)(x), build(seed=7)(x)
@@ -646,6 +682,7 @@ def _check_transform(build, defense: TransformDefense, model, x, y, owner) -> No
             gap = (defense(x) - out).abs().max().item()
         _check(gap <= 1e-6, owner, "randomized=False", f"declared deterministic but repeated calls differ by {gap:.3g}")
     _check_wrapped(defense, model, x, y, owner)
+    return exemption
 
 
 def _check_wrapped(defense, model, x, y, owner) -> None:

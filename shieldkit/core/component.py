@@ -17,6 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from shieldkit.core.errors import InvalidParameterError
+
 #: (class, source) of the instance :meth:`Component.create` is constructing; read by ``__new__`` so that
 #: the source is known before the constructor validates anything (its errors name ``pgd.art``).
 _CREATING: contextvars.ContextVar[tuple[type, str] | None] = contextvars.ContextVar("shieldkit_creating",
@@ -65,6 +67,45 @@ def jsonable(value: Any, opaque: Callable[[Any], str] = repr) -> Any:
 
 
 @dataclass(frozen=True)
+class EfficacyExemption:
+    """A component's statement that it is weak by design: not built to meet the conformance kit's
+    efficacy clause on the kit's trained digits CNN, and why.
+
+    Declared on the class (:attr:`Component.efficacy_exemption`), or, for a component its author
+    cannot annotate (a wrapper of another library), in shieldkit's table by registered name
+    (:data:`shieldkit.exemptions.EFFICACY_EXEMPTIONS`). Either way the kit still fails a component
+    that returns its input unchanged.
+
+    Attributes:
+        reason: one line, with what was measured; the kit's report and failures quote it.
+        fools_some: attacks only. ``True``: the attack still runs on the trained digits and must change
+            its input and fool at least one of them. ``False``: that run is skipped, and the attack must
+            only change its input somewhere in the kit's runs on the tiny model.
+        may_return_input: attacks only, with ``fools_some=False``: not even a changed input is asked, for
+            an attack that returns its input where it fails (C&W, EAD) and at the budget tested finds
+            nothing on the tiny model either. Better: test it at a budget where it finds something.
+    """
+
+    reason: str
+    fools_some: bool = False
+    may_return_input: bool = False
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.reason, str) or not self.reason.strip():
+            raise InvalidParameterError(f"EfficacyExemption: reason must say why, in one line; got reason={self.reason!r}")
+        if self.fools_some and self.may_return_input:
+            raise InvalidParameterError("EfficacyExemption: fools_some=True asks for a changed input, so "
+                                        "may_return_input=True contradicts it; give one of the two")
+
+    @property
+    def requirement(self) -> str:
+        """What the efficacy clause still asks, in the words of the kit's report and of docs/backends.md."""
+        if self.fools_some:
+            return "at least one digit fooled"
+        return "not run; may return its input" if self.may_return_input else "not run; changes its input"
+
+
+@dataclass(frozen=True)
 class ParamDefault:
     """One constructor parameter's default, as the signature says it and as the class applies it.
 
@@ -93,11 +134,15 @@ class Component:
         param_notes: how a parameter whose default is ``None`` is resolved, in words
             (``{"step_size": "eps / 4"}``); read by :meth:`effective_params`, ``shieldkit info``
             and the catalogue.
+        efficacy_exemption: ``None`` (held to the conformance kit's full efficacy clause), or an
+            :class:`EfficacyExemption` saying why the component is weak by design (a noise
+            baseline) and what the kit still asks of it.
     """
 
     family: ClassVar[str] = ""
     smoke_params: ClassVar[dict[str, Any]] = {}
     param_notes: ClassVar[dict[str, str]] = {}
+    efficacy_exemption: ClassVar[EfficacyExemption | None] = None
     source: str = ""
 
     def __new__(cls, *args: Any, **kwargs: Any):
