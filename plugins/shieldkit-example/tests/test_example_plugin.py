@@ -4,6 +4,7 @@ import torch
 
 import shieldkit as sk
 from shieldkit.testing import check_attack, check_defense, tiny_batch, tiny_model
+from shieldkit_example import SaltPepper
 
 
 def test_found_by_entry_point():
@@ -13,8 +14,12 @@ def test_found_by_entry_point():
     assert plugin.distribution == "shieldkit-example" and plugin.status == "ok"
 
 
-def test_salt_pepper_conforms():
-    check_attack("salt_pepper.example", amount=0.1, restarts=3)
+def test_salt_pepper_conforms_as_the_noise_baseline_it_declares():
+    # Noise is weak by design: the class declares an efficacy exemption, and the kit skips its run on the
+    # trained digits (it would fail, fooling 0 of 16) but still asks it to change its input.
+    report = check_attack("salt_pepper.example", amount=0.1, restarts=3)
+    assert report["efficacy"] == {"exempt": "not run; changes its input",
+                                  "reason": SaltPepper.efficacy_exemption.reason}
 
 
 def test_gaussian_blur_conforms():
