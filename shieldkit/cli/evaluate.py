@@ -246,6 +246,8 @@ def prepare(args: argparse.Namespace) -> Setup:
                        "your model was trained on")
     data_spec = dict(config.data) or {"name": "digits"}
     model_spec = dict(config.model) or {"name": "mnist_cnn"}
+    if "path" in data_spec:  # before the model: a path without images is the problem, whatever the model
+        check_data_path(data_spec["path"], data_spec.get("split", "test"))
     _check_model_spec(model_spec)
     if "name" in model_spec and "path" in data_spec:
         raise InvalidParameterError(f"--model {model_spec['name']}: a registered model is trained on a registered "
@@ -275,17 +277,17 @@ def _apply_flags(config, args: argparse.Namespace, demo: bool) -> None:
         parse_eps,
         parse_normalize,
         parse_spec,
-        split_list,
     )
 
     if args.attacks and getattr(args, "suite", None):
         raise InvalidParameterError("--suite: give --attacks or --suite, not both")
     if args.attacks:
-        config.attacks = [parse_spec(a, "--attacks") for a in split_list(args.attacks)]
+        config.attacks = [parse_spec(a, "--attacks") for a in _named_list(args.attacks, "--attacks", "attack name")]
     if getattr(args, "suite", None):
         config.suite, config.attacks = args.suite, []  # the demo's own list gives way to the preset too
     if args.defenses:
-        config.defenses = [parse_spec(d, "--defenses") for d in split_list(args.defenses)]
+        config.defenses = [parse_spec(d, "--defenses") for d in _named_list(args.defenses, "--defenses",
+                                                                            "defence name ('none': undefended)")]
     if args.eps:
         config.eps = parse_eps(args.eps)
     if args.norm:
@@ -320,6 +322,18 @@ def _apply_flags(config, args: argparse.Namespace, demo: bool) -> None:
     if args.out is None and demo:
         config.out = "shieldkit-runs/demo"
     check_scalars(config)
+
+
+def _named_list(values: list[str], flag: str, what: str) -> list[str]:
+    """``--attacks``/``--defenses`` split at commas and spaces; an empty list (``--attacks ,``) is refused,
+    where it would otherwise mean the flag's default (the whole preset suite)."""
+    from shieldkit.evaluation.config import split_list
+
+    names = split_list(values)
+    if not names:
+        raise InvalidParameterError(f"{flag}: expected at least one {what}, comma- or space-separated, "
+                                    f"got {' '.join(values)!r}")
+    return names
 
 
 _MODEL_KEYS = {"name", "path", "factory", "weights", "random_weights", "kwargs", "trust_pickle", "normalize",
@@ -365,6 +379,32 @@ def _check_model_spec(spec: dict[str, Any]) -> None:
                                         "--random-weights if an untrained network is what you mean to evaluate")
         if "weights" in spec and not Path(spec["weights"]).is_file():
             raise FileNotFoundError(f"--weights: no such file {spec['weights']!r}")
+
+
+def check_data_path(path: str, split: str = "test") -> None:
+    """A ``--data`` path holds what the loaders read, checked without reading a picture: a folder with one
+    sub-folder of images per class (under ``<split>/`` where there is one), or a ``.npz``/``.pt`` file."""
+    from shieldkit.data.folder import IMAGE_SUFFIXES
+    from shieldkit.data.tensors import TENSOR_SUFFIXES
+
+    found = Path(path).expanduser()
+    if not found.exists():
+        raise FileNotFoundError(f"--data: no such file or folder {path!r}")
+    expected = (f"expected a folder with one sub-folder of images ({', '.join(IMAGE_SUFFIXES)}) per class, "
+                f"optionally under train/ and test/, or a {'/'.join(TENSOR_SUFFIXES)} file of x and y")
+    if found.is_file():
+        if found.suffix.lower() not in TENSOR_SUFFIXES:
+            raise InvalidParameterError(f"--data: {path!r} is not a data file; {expected}")
+        return
+    base = found / split if (found / split).is_dir() else found
+    try:
+        holds_images = any(
+            entry.is_dir() and any(file.suffix.lower() in IMAGE_SUFFIXES for file in entry.iterdir())
+            for entry in base.iterdir())
+    except OSError as error:  # a folder we may not list (or a class folder inside it)
+        raise InvalidParameterError(f"--data: cannot read the folder {path!r} ({error.strerror}); {expected}") from None
+    if not holds_images:
+        raise InvalidParameterError(f"--data: the folder {path!r} holds no images in class sub-folders; {expected}")
 
 
 def load_data(spec: dict[str, Any], need_train: bool):

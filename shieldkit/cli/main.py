@@ -36,7 +36,20 @@ COMMANDS = {
 }
 
 
-class _CommandParser(argparse.ArgumentParser):
+class _OneLineParser(argparse.ArgumentParser):
+    """A parser whose refusals take one line of stderr, as every other refusal of the command does: the
+    error and where to read the usage (argparse prints the whole usage first, a dozen lines for evaluate)."""
+
+    def error(self, message: str):
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {one_line(message)} (usage: {self.prog} --help)\n")
+
+
+def one_line(message: object) -> str:
+    """A refusal's message on one line: any line breaks inside it become '; '."""
+    return "; ".join(part.strip() for part in str(message).splitlines() if part.strip())
+
+
+class _CommandParser(_OneLineParser):
     """A subcommand's parser; with ``intermixed`` set, options may come before, between or after positionals.
 
     argparse matches consecutive positionals in one go: in ``list attacks --source
@@ -84,7 +97,7 @@ def version_text() -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="shieldkit", description="Adversarial attacks and defences for PyTorch image classifiers.")
+    parser = _OneLineParser(prog="shieldkit", description="Adversarial attacks and defences for PyTorch image classifiers.")
     parser.add_argument("-V", "--version", action=_Version, help="print shieldkit's and torch's versions and exit")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages (default: warnings only)")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_CommandParser)
@@ -124,10 +137,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.handler(args) or EXIT_OK)
     except (UnknownNameError, InvalidParameterError, InvalidInputError, FileNotFoundError) as error:
-        print(f"shieldkit {args.command}: error: {error}", file=sys.stderr)
+        print(f"shieldkit {args.command}: error: {one_line(error)}", file=sys.stderr)
         return EXIT_USAGE
     except ShieldkitError as error:
-        print(f"shieldkit {args.command}: error: {error}", file=sys.stderr)
+        print(f"shieldkit {args.command}: error: {one_line(error)}", file=sys.stderr)
         return EXIT_FAILURE
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

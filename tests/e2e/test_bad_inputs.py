@@ -6,7 +6,8 @@ which must name the argument, and a pattern saying what was wrong; the models
 handed to attacks, defences and the evaluation raise on their first forward
 pass, so a row that validated after computing fails with that error instead.
 CLI rows run ``shieldkit.cli.main`` in this process and must exit 2 with exactly
-one error line, no traceback, and no attack run (``Runner.run`` raises here).
+one line of stderr, the error (argparse's usage included: none), no traceback, and
+no attack run (``Runner.run`` raises here).
 """
 
 from __future__ import annotations
@@ -241,6 +242,15 @@ def _evaluate_argv(*flags: str):
                         *flags]
 
 
+def _no_images(tmp) -> object:
+    """A folder that exists but holds no images, as ../../etc does: text files, and a sub-folder of them."""
+    folder = tmp / "etc"
+    (folder / "ssh").mkdir(parents=True)
+    (folder / "hosts").write_text("127.0.0.1 localhost\n")
+    (folder / "ssh" / "ssh_config").write_text("Host *\n")
+    return folder
+
+
 def _config_argv(text: str):
     return lambda tmp: ["evaluate", "--config", _config(tmp, text), "--quiet", "--out", str(tmp / "out")]
 
@@ -250,6 +260,8 @@ CLI_ROWS = [
     pytest.param(_evaluate_argv("--eps", "-1"), ("eps",), r">=? 0", id="eps-negative"),
     pytest.param(_evaluate_argv("--eps", "0.1,nan"), ("eps",), r"finite", id="eps-nan"),
     pytest.param(_evaluate_argv("--eps", "2"), ("eps",), r"out of range", id="eps-above-pixel-range"),
+    pytest.param(lambda tmp: ["evaluate", "--eps", "5"], ("eps",), r"largest meaningful budget is 1",
+                 id="eps-above-pixel-range-demo"),
     pytest.param(_evaluate_argv("--n", "0"), ("n", "--n"), r">= 1", id="n-zero"),
     pytest.param(_evaluate_argv("--n", "ten"), ("--n",), r"invalid int", id="n-not-an-integer"),
     pytest.param(_evaluate_argv("--norm", "l3"), ("--norm", "norm"), r"not supported", id="norm-unknown"),
@@ -266,12 +278,18 @@ CLI_ROWS = [
     pytest.param(lambda tmp: ["evaluate", "--model", "mnist_cnnn", "--quiet", "--out", str(tmp / "o")],
                  ("mnist_cnnn",), r"unknown model", id="model-unknown-name"),
     pytest.param(_evaluate_argv("--data", "nosuchdata"), ("nosuchdata",), r"unknown dataset", id="data-unknown"),
+    pytest.param(lambda tmp: ["evaluate", "--data", str(_no_images(tmp)), "--quiet", "--out", str(tmp / "o")],
+                 ("--data",), r"holds no images.*per class.*\.npz", id="data-folder-without-images"),
     pytest.param(_evaluate_argv("--attacks", "pgdd"), ("pgdd",), r"unknown attack", id="attacks-unknown"),
+    pytest.param(_evaluate_argv("--attacks", ","), ("--attacks",), r"at least one attack.*got ','",
+                 id="attacks-empty-list"),
     pytest.param(_evaluate_argv("--attacks", "pgd:steps"), ("--attacks",), r"key=value", id="attacks-no-value"),
     pytest.param(_evaluate_argv("--attacks", "pgd:stepz=3"), ("stepz",), r"unknown parameter",
                  id="attacks-unknown-param"),
     pytest.param(_evaluate_argv("--attacks", "pgd:steps=abc"), ("steps",), r"integer", id="attacks-bad-value"),
     pytest.param(_evaluate_argv("--defenses", "jpegg"), ("jpegg",), r"unknown defen", id="defenses-unknown"),
+    pytest.param(_evaluate_argv("--defenses", ","), ("--defenses",), r"at least one defen.*got ','",
+                 id="defenses-empty-list"),
     pytest.param(_evaluate_argv("--defenses", "jpeg:quality=0"), ("quality",), r"between|>=",
                  id="defenses-bad-value"),
     pytest.param(lambda tmp: ["evaluate", "--config", str(tmp / "nope.toml"), "--quiet"], ("--config",),
@@ -317,9 +335,9 @@ def test_bad_command_line_input_exits_2_with_one_line_naming_it(argv, names, wha
     err = capsys.readouterr().err
     assert status == 2, f"exit {status}: {err}"
     assert "Traceback" not in err, err
-    errors = [line for line in err.splitlines() if "error:" in line]
-    assert len(errors) == 1, f"expected one error line: {err!r}"
-    line = errors[0]
+    lines = err.splitlines()
+    assert len(lines) == 1 and "error:" in lines[0], f"expected one line of stderr, the error: {err!r}"
+    line = lines[0]
     assert any(re.search(rf"(?<![\w-]){re.escape(name)}(?![\w-])", line) for name in names), (
         f"names none of {names}: {line}")
     assert re.search(what, line), f"does not say what was wrong ({what!r}): {line}"

@@ -1,10 +1,10 @@
 """The example plugin's own tests: what a plugin author writes, using shieldkit's conformance kit."""
 
 import torch
+from shieldkit_example import SaltPepper
 
 import shieldkit as sk
 from shieldkit.testing import check_attack, check_defense, tiny_batch, tiny_model
-from shieldkit_example import SaltPepper
 
 
 def test_found_by_entry_point():
