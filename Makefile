@@ -43,8 +43,9 @@ test: install plugin browser
 	$(BIN)/python -m pytest -q --durations=15 tests plugins/shieldkit-example/tests
 	$(BIN)/mkdocs build --strict --quiet --site-dir $(VENV)/site
 
+# DEMO_ARGS adds options to the demo's command line, e.g. `make demo DEMO_ARGS="--out /tmp/demo"`.
 demo: install plugin
-	$(BIN)/shieldkit evaluate
+	$(BIN)/shieldkit evaluate $(DEMO_ARGS)
 
 docs: install
 	$(BIN)/mkdocs build --strict --site-dir site

@@ -10,7 +10,7 @@ from torch import Tensor, nn
 from shieldkit.core.attack import Attack
 from shieldkit.core.losses import fooled, margin
 from shieldkit.core.threat import linf_box
-from shieldkit.core.validation import check_int, check_number
+from shieldkit.core.validation import check_int, check_int_between, check_number
 
 #: Iterations (of the paper's 10,000) after which the square's share of the image halves again.
 HALVING_POINTS = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)
@@ -83,9 +83,20 @@ class Square(Attack):
     says how many each one used. Square positions are drawn per sample (the reference
     code draws one per batch), so a sample's search does not depend on its neighbours.
 
+    With ``probe``, the search ends after its first ``probe`` queries unless by then it
+    has fooled a sample of the batch; the schedule stays that of the whole budget, so
+    the probe is exactly the start of the full search. In an evaluation Square comes
+    after the white-box attacks as the black-box check against masked gradients
+    (Carlini et al. 2019, section 5): on a model whose gradients work, the white-box
+    attacks have already found what Square would find and the probe fools nothing; a
+    model whose gradients mislead lets Square fool samples early, and then the search
+    gets its whole budget. ``info["probe_stopped"]`` says whether the probe ended it.
+
     Args:
         queries: forward passes per sample at most (AutoAttack: 5000).
         p_init: initial share of the image's pixels in the square (AutoAttack: 0.8).
+        probe: queries after which a search that has fooled no sample ends (``None``:
+            always the whole budget); at most ``queries``.
         **common: ``eps``, ``norm`` (``"linf"`` or ``"l2"``), ``bounds``, ``seed``.
 
     Reference:
@@ -99,11 +110,12 @@ class Square(Attack):
     randomized = True
     smoke_params = {"queries": 40}
 
-    def __init__(self, *, queries: int = 5000, p_init: float = 0.8, **common):
+    def __init__(self, *, queries: int = 5000, p_init: float = 0.8, probe: int | None = None, **common):
         super().__init__(**common)
         owner = self.name
         self.queries = check_int(owner, "queries", queries, minimum=1)
         self.p_init = check_number(owner, "p_init", p_init, 0.0, 1.0, strict=True)
+        self.probe = None if probe is None else check_int_between(owner, "probe", probe, 1, self.queries)
 
     @torch.no_grad()
     def _run(self, model: nn.Module, x: Tensor, y: Tensor, target: Tensor | None) -> tuple[Tensor, dict]:
@@ -119,8 +131,12 @@ class Square(Attack):
         used = torch.ones(x.shape[0], dtype=torch.long, device=x.device)
         active = (~fooled(logits, labels, targeted)).nonzero().squeeze(1)
         height, width = x.shape[2], x.shape[3]
+        probe_stopped = False
         for iteration in range(1, self.queries):
             if active.numel() == 0:
+                break
+            if iteration == self.probe and active.numel() == x.shape[0]:
+                probe_stopped = True  # nothing fooled in the probe: the white-box attacks before it stand
                 break
             share = square_share(self.p_init, iteration - 1, self.queries)
             best_rows = best[active]
@@ -139,7 +155,7 @@ class Square(Attack):
             best[active[better]] = candidate[better]
             best_value[active[better]] = value[better]
             active = active[~hit]
-        return best, {"queries": used.cpu()}
+        return best, {"queries": used.cpu(), "probe_stopped": probe_stopped}
 
     def _start(self, x: Tensor, box: tuple[Tensor, Tensor] | None) -> Tensor:
         """The paper's starting points: L-inf vertical stripes of +-eps; L2 a grid of signed bumps of norm eps."""

@@ -153,6 +153,45 @@ def test_square_respects_its_query_budget_and_counts_queries(small_model, images
     assert loud.queries == int(loud.info["queries"].sum()) < 30 * budget
 
 
+class _BrightFooledLate(nn.Module):
+    """Labels 0 everywhere; from its ``late``-th forward on, an image brighter than 0.5 on average reads 1.
+
+    The bright image is fooled at once from then on; the dark ones never are (eps keeps them below 0.5).
+    """
+
+    def __init__(self, late: int):
+        super().__init__()
+        self.late, self.calls = late, 0
+
+    def forward(self, x):
+        self.calls += 1
+        bright = (x.flatten(1).mean(dim=1) > 0.5) & (self.calls >= self.late)
+        return torch.stack([(~bright).float(), bright.float()], dim=1)
+
+
+def test_a_square_probe_that_fools_nothing_ends_the_search():
+    x = torch.full((3, 1, 8, 8), 0.1)
+    found = Square(eps=0.05, queries=100, probe=10, seed=0).run(_BrightFooledLate(late=10**6), x, torch.zeros(3).long())
+    assert found.info["probe_stopped"] is True
+    assert found.info["queries"].tolist() == [10, 10, 10]
+    assert found.queries == 30
+
+
+@pytest.mark.parametrize("late, whole_budget", [(5, True), (40, False)])
+def test_a_square_probe_that_fools_a_sample_gets_the_whole_budget(late, whole_budget):
+    x = torch.cat([torch.full((1, 1, 8, 8), 0.9), torch.full((2, 1, 8, 8), 0.1)])
+    found = Square(eps=0.05, queries=100, probe=10, seed=0).run(_BrightFooledLate(late), x, torch.zeros(3).long())
+    # fooled at the 5th forward (inside the probe): the dark images go on to the budget; at the 40th: too late
+    assert found.info["probe_stopped"] is (not whole_budget)
+    assert found.info["queries"].tolist() == ([5, 100, 100] if whole_budget else [10, 10, 10])
+    assert found.success.tolist() == [whole_budget, False, False]
+
+
+def test_a_square_probe_beyond_the_budget_is_refused():
+    with pytest.raises(InvalidParameterError, match="probe"):
+        Square(eps=0.1, queries=100, probe=101)
+
+
 class _NoBackward(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x):

@@ -239,6 +239,23 @@ def test_a_run_that_trains_writes_no_carriage_return_into_its_log(tmp_path):
     assert re.search(r"none: eps=0\.1, samples 0-16 done \(\d+/\d+ units\)", text), text
 
 
+@pytest.mark.slow
+def test_make_demo_sent_to_a_file_writes_no_carriage_return(tmp_path):
+    """``make demo > log 2>&1`` as the README says, with a fresh cache (so the demo's models train): several
+    minutes on two cores, hence ``slow`` (``pytest -m slow -k make_demo``)."""
+    repo = Path(__file__).resolve().parents[2]
+    log = tmp_path / "log"
+    with log.open("w") as stream:
+        result = subprocess.run(["make", "--no-print-directory", "-C", str(repo), "demo",
+                                 f"DEMO_ARGS=--out {tmp_path / 'run'}"], stdout=stream, stderr=subprocess.STDOUT,
+                                env=_environment(SHIELDKIT_CACHE=str(tmp_path / "cache")), timeout=3600)
+    text = log.read_text()
+    assert result.returncode == 0, text[-3000:]
+    assert "\r" not in text, text[:2000]
+    assert re.search(r"epoch 1/\d+: loss", text), text[:3000]  # a model trained, and said so in lines
+    assert (tmp_path / "run" / "report.html").is_file(), text[-3000:]
+
+
 class _Log(io.StringIO):
     """A stand-in for sys.stderr sent to a file: not a terminal."""
 
