@@ -443,7 +443,9 @@ class Runner:
             x = self.data.x[start:end][index - start].to(self.device)  # the chunk is read once for all its units
             y = self.data.y[index].to(self.device)
             target = targets.model(unit.attack.role)
-            built = entry.build(eps, self.config.norm, self.config.bounds, seed)
+            # on a GPU an attack with independent sub-problems may fill the chunk's rows (APGD-T's targets)
+            rows = self.config.batch_size if self.device.type == "cuda" else None
+            built = entry.build(eps, self.config.norm, self.config.bounds, seed, batch_rows=rows)
             plan.reseed(seed)
             try:
                 with self._precision():

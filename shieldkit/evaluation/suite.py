@@ -50,13 +50,19 @@ class AttackEntry:
     def white_box(self) -> bool:
         return self.cls.access == "gradient"
 
-    def build(self, eps: float, norm: str, bounds: tuple[float, float], seed: int) -> Attack:
+    def build(self, eps: float, norm: str, bounds: tuple[float, float], seed: int,
+              batch_rows: int | None = None) -> Attack:
         """A fresh instance for one unit of work: the attack ``create_attack(name, **params)`` builds.
 
         The grid sets only ``eps``, ``norm``, ``bounds`` and ``seed``; every other
         default (step sizes included) is the attack's own, stated where it is defined.
+        ``batch_rows`` (the rows the device takes at once; the runner gives its chunk
+        size on a GPU) goes to an attack that takes a ``batch_rows`` parameter and was
+        not given one (APGD-T: several targets in one batch).
         """
         params = {**self.params, "eps": eps, "norm": norm, "bounds": tuple(bounds), "seed": int(seed)}
+        if batch_rows is not None and "batch_rows" not in params and "batch_rows" in component_params(self.cls):
+            params["batch_rows"] = batch_rows
         return self.cls.create(self.source, **params)
 
 

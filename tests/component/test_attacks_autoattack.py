@@ -255,13 +255,39 @@ def test_apgd_is_as_strong_as_torchattacks_and_pgd(small_model, images, loss):
     _compare(native_accuracy, 1 - pgd.success.float().mean().item(), len(y), f"APGD-{loss} vs native PGD")
 
 
-def test_apgd_targeted_is_as_strong_as_torchattacks(small_model, images):
+@pytest.mark.parametrize("batch_rows", [None, 4 * N_IMAGES])  # one target at a time; all three together
+def test_apgd_targeted_is_as_strong_as_torchattacks(small_model, images, batch_rows):
     x, y = images
     steps, targets = 15, 3  # torchattacks' APGDT tries n_classes - 1 targets
-    native = APGDTargeted(eps=EPS, steps=steps, target_classes=targets, seed=0).run(small_model, x, y)
+    native = APGDTargeted(eps=EPS, steps=steps, target_classes=targets, batch_rows=batch_rows,
+                          seed=0).run(small_model, x, y)
     native_accuracy = 1 - native.success.float().mean().item()
     peer = torchattacks.APGDT(small_model, norm="Linf", eps=EPS, steps=steps, n_classes=targets + 1, seed=0)
     _compare(native_accuracy, robust_accuracy(small_model, peer(x, y), y), len(y), "APGD-T vs torchattacks APGDT")
+    assert native.info["steps"].max().item() <= targets * steps  # every sample's runs counted, none beyond
+
+
+class _TargetLog(nn.Module):
+    """The small model, recording the rows of every backward-enabled forward (one per APGD iteration)."""
+
+    def __init__(self, base: nn.Module):
+        super().__init__()
+        self.base, self.rows = base, []
+
+    def forward(self, x):
+        if torch.is_grad_enabled():
+            self.rows.append(x.shape[0])
+        return self.base(x)
+
+
+def test_apgd_targeted_runs_its_targets_together_up_to_batch_rows(small_model, images):
+    x, y = images[0][:20], images[1][:20]
+    one_by_one, together = _TargetLog(small_model), _TargetLog(small_model)  # eps 0.01: few samples break
+    APGDTargeted(eps=0.01, steps=5, target_classes=3, seed=0).run(one_by_one, x, y)
+    APGDTargeted(eps=0.01, steps=5, target_classes=3, batch_rows=60, seed=0).run(together, x, y)
+    assert max(one_by_one.rows) <= 20 and len(one_by_one.rows) > 3 * 4  # three runs of up to 20 rows
+    assert max(together.rows) > 20 and max(together.rows) <= 60  # the three targets in one batch
+    assert len(together.rows) <= len(one_by_one.rows) / 2
 
 
 @pytest.mark.parametrize("norm, eps", [("linf", EPS), ("l2", 1.0)])
