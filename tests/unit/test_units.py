@@ -71,3 +71,17 @@ def test_sharding_is_a_filter_every_unit_runs_on_exactly_one_rank(world):
         assert {u.chunk for u in shard} <= set(rank_chunks(chunks, rank, world))
         assert rank_chunks(chunks, rank, world) == chunks[rank::world]
     assert rank_chunks(chunks, 0, world)[0] == chunks[0]  # rank 0 owns the first chunk (the checks run there)
+
+
+def test_batch_rows_reaches_only_an_attack_that_takes_it_and_was_not_given_one():
+    from shieldkit.attacks import APGDTargeted
+
+    given = AttackEntry("apgd_t", "apgd_t.native", APGDTargeted, {"steps": 5}).build(0.1, "linf", (0, 1), 0,
+                                                                                   batch_rows=64)
+    assert given.batch_rows == 64
+    assert AttackEntry("apgd_t", "apgd_t.native", APGDTargeted, {}).build(0.1, "linf", (0, 1), 0).batch_rows is None
+    kept = AttackEntry("apgd_t", "apgd_t.native", APGDTargeted, {"batch_rows": 8}).build(0.1, "linf", (0, 1), 0,
+                                                                                       batch_rows=64)
+    assert kept.batch_rows == 8
+    plain = AttackEntry("pgd", "pgd.native", PGD, {}).build(0.1, "linf", (0, 1), 0, batch_rows=64)
+    assert not hasattr(plain, "batch_rows")
