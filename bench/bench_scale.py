@@ -641,7 +641,8 @@ def main(argv=None) -> int:
             small, large = streams[0], streams[-1]
             grew = large["measure"].rss_peak - small["measure"].rss_peak
             lines += ["", f"From {small['n']} to {large['n']} images the decoded size grows by "
-                      f"{large['decoded_mib'] - small['decoded_mib']:,.0f} MiB and the peak RSS by {grew:,.0f} MiB."]
+                      f"{large['decoded_mib'] - small['decoded_mib']:,.0f} MiB; the peak RSS changes by {grew:+,.0f} MiB "
+                      "(the peak is the model's activations on one chunk, not the data)."]
     text = "\n".join(lines) + "\n"
     print(text)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
