@@ -384,7 +384,7 @@ def _check_model_spec(spec: dict[str, Any]) -> None:
 def check_data_path(path: str, split: str = "test") -> None:
     """A ``--data`` path holds what the loaders read, checked without reading a picture: a folder with one
     sub-folder of images per class (under ``<split>/`` where there is one), or a ``.npz``/``.pt`` file."""
-    from shieldkit.data.folder import IMAGE_SUFFIXES
+    from shieldkit.data.folder import IMAGE_SUFFIXES, class_files
     from shieldkit.data.tensors import TENSOR_SUFFIXES
 
     found = Path(path).expanduser()
@@ -398,9 +398,7 @@ def check_data_path(path: str, split: str = "test") -> None:
         return
     base = found / split if (found / split).is_dir() else found
     try:
-        holds_images = any(
-            entry.is_dir() and any(file.suffix.lower() in IMAGE_SUFFIXES for file in entry.iterdir())
-            for entry in base.iterdir())
+        holds_images = bool(class_files(base)[1])
     except OSError as error:  # a folder we may not list (or a class folder inside it)
         raise InvalidParameterError(f"--data: cannot read the folder {path!r} ({error.strerror}); {expected}") from None
     if not holds_images:

@@ -19,6 +19,7 @@ from shieldkit.core.errors import (
     InvalidParameterError,
     ShieldkitError,
     UnknownNameError,
+    one_line,
 )
 
 #: Every subcommand: name -> (module of shieldkit.cli with ``add_arguments(parser)`` and ``run(args)``, help).
@@ -42,11 +43,6 @@ class _OneLineParser(argparse.ArgumentParser):
 
     def error(self, message: str):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {one_line(message)} (usage: {self.prog} --help)\n")
-
-
-def one_line(message: object) -> str:
-    """A refusal's message on one line: any line breaks inside it become '; '."""
-    return "; ".join(part.strip() for part in str(message).splitlines() if part.strip())
 
 
 class _CommandParser(_OneLineParser):

@@ -102,8 +102,13 @@ EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 SETUP_ERRORS = (ShieldkitError, ValueError, TypeError, KeyError, OSError)
 
 
+def one_line(message: object) -> str:
+    """A refusal's message on one line, as every command prints it: any line breaks inside become '; '."""
+    return "; ".join(part.strip() for part in str(message).splitlines() if part.strip())
+
+
 def usage_error(command: str, error: BaseException) -> int:
     """Print a bad-input error as one line (a KeyError's message unquoted); returns exit status 2."""
     message = str(error.args[0]) if isinstance(error, KeyError) and error.args else str(error)
-    print(f"shieldkit {command}: error: {message}", file=sys.stderr)
+    print(f"shieldkit {command}: error: {one_line(message)}", file=sys.stderr)
     return EXIT_USAGE

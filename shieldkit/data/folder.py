@@ -12,9 +12,20 @@ from shieldkit.data.imagedata import ImageData
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["IMAGE_SUFFIXES", "image_folder"]
+__all__ = ["IMAGE_SUFFIXES", "class_files", "image_folder"]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+
+
+def class_files(folder: Path) -> tuple[list[str], list[tuple[Path, int]]]:
+    """The class-folder layout, read without opening a picture: ``(classes, [(image path, label), ...])``,
+    the classes being ``folder``'s sub-folders in sorted order and the images their files with an
+    :data:`IMAGE_SUFFIXES` suffix. The one reader of the layout (``image_folder``, ``ImageFolderDataset``
+    and the command line's ``--data`` check)."""
+    classes = sorted(entry.name for entry in folder.iterdir() if entry.is_dir())
+    files = [(path, label) for label, name in enumerate(classes) for path in sorted((folder / name).iterdir())
+             if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file()]
+    return classes, files
 
 
 def image_folder(
@@ -67,13 +78,7 @@ def image_folder(
         logger.info(
             "image_folder: no %r sub-folder in %s; reading the class folders there", split, base
         )
-    classes = sorted(entry.name for entry in base.iterdir() if entry.is_dir())
-    files = [
-        (path, label)
-        for label, name in enumerate(classes)
-        for path in sorted((base / name).iterdir())
-        if path.suffix.lower() in IMAGE_SUFFIXES
-    ]
+    classes, files = class_files(base)
     if not files:
         raise FileNotFoundError(
             f"image_folder: no images ({', '.join(IMAGE_SUFFIXES)}) in class sub-folders of {str(base)!r}"

@@ -24,7 +24,7 @@ from torch.utils.data import Dataset
 
 from shieldkit.core.errors import DatasetNotFoundError, InvalidParameterError
 from shieldkit.core.validation import check_int
-from shieldkit.data.folder import IMAGE_SUFFIXES
+from shieldkit.data.folder import IMAGE_SUFFIXES, class_files
 from shieldkit.data.idx import data_root
 from shieldkit.data.streamed import StreamedData
 
@@ -73,13 +73,7 @@ class ImageFolderDataset(Dataset):
         if not self.root.is_dir():
             raise DatasetNotFoundError(f"ImageFolderDataset: root {str(self.root)!r} is not a folder")
         self.size, self.resize = size, resize
-        self.classes = sorted(entry.name for entry in self.root.iterdir() if entry.is_dir())
-        self.samples = [
-            (path, label)
-            for label, name in enumerate(self.classes)
-            for path in sorted((self.root / name).iterdir())
-            if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file()
-        ]
+        self.classes, self.samples = class_files(self.root)
         if not self.samples:
             raise DatasetNotFoundError(f"ImageFolderDataset: no images ({', '.join(IMAGE_SUFFIXES)}) in class "
                                        f"sub-folders of {str(self.root)!r}")
